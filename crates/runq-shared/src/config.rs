@@ -1,0 +1,166 @@
+//! The VM config: everything the proxy needs to start the VM and everything the guest init
+//! applies to the application. Written by `runq create` into the bundle (root-only), never
+//! passed on a command line, because it holds the application's environment.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file `runq create` writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmConfig {
+    pub vm: VmSettings,
+    pub guest: GuestConfig,
+}
+
+/// How the proxy starts the VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmSettings {
+    pub cpus: u32,
+    pub mem_mib: u32,
+    pub accel: Accel,
+    /// QEMU `-cpu` value; `None` picks the accelerator's default.
+    pub cpu_model: Option<String>,
+    pub root_fs: RootFs,
+    /// Seconds the guest has to report that the application started.
+    pub boot_timeout_secs: u32,
+    /// QEMU settings for running inside another VM.
+    pub nested_vm: bool,
+    /// Copy the serial console (kernel and init diagnostics) to the container's stderr.
+    pub debug: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// How the container's root reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum RootFs {
+    Virtiofs,
+    #[serde(rename = "9p")]
+    NineP { cache: NinePCache },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NinePCache {
+    None,
+    Loose,
+    Fscache,
+    Mmap,
+}
+
+impl NinePCache {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NinePCache::None => "none",
+            NinePCache::Loose => "loose",
+            NinePCache::Fscache => "fscache",
+            NinePCache::Mmap => "mmap",
+        }
+    }
+}
+
+/// What runq-init applies inside the guest: the application and its surroundings, as the
+/// OCI spec asked for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestConfig {
+    pub process: ProcessConfig,
+    pub root_fs: RootFs,
+    pub root_readonly: bool,
+    pub hostname: Option<String>,
+    /// Non-bind mounts of the spec (proc, sysfs, tmpfs, devpts, mqueue, ...), in spec order.
+    /// Bind mounts are already part of the shared root.
+    pub mounts: Vec<GuestMount>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub sysctl: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcessConfig {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub terminal: bool,
+    pub capabilities: Capabilities,
+    pub rlimits: Vec<Rlimit>,
+    pub no_new_privileges: bool,
+}
+
+/// Capability names as the OCI spec writes them (`CAP_CHOWN`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub permitted: Vec<String>,
+    pub ambient: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// OCI name, e.g. `RLIMIT_NOFILE`.
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    pub destination: String,
+    pub fstype: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_config_round_trips_through_json() {
+        let config = VmConfig {
+            vm: VmSettings {
+                cpus: 2,
+                mem_mib: 256,
+                accel: Accel::Tcg,
+                cpu_model: None,
+                root_fs: RootFs::NineP {
+                    cache: NinePCache::Mmap,
+                },
+                boot_timeout_secs: 60,
+                nested_vm: false,
+                debug: false,
+            },
+            guest: GuestConfig {
+                process: ProcessConfig {
+                    args: vec!["sh".into()],
+                    env: vec!["A=1".into()],
+                    cwd: "/".into(),
+                    ..Default::default()
+                },
+                root_fs: RootFs::Virtiofs,
+                root_readonly: false,
+                hostname: Some("h".into()),
+                mounts: vec![],
+                masked_paths: vec![],
+                readonly_paths: vec![],
+                sysctl: BTreeMap::new(),
+            },
+        };
+        let text = serde_json::to_string(&config).unwrap();
+        assert!(text.contains(r#""kind":"9p""#), "{text}");
+        let back: VmConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, config);
+    }
+}

@@ -1,0 +1,50 @@
+//! Where things are: on the host after install, and inside a container after the spec rewrite.
+
+/// Default install root on the host (`RUNQ_ROOT` or `--assets` change it).
+pub const DEFAULT_INSTALL_ROOT: &str = "/var/lib/runq";
+
+/// The assets directory below the install root: QEMU, its libraries, virtiofsd, kernel, initrd.
+pub const ASSETS_SUBDIR: &str = "qemu";
+
+/// A tmpfs the spec rewrite mounts into every runq container; everything runq adds lives below.
+pub const RUNQ_DIR: &str = "/.runq";
+
+/// The host assets directory, bind-mounted read-only.
+pub const ASSETS_IN_CONTAINER: &str = "/.runq/qemu";
+
+/// The bundle's private runq directory, bind-mounted read-only; the proxy unmounts it once read.
+pub const CONFIG_DIR_IN_CONTAINER: &str = "/.runq/config";
+
+/// File name of the VM config inside the bundle's runq directory.
+pub const VM_CONFIG_FILE: &str = "vm.json";
+
+/// File name of the engine's untouched spec inside the bundle's runq directory.
+pub const ORIGINAL_SPEC_FILE: &str = "config.orig.json";
+
+/// The bundle's private runq directory, relative to the bundle.
+pub const BUNDLE_RUNQ_DIR: &str = "runq";
+
+/// The proxy binary, relative to the assets directory.
+pub const PROXY: &str = "proxy";
+
+/// Name of the virtio-serial port that carries the control channel.
+pub const AGENT_PORT_NAME: &str = "runq.agent";
+
+/// virtio-fs tag of the container's root file system.
+pub const ROOTFS_TAG: &str = "rootfs";
+
+/// Where runq-init mounts the container's root inside the guest.
+pub const GUEST_ROOTFS: &str = "/rootfs";
+
+/// Paths of the assets, relative to the assets directory.
+pub mod assets {
+    pub const LOADER: &str = "lib/ld-linux-x86-64.so.2";
+    pub const LIBS: &str = "lib";
+    pub const QEMU: &str = "bin/qemu-system-x86_64";
+    pub const VIRTIOFSD: &str = "bin/virtiofsd";
+    pub const FIRMWARE: &str = "share/qemu";
+    pub const KERNEL: &str = "kernel/vmlinux";
+    pub const INITRD: &str = "kernel/initrd";
+    pub const KERNEL_RELEASE: &str = "kernel/release";
+    pub const MODULES: &str = "kernel/modules";
+}

@@ -1,0 +1,10 @@
+//! The contract between the runq processes.
+//!
+//! `runq` (the runtime CLI) writes a [`config::VmConfig`]; `runq-proxy` reads it on the host
+//! side and hands the guest part to `runq-init` over the control channel, whose frames are
+//! defined in [`protocol`]. Both sides compile this crate, so they cannot disagree.
+
+pub mod config;
+pub mod layout;
+pub mod options;
+pub mod protocol;

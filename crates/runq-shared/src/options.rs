@@ -1,0 +1,444 @@
+//! runq's own options: global flags (from `daemon.json` `runtimeArgs`), each overridable per
+//! container by a `RUNQ_*` variable in the container's environment. The variable wins.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::config::NinePCache;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunqOptions {
+    pub cpus: Option<u32>,
+    pub mem_mib: Option<u32>,
+    pub dns: Option<Vec<String>>,
+    pub dns_opts: Option<Vec<String>>,
+    pub dns_search: Option<Vec<String>>,
+    pub dns_preserve: bool,
+    pub tmpfs: Vec<String>,
+    pub ninep_cache: NinePCache,
+    pub cpu_model: Option<String>,
+    pub noexec: bool,
+    pub runqenv: bool,
+    pub nested_vm: bool,
+    pub systemd: bool,
+    pub fs: FsKind,
+    pub net: NetMode,
+    pub accel: AccelChoice,
+    pub runc: Option<PathBuf>,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub assets: Option<PathBuf>,
+    pub boot_timeout_secs: u32,
+    pub debug: bool,
+}
+
+impl Default for RunqOptions {
+    fn default() -> Self {
+        RunqOptions {
+            cpus: None,
+            mem_mib: None,
+            dns: None,
+            dns_opts: None,
+            dns_search: None,
+            dns_preserve: false,
+            tmpfs: Vec::new(),
+            ninep_cache: NinePCache::Mmap,
+            cpu_model: None,
+            noexec: false,
+            runqenv: false,
+            nested_vm: false,
+            systemd: false,
+            fs: FsKind::Virtiofs,
+            net: NetMode::Tap,
+            accel: AccelChoice::Auto,
+            runc: None,
+            kernel: None,
+            initrd: None,
+            assets: None,
+            boot_timeout_secs: DEFAULT_BOOT_TIMEOUT_SECS,
+            debug: false,
+        }
+    }
+}
+
+/// Generous because a TCG boot on a loaded two-core machine can take several times the ~2 s
+/// it takes alone.
+pub const DEFAULT_BOOT_TIMEOUT_SECS: u32 = 60;
+
+pub const MIN_MEM_MIB: u32 = 64;
+pub const MAX_MEM_MIB: u32 = 1 << 20;
+pub const MAX_CPUS: u32 = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsKind {
+    Virtiofs,
+    NineP,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetMode {
+    Tap,
+    Macvtap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("invalid value {value:?} for {name}: expected {allowed}")]
+    Invalid {
+        name: String,
+        value: String,
+        allowed: &'static str,
+    },
+    #[error("{name} needs a value")]
+    MissingValue { name: String },
+    #[error("{name} is not supported on x86_64: AP passthrough exists only on s390x")]
+    ApPassthrough { name: String },
+}
+
+/// One runq option; the flag and the variable that set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Cpu,
+    Mem,
+    Dns,
+    DnsOpts,
+    DnsSearch,
+    DnsPreserve,
+    Tmpfs,
+    NinePCache,
+    CpuArgs,
+    NoExec,
+    RunqEnv,
+    NestedVm,
+    Systemd,
+    Fs,
+    Net,
+    Accel,
+    Runc,
+    Kernel,
+    Initrd,
+    Assets,
+    BootTimeout,
+    Debug,
+}
+
+struct OptionSpec {
+    key: Key,
+    flag: Option<&'static str>,
+    vars: &'static [&'static str],
+    /// Boolean flags take no value on the command line.
+    boolean: bool,
+}
+
+const OPTIONS: &[OptionSpec] = &[
+    spec(Key::Cpu, Some("--cpu"), &["RUNQ_CPU"], false),
+    spec(Key::Mem, Some("--mem"), &["RUNQ_MEM"], false),
+    spec(Key::Dns, Some("--dns"), &["RUNQ_DNS"], false),
+    spec(
+        Key::DnsOpts,
+        Some("--dns-opts"),
+        &["RUNQ_DNS_OPTS", "RUNQ_DNS_OPT"],
+        false,
+    ),
+    spec(
+        Key::DnsSearch,
+        Some("--dns-search"),
+        &["RUNQ_DNS_SEARCH"],
+        false,
+    ),
+    spec(
+        Key::DnsPreserve,
+        Some("--dns-preserve"),
+        &["RUNQ_DNS_PRESERVE"],
+        true,
+    ),
+    spec(Key::Tmpfs, Some("--tmpfs"), &[], false),
+    spec(Key::NinePCache, Some("--9pcache"), &["RUNQ_9PCACHE"], false),
+    spec(Key::CpuArgs, Some("--cpuargs"), &["RUNQ_CPUARGS"], false),
+    spec(Key::NoExec, Some("--noexec"), &["RUNQ_NOEXEC"], true),
+    spec(Key::RunqEnv, Some("--runqenv"), &["RUNQ_RUNQENV"], true),
+    spec(Key::NestedVm, Some("--nestedvm"), &[], true),
+    spec(Key::Systemd, None, &["RUNQ_SYSTEMD"], true),
+    spec(Key::Fs, Some("--fs"), &["RUNQ_FS"], false),
+    spec(Key::Net, Some("--net"), &["RUNQ_NET"], false),
+    spec(Key::Accel, Some("--accel"), &[], false),
+    spec(Key::Runc, Some("--runc"), &[], false),
+    spec(Key::Kernel, Some("--kernel"), &[], false),
+    spec(Key::Initrd, Some("--initrd"), &[], false),
+    spec(Key::Assets, Some("--assets"), &[], false),
+    spec(
+        Key::BootTimeout,
+        Some("--boot-timeout"),
+        &["RUNQ_BOOT_TIMEOUT"],
+        false,
+    ),
+    spec(Key::Debug, Some("--runq-debug"), &["RUNQ_DEBUG"], true),
+];
+
+const fn spec(
+    key: Key,
+    flag: Option<&'static str>,
+    vars: &'static [&'static str],
+    boolean: bool,
+) -> OptionSpec {
+    OptionSpec {
+        key,
+        flag,
+        vars,
+        boolean,
+    }
+}
+
+/// How a runq flag on the command line is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagKind {
+    Boolean,
+    WithValue,
+}
+
+/// Whether `flag` (without any `=value`) is one of runq's own, and whether it takes a value.
+pub fn runq_flag(flag: &str) -> Option<FlagKind> {
+    OPTIONS
+        .iter()
+        .find(|option| option.flag == Some(flag))
+        .map(|option| {
+            if option.boolean {
+                FlagKind::Boolean
+            } else {
+                FlagKind::WithValue
+            }
+        })
+}
+
+impl RunqOptions {
+    /// Applies a flag from the command line; boolean flags may come with no value.
+    pub fn set_flag(&mut self, flag: &str, value: Option<&str>) -> Result<(), OptionError> {
+        let Some(option) = OPTIONS.iter().find(|o| o.flag == Some(flag)) else {
+            return Err(OptionError::Invalid {
+                name: flag.to_string(),
+                value: value.unwrap_or_default().to_string(),
+                allowed: "a runq option",
+            });
+        };
+        match (value, option.boolean) {
+            (Some(value), _) => self.set(option.key, flag, value),
+            (None, true) => self.set(option.key, flag, "true"),
+            (None, false) => Err(OptionError::MissingValue {
+                name: flag.to_string(),
+            }),
+        }
+    }
+
+    /// Applies the `RUNQ_*` variables found in a container's environment (`KEY=VALUE` lines).
+    pub fn apply_env<S: AsRef<str>>(&mut self, env: &[S]) -> Result<(), OptionError> {
+        for line in env {
+            let Some((name, value)) = line.as_ref().split_once('=') else {
+                continue;
+            };
+            if name == "RUNQ_APUUID" {
+                return Err(OptionError::ApPassthrough {
+                    name: name.to_string(),
+                });
+            }
+            if let Some(option) = OPTIONS.iter().find(|o| o.vars.contains(&name)) {
+                self.set(option.key, name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, key: Key, name: &str, value: &str) -> Result<(), OptionError> {
+        let invalid = |allowed: &'static str| OptionError::Invalid {
+            name: name.to_string(),
+            value: value.to_string(),
+            allowed,
+        };
+        match key {
+            Key::Cpu => {
+                self.cpus = Some(
+                    parse_in_range(value, 1, MAX_CPUS)
+                        .ok_or_else(|| invalid("a whole number of vCPUs from 1 to 255"))?,
+                )
+            }
+            Key::Mem => {
+                self.mem_mib = Some(
+                    parse_in_range(value, MIN_MEM_MIB, MAX_MEM_MIB).ok_or_else(|| {
+                        invalid("a whole number of MiB from 64 to 1048576, e.g. 512")
+                    })?,
+                )
+            }
+            Key::Dns => self.dns = Some(split_list(value)),
+            Key::DnsOpts => self.dns_opts = Some(split_list(value)),
+            Key::DnsSearch => self.dns_search = Some(split_list(value)),
+            Key::DnsPreserve => self.dns_preserve = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::Tmpfs => self.tmpfs = split_list(value),
+            Key::NinePCache => {
+                self.ninep_cache = match value {
+                    "none" => NinePCache::None,
+                    "loose" => NinePCache::Loose,
+                    "fscache" => NinePCache::Fscache,
+                    "mmap" => NinePCache::Mmap,
+                    _ => return Err(invalid("one of none, loose, fscache, mmap")),
+                }
+            }
+            Key::CpuArgs => {
+                if value.is_empty() || value.contains(char::is_whitespace) {
+                    return Err(invalid("a QEMU -cpu value without spaces, e.g. max"));
+                }
+                self.cpu_model = Some(value.to_string())
+            }
+            Key::NoExec => self.noexec = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::RunqEnv => self.runqenv = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::NestedVm => self.nested_vm = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::Systemd => self.systemd = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::Debug => self.debug = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::Fs => {
+                self.fs = match value {
+                    "virtiofs" => FsKind::Virtiofs,
+                    "9p" => FsKind::NineP,
+                    _ => return Err(invalid("one of virtiofs, 9p")),
+                }
+            }
+            Key::Net => {
+                self.net = match value {
+                    "tap" => NetMode::Tap,
+                    "macvtap" => NetMode::Macvtap,
+                    _ => return Err(invalid("one of tap, macvtap")),
+                }
+            }
+            Key::Accel => {
+                self.accel = match value {
+                    "auto" => AccelChoice::Auto,
+                    "kvm" => AccelChoice::Kvm,
+                    "tcg" => AccelChoice::Tcg,
+                    _ => return Err(invalid("one of auto, kvm, tcg")),
+                }
+            }
+            Key::Runc => self.runc = Some(non_empty_path(value).ok_or_else(|| invalid(PATH))?),
+            Key::Kernel => self.kernel = Some(non_empty_path(value).ok_or_else(|| invalid(PATH))?),
+            Key::Initrd => self.initrd = Some(non_empty_path(value).ok_or_else(|| invalid(PATH))?),
+            Key::Assets => self.assets = Some(non_empty_path(value).ok_or_else(|| invalid(PATH))?),
+            Key::BootTimeout => {
+                self.boot_timeout_secs = parse_in_range(value, 1, 3600)
+                    .ok_or_else(|| invalid("a whole number of seconds from 1 to 3600"))?
+            }
+        }
+        Ok(())
+    }
+}
+
+const BOOL: &str = "one of 1, 0, true, false, yes, no, on, off";
+const PATH: &str = "a non-empty path";
+
+fn parse_in_range(value: &str, min: u32, max: u32) -> Option<u32> {
+    value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn non_empty_path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variable_beats_flag() {
+        let mut options = RunqOptions::default();
+        options.set_flag("--mem", Some("512")).unwrap();
+        options.set_flag("--cpu", Some("2")).unwrap();
+        options.apply_env(&["RUNQ_MEM=1024", "PATH=/bin"]).unwrap();
+        assert_eq!(options.mem_mib, Some(1024));
+        assert_eq!(options.cpus, Some(2));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_the_allowed_values() {
+        let mut options = RunqOptions::default();
+        let err = options.apply_env(&["RUNQ_MEM=lots"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("RUNQ_MEM"), "{text}");
+        assert!(text.contains("lots"), "{text}");
+        assert!(text.contains("MiB"), "{text}");
+
+        let err = options.apply_env(&["RUNQ_CPU=0"]).unwrap_err().to_string();
+        assert!(err.contains("RUNQ_CPU") && err.contains("1 to 255"), "{err}");
+
+        let err = options
+            .apply_env(&["RUNQ_9PCACHE=fast"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("none, loose, fscache, mmap"), "{err}");
+
+        let err = options.set_flag("--fs", Some("nfs")).unwrap_err().to_string();
+        assert!(err.contains("--fs") && err.contains("virtiofs, 9p"), "{err}");
+    }
+
+    #[test]
+    fn boolean_flags_need_no_value_and_value_flags_do() {
+        let mut options = RunqOptions::default();
+        options.set_flag("--noexec", None).unwrap();
+        assert!(options.noexec);
+        assert_eq!(
+            options.set_flag("--cpu", None),
+            Err(OptionError::MissingValue {
+                name: "--cpu".into()
+            })
+        );
+        assert_eq!(runq_flag("--noexec"), Some(FlagKind::Boolean));
+        assert_eq!(runq_flag("--mem"), Some(FlagKind::WithValue));
+        assert_eq!(runq_flag("--root"), None);
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_empty_variable_clears() {
+        let mut options = RunqOptions::default();
+        options.set_flag("--dns", Some("1.1.1.1, 8.8.8.8")).unwrap();
+        assert_eq!(
+            options.dns,
+            Some(vec!["1.1.1.1".to_string(), "8.8.8.8".to_string()])
+        );
+        options.apply_env(&["RUNQ_DNS="]).unwrap();
+        assert_eq!(options.dns, Some(vec![]));
+        options.apply_env(&["RUNQ_DNS_OPT=ndots:1"]).unwrap();
+        assert_eq!(options.dns_opts, Some(vec!["ndots:1".to_string()]));
+    }
+
+    #[test]
+    fn ap_passthrough_is_refused_on_x86() {
+        let err = RunqOptions::default()
+            .apply_env(&["RUNQ_APUUID=abc"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("s390x"), "{err}");
+    }
+}

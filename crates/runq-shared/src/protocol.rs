@@ -1,0 +1,503 @@
+//! The control channel between runq-proxy (host) and runq-init (guest).
+//!
+//! A byte stream (a virtio-serial port) carries frames:
+//!
+//! ```text
+//! u32 big-endian length of what follows | u8 tag | body
+//! ```
+//!
+//! Stdio travels as [`Message::Data`] chunks of one stream of one session (session 0 is the
+//! main process). A sender may have at most [`STREAM_WINDOW`] bytes of a stream unacknowledged;
+//! the receiver returns [`Message::Credit`] as it consumes them, so a fast writer can neither
+//! exhaust memory nor stall the other streams.
+
+use std::io::{self, Read, Write};
+
+use thiserror::Error;
+
+/// Bumped on any incompatible change; the guest announces it in [`Message::Hello`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Session id of the container's main process.
+pub const MAIN_SESSION: u32 = 0;
+
+/// Largest frame accepted (the config with a big environment is the largest message).
+pub const MAX_FRAME_LEN: usize = 16 << 20;
+
+/// Largest data chunk a sender puts in one frame.
+pub const DATA_CHUNK: usize = 32 << 10;
+
+/// Bytes of one stream a sender may have in flight before it waits for credit.
+pub const STREAM_WINDOW: u32 = 256 << 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Stdin = 0,
+    Stdout = 1,
+    Stderr = 2,
+}
+
+impl StreamKind {
+    fn from_byte(byte: u8) -> Result<Self, ProtocolError> {
+        match byte {
+            0 => Ok(StreamKind::Stdin),
+            1 => Ok(StreamKind::Stdout),
+            2 => Ok(StreamKind::Stderr),
+            other => Err(ProtocolError::BadStream(other)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Guest to host, first message: the guest init is up and speaks `version`.
+    Hello { version: u16 },
+    /// Host to guest: the [`crate::config::GuestConfig`] as JSON.
+    Config { json: Vec<u8> },
+    /// Guest to host: the session's process was started.
+    Started { session: u32 },
+    Data {
+        session: u32,
+        stream: StreamKind,
+        bytes: Vec<u8>,
+    },
+    /// No more data on this stream.
+    Eof { session: u32, stream: StreamKind },
+    /// The receiver consumed `bytes` of the stream; the sender may send that much more.
+    Credit {
+        session: u32,
+        stream: StreamKind,
+        bytes: u32,
+    },
+    /// Host to guest: deliver signal number `signal` to the session's process.
+    Signal { session: u32, signal: i32 },
+    /// Host to guest: the session's terminal has a new size.
+    Resize { session: u32, rows: u16, cols: u16 },
+    /// Guest to host: the session's process ended; `code` is its exit code or 128+signal.
+    Exit { session: u32, code: i32 },
+    /// Guest to host: the session could not be set up; the guest gives up on it.
+    Error { session: u32, message: String },
+}
+
+#[derive(Debug, Error)]
+pub enum ProtocolError {
+    #[error("control channel: frame of {0} bytes exceeds the limit of {MAX_FRAME_LEN}")]
+    FrameTooLarge(usize),
+    #[error("control channel: unknown message tag {0}")]
+    UnknownTag(u8),
+    #[error("control channel: unknown stream {0}")]
+    BadStream(u8),
+    #[error("control channel: message with tag {tag} is {len} bytes, expected {expected}")]
+    BadLength { tag: u8, len: usize, expected: &'static str },
+    #[error("control channel: error text is not UTF-8")]
+    BadText,
+    #[error("control channel: connection closed in the middle of a frame")]
+    Truncated,
+    #[error("control channel: {0}")]
+    Io(#[from] io::Error),
+}
+
+const TAG_HELLO: u8 = 1;
+const TAG_CONFIG: u8 = 2;
+const TAG_STARTED: u8 = 3;
+const TAG_DATA: u8 = 4;
+const TAG_EOF: u8 = 5;
+const TAG_CREDIT: u8 = 6;
+const TAG_SIGNAL: u8 = 7;
+const TAG_RESIZE: u8 = 8;
+const TAG_EXIT: u8 = 9;
+const TAG_ERROR: u8 = 10;
+
+impl Message {
+    /// The frame for this message, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let tag = match self {
+            Message::Hello { version } => {
+                body.extend_from_slice(&version.to_be_bytes());
+                TAG_HELLO
+            }
+            Message::Config { json } => {
+                body.extend_from_slice(json);
+                TAG_CONFIG
+            }
+            Message::Started { session } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                TAG_STARTED
+            }
+            Message::Data {
+                session,
+                stream,
+                bytes,
+            } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                body.push(*stream as u8);
+                body.extend_from_slice(bytes);
+                TAG_DATA
+            }
+            Message::Eof { session, stream } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                body.push(*stream as u8);
+                TAG_EOF
+            }
+            Message::Credit {
+                session,
+                stream,
+                bytes,
+            } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                body.push(*stream as u8);
+                body.extend_from_slice(&bytes.to_be_bytes());
+                TAG_CREDIT
+            }
+            Message::Signal { session, signal } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                body.extend_from_slice(&signal.to_be_bytes());
+                TAG_SIGNAL
+            }
+            Message::Resize {
+                session,
+                rows,
+                cols,
+            } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                body.extend_from_slice(&rows.to_be_bytes());
+                body.extend_from_slice(&cols.to_be_bytes());
+                TAG_RESIZE
+            }
+            Message::Exit { session, code } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                body.extend_from_slice(&code.to_be_bytes());
+                TAG_EXIT
+            }
+            Message::Error { session, message } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                body.extend_from_slice(message.as_bytes());
+                TAG_ERROR
+            }
+        };
+        let len = u32::try_from(body.len() + 1).unwrap_or(u32::MAX);
+        let mut frame = Vec::with_capacity(body.len() + 5);
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.push(tag);
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// Decodes one frame body (tag and what follows, without the length prefix).
+    pub fn decode(frame: &[u8]) -> Result<Message, ProtocolError> {
+        let (&tag, body) = frame.split_first().ok_or(ProtocolError::BadLength {
+            tag: 0,
+            len: 0,
+            expected: "at least a tag",
+        })?;
+        let mut fields = Fields { tag, body };
+        let message = match tag {
+            TAG_HELLO => Message::Hello {
+                version: fields.exact::<2>("2").map(u16::from_be_bytes)?,
+            },
+            TAG_CONFIG => Message::Config {
+                json: body.to_vec(),
+            },
+            TAG_STARTED => Message::Started {
+                session: fields.exact::<4>("4").map(u32::from_be_bytes)?,
+            },
+            TAG_DATA => {
+                let (session, stream) = fields.session_stream()?;
+                Message::Data {
+                    session,
+                    stream,
+                    bytes: fields.body.to_vec(),
+                }
+            }
+            TAG_EOF => {
+                let (session, stream) = fields.session_stream()?;
+                fields.end("5")?;
+                Message::Eof { session, stream }
+            }
+            TAG_CREDIT => {
+                let (session, stream) = fields.session_stream()?;
+                let bytes = fields.exact::<4>("9").map(u32::from_be_bytes)?;
+                Message::Credit {
+                    session,
+                    stream,
+                    bytes,
+                }
+            }
+            TAG_SIGNAL => {
+                let session = fields.take::<4>("8").map(u32::from_be_bytes)?;
+                let signal = fields.exact::<4>("8").map(i32::from_be_bytes)?;
+                Message::Signal { session, signal }
+            }
+            TAG_RESIZE => {
+                let session = fields.take::<4>("8").map(u32::from_be_bytes)?;
+                let rows = fields.take::<2>("8").map(u16::from_be_bytes)?;
+                let cols = fields.exact::<2>("8").map(u16::from_be_bytes)?;
+                Message::Resize {
+                    session,
+                    rows,
+                    cols,
+                }
+            }
+            TAG_EXIT => {
+                let session = fields.take::<4>("8").map(u32::from_be_bytes)?;
+                let code = fields.exact::<4>("8").map(i32::from_be_bytes)?;
+                Message::Exit { session, code }
+            }
+            TAG_ERROR => {
+                let session = fields.take::<4>("at least 4").map(u32::from_be_bytes)?;
+                let message = String::from_utf8(fields.body.to_vec())
+                    .map_err(|_| ProtocolError::BadText)?;
+                Message::Error { session, message }
+            }
+            other => return Err(ProtocolError::UnknownTag(other)),
+        };
+        Ok(message)
+    }
+
+    /// Writes the frame in one call so that frames from several threads never interleave
+    /// when the writer is shared behind a lock.
+    pub fn write_to(&self, writer: &mut impl Write) -> io::Result<()> {
+        writer.write_all(&self.encode())
+    }
+}
+
+/// Cursor over a frame body that names the message when a field is missing.
+struct Fields<'a> {
+    tag: u8,
+    body: &'a [u8],
+}
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self, expected: &'static str) -> Result<[u8; N], ProtocolError> {
+        if self.body.len() < N {
+            return Err(ProtocolError::BadLength {
+                tag: self.tag,
+                len: self.body.len(),
+                expected,
+            });
+        }
+        let (head, rest) = self.body.split_at(N);
+        self.body = rest;
+        let mut out = [0u8; N];
+        out.copy_from_slice(head);
+        Ok(out)
+    }
+
+    fn exact<const N: usize>(&mut self, expected: &'static str) -> Result<[u8; N], ProtocolError> {
+        let value = self.take::<N>(expected)?;
+        self.end(expected)?;
+        Ok(value)
+    }
+
+    fn end(&self, expected: &'static str) -> Result<(), ProtocolError> {
+        if self.body.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::BadLength {
+                tag: self.tag,
+                len: self.body.len(),
+                expected,
+            })
+        }
+    }
+
+    fn session_stream(&mut self) -> Result<(u32, StreamKind), ProtocolError> {
+        let session = self.take::<4>("at least 5").map(u32::from_be_bytes)?;
+        let [stream] = self.take::<1>("at least 5")?;
+        Ok((session, StreamKind::from_byte(stream)?))
+    }
+}
+
+/// Reads one message from a blocking reader; `Ok(None)` on a clean end of stream.
+pub fn read_message(reader: &mut impl Read) -> Result<Option<Message>, ProtocolError> {
+    let mut len = [0u8; 4];
+    match read_full(reader, &mut len)? {
+        0 => return Ok(None),
+        4 => {}
+        _ => return Err(ProtocolError::Truncated),
+    }
+    let len = frame_len(len)?;
+    let mut frame = vec![0u8; len];
+    if read_full(reader, &mut frame)? != len {
+        return Err(ProtocolError::Truncated);
+    }
+    Message::decode(&frame).map(Some)
+}
+
+fn frame_len(prefix: [u8; 4]) -> Result<usize, ProtocolError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(ProtocolError::FrameTooLarge(len));
+    }
+    Ok(len)
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Incremental decoder for non-blocking readers: feed bytes as they come, take whole messages.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, if one has arrived.
+    pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
+        let Some(prefix) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = frame_len(*prefix)?;
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let message = Message::decode(&self.buf[4..4 + len]);
+        self.buf.drain(..4 + len);
+        message.map(Some)
+    }
+
+    /// Bytes received that do not yet form a whole frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            Message::Config {
+                json: br#"{"a":1}"#.to_vec(),
+            },
+            Message::Started { session: 3 },
+            Message::Data {
+                session: 0,
+                stream: StreamKind::Stdout,
+                bytes: (0..=255).collect(),
+            },
+            Message::Data {
+                session: 1,
+                stream: StreamKind::Stdin,
+                bytes: vec![],
+            },
+            Message::Eof {
+                session: 7,
+                stream: StreamKind::Stderr,
+            },
+            Message::Credit {
+                session: 0,
+                stream: StreamKind::Stdout,
+                bytes: STREAM_WINDOW,
+            },
+            Message::Signal {
+                session: 0,
+                signal: 15,
+            },
+            Message::Resize {
+                session: 0,
+                rows: 24,
+                cols: 80,
+            },
+            Message::Exit {
+                session: 0,
+                code: 137,
+            },
+            Message::Error {
+                session: 0,
+                message: "mount failed: ünïcode".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_a_reader() {
+        let mut stream = Vec::new();
+        for message in samples() {
+            message.write_to(&mut stream).unwrap();
+        }
+        let mut reader = stream.as_slice();
+        for expected in samples() {
+            assert_eq!(read_message(&mut reader).unwrap(), Some(expected));
+        }
+        assert_eq!(read_message(&mut reader).unwrap(), None);
+    }
+
+    #[test]
+    fn decoder_reassembles_frames_fed_one_byte_at_a_time() {
+        let stream: Vec<u8> = samples().iter().flat_map(Message::encode).collect();
+        let mut decoder = Decoder::default();
+        let mut got = Vec::new();
+        for byte in stream {
+            decoder.push(&[byte]);
+            while let Some(message) = decoder.next_message().unwrap() {
+                got.push(message);
+            }
+        }
+        assert_eq!(got, samples());
+        assert_eq!(decoder.pending(), 0);
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_not_a_clean_end() {
+        let frame = Message::Exit {
+            session: 0,
+            code: 1,
+        }
+        .encode();
+        let mut reader = &frame[..frame.len() - 1];
+        assert!(matches!(
+            read_message(&mut reader),
+            Err(ProtocolError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocating() {
+        let mut reader: &[u8] = &[0xff, 0xff, 0xff, 0xff, TAG_DATA];
+        assert!(matches!(
+            read_message(&mut reader),
+            Err(ProtocolError::FrameTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_bodies_are_named_errors() {
+        assert!(matches!(
+            Message::decode(&[99]),
+            Err(ProtocolError::UnknownTag(99))
+        ));
+        assert!(matches!(
+            Message::decode(&[TAG_EXIT, 0, 0]),
+            Err(ProtocolError::BadLength { tag: TAG_EXIT, .. })
+        ));
+        assert!(matches!(
+            Message::decode(&[TAG_DATA, 0, 0, 0, 0, 9]),
+            Err(ProtocolError::BadStream(9))
+        ));
+        assert!(matches!(
+            Message::decode(&[TAG_ERROR, 0, 0, 0, 0, 0xff]),
+            Err(ProtocolError::BadText)
+        ));
+        assert!(Message::decode(&[]).is_err());
+    }
+}
