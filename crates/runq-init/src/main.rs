@@ -1,1 +1,123 @@
-fn main() {}
+//! runq-init: PID 1 of the guest.
+//!
+//! Boots the guest side of a container: loads the virtio modules, opens the control channel,
+//! receives the container's config, mounts the shared root, starts the application in its own
+//! namespaces and relays its stdio until it exits; then syncs and powers the VM off.
+
+mod console;
+mod container;
+mod identity;
+mod modules;
+mod mount_options;
+mod mounts;
+mod net;
+mod port;
+mod relay;
+mod rootfs;
+mod system;
+
+use std::fs::File;
+use std::process::ExitCode;
+
+use runq_shared::config::GuestConfig;
+use runq_shared::protocol::{self, Message, MAIN_SESSION, PROTOCOL_VERSION};
+
+fn main() -> ExitCode {
+    if std::process::id() != 1 {
+        eprintln!("runq-init: must run as PID 1 of a runq guest");
+        return ExitCode::FAILURE;
+    }
+    let mut channel = None;
+    if let Err(error) = run(&mut channel) {
+        console::log(&format!("fatal: {error}"));
+        if let Some(port) = channel.as_mut() {
+            let _ = Message::Error {
+                session: MAIN_SESSION,
+                message: error.to_string(),
+            }
+            .write_to(port);
+        }
+    }
+    system::power_off()
+}
+
+fn run(channel: &mut Option<File>) -> Result<(), InitError> {
+    system::mount_basics()?;
+    console::set_debug(system::kernel_flag("runq.debug"));
+    modules::load_all()?;
+    net::loopback_up()?;
+    let mut port = port::open(runq_shared::layout::AGENT_PORT_NAME)?;
+    Message::Hello {
+        version: PROTOCOL_VERSION,
+    }
+    .write_to(&mut port)
+    .map_err(InitError::Channel)?;
+    *channel = Some(port.try_clone().map_err(InitError::Channel)?);
+
+    let config = receive_config(&mut port)?;
+    rootfs::mount(&config)?;
+    let children = relay::block_child_signals()?;
+    let app = container::spawn(&config)?;
+    let code = relay::run(port, app, children)?;
+    console::debug(&format!("application exited with {code}"));
+    Ok(())
+}
+
+fn receive_config(port: &mut File) -> Result<GuestConfig, InitError> {
+    loop {
+        match protocol::read_message(port)? {
+            Some(Message::Config { json }) => {
+                return serde_json::from_slice(&json).map_err(InitError::BadConfig)
+            }
+            Some(other) => console::log(&format!("ignoring {other:?} before the config")),
+            None => return Err(InitError::ChannelClosed),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: nix::errno::Errno,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("control channel: {0}")]
+    Channel(std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] protocol::ProtocolError),
+    #[error("control channel closed by the host")]
+    ChannelClosed,
+    #[error("invalid config from the host: {0}")]
+    BadConfig(serde_json::Error),
+    #[error("no virtio-serial port named {0} (is virtio_console loaded?)")]
+    NoPort(String),
+}
+
+/// Adds what was being done to a failing system call.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, InitError>;
+}
+
+impl<T> Context<T> for nix::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, InitError> {
+        self.map_err(|source| InitError::Sys {
+            what: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Context<T> for std::io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, InitError> {
+        self.map_err(|source| InitError::Io {
+            what: what(),
+            source,
+        })
+    }
+}

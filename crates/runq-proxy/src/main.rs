@@ -1,1 +1,96 @@
-fn main() {}
+//! runq-proxy: PID 1 of a runq container on the host.
+//!
+//! Reads the VM config the runtime left for it, shares the container's root with the guest
+//! (virtiofsd or QEMU's 9p), starts QEMU, and then serves the control channel: config to the
+//! guest, signals and stdin in, stdout, stderr and the exit code out. It exits with the
+//! application's exit code, or 1 with a message naming the part that failed.
+
+mod channel;
+mod children;
+mod fds;
+mod qemu;
+mod share;
+mod signals;
+mod stdio;
+mod supervisor;
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+use anyhow::{Context, Result};
+use runq_shared::config::{RootFs, VmConfig};
+use runq_shared::layout::{CONFIG_DIR_IN_CONTAINER, RUNQ_DIR, VM_CONFIG_FILE};
+use runq_shared::protocol::Message;
+
+use crate::channel::ChannelWriter;
+use crate::qemu::{HostFacts, Paths};
+use crate::supervisor::Supervisor;
+
+/// What the proxy's threads report to its main loop.
+pub enum Event {
+    Connected(ChannelWriter),
+    Guest(Message),
+    ChannelClosed(Option<String>),
+    ChildExited { pid: i32, status: String },
+    Signal(i32),
+    WindowChanged,
+}
+
+fn main() -> ExitCode {
+    fds::close_inherited();
+    match run() {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(error) => {
+            eprintln!("runq: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<i32> {
+    signals::block_all().context("block signals")?;
+    let config = load_config()?;
+    let paths = Paths::in_container(&config.vm);
+    let host = HostFacts {
+        tsc_khz: std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| qemu::tsc_khz_from_cpuinfo(&text)),
+    };
+    share::prepare(&paths.shared_root)?;
+    stdio::make_raw_if_terminal(config.guest.process.terminal);
+
+    let (events, queue) = mpsc::channel();
+    signals::spawn_listener(events.clone()).context("start the signal thread")?;
+    let _ = std::fs::remove_file(&paths.agent_socket);
+    let agent = UnixListener::bind(&paths.agent_socket)
+        .with_context(|| format!("listen on {}", paths.agent_socket.display()))?;
+    channel::spawn_reader(agent, events).context("start the channel thread")?;
+
+    let run_dir = Path::new(RUNQ_DIR);
+    let virtiofsd_log = run_dir.join("virtiofsd.log");
+    let qemu_log = run_dir.join("qemu.log");
+    let virtiofsd = match config.vm.root_fs {
+        RootFs::Virtiofs => Some(children::start_virtiofsd(&paths, &virtiofsd_log)?),
+        RootFs::NineP { .. } => None,
+    };
+    let qemu_args = qemu::args(&config.vm, host, &paths);
+    let qemu = children::start_qemu(&paths, &qemu_args, &qemu_log, config.vm.debug)?;
+
+    Supervisor::new(config, qemu, virtiofsd, paths, qemu_log, virtiofsd_log).run(queue)
+}
+
+/// Reads the VM config, then unmounts it: it holds the application's environment, which
+/// nothing else in the container needs to see.
+fn load_config() -> Result<VmConfig> {
+    let dir = Path::new(CONFIG_DIR_IN_CONTAINER);
+    let file = dir.join(VM_CONFIG_FILE);
+    let text =
+        std::fs::read(&file).with_context(|| format!("read the VM config {}", file.display()))?;
+    let config = serde_json::from_slice(&text)
+        .with_context(|| format!("parse the VM config {}", file.display()))?;
+    nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
+        .with_context(|| format!("unmount {}", dir.display()))?;
+    Ok(config)
+}

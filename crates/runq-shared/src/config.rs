@@ -28,6 +28,9 @@ pub struct VmSettings {
     pub nested_vm: bool,
     /// Copy the serial console (kernel and init diagnostics) to the container's stderr.
     pub debug: bool,
+    /// Kernel and initrd inside the container when not the installed ones.
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,7 +46,9 @@ pub enum Accel {
 pub enum RootFs {
     Virtiofs,
     #[serde(rename = "9p")]
-    NineP { cache: NinePCache },
+    NineP {
+        cache: NinePCache,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +146,8 @@ mod tests {
                 boot_timeout_secs: 60,
                 nested_vm: false,
                 debug: false,
+                kernel: None,
+                initrd: None,
             },
             guest: GuestConfig {
                 process: ProcessConfig {

@@ -278,7 +278,9 @@ impl RunqOptions {
             Key::Dns => self.dns = Some(split_list(value)),
             Key::DnsOpts => self.dns_opts = Some(split_list(value)),
             Key::DnsSearch => self.dns_search = Some(split_list(value)),
-            Key::DnsPreserve => self.dns_preserve = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::DnsPreserve => {
+                self.dns_preserve = parse_bool(value).ok_or_else(|| invalid(BOOL))?
+            }
             Key::Tmpfs => self.tmpfs = split_list(value),
             Key::NinePCache => {
                 self.ninep_cache = match value {
@@ -391,7 +393,10 @@ mod tests {
         assert!(text.contains("MiB"), "{text}");
 
         let err = options.apply_env(&["RUNQ_CPU=0"]).unwrap_err().to_string();
-        assert!(err.contains("RUNQ_CPU") && err.contains("1 to 255"), "{err}");
+        assert!(
+            err.contains("RUNQ_CPU") && err.contains("1 to 255"),
+            "{err}"
+        );
 
         let err = options
             .apply_env(&["RUNQ_9PCACHE=fast"])
@@ -399,8 +404,14 @@ mod tests {
             .to_string();
         assert!(err.contains("none, loose, fscache, mmap"), "{err}");
 
-        let err = options.set_flag("--fs", Some("nfs")).unwrap_err().to_string();
-        assert!(err.contains("--fs") && err.contains("virtiofs, 9p"), "{err}");
+        let err = options
+            .set_flag("--fs", Some("nfs"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--fs") && err.contains("virtiofs, 9p"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -88,7 +88,11 @@ pub enum ProtocolError {
     #[error("control channel: unknown stream {0}")]
     BadStream(u8),
     #[error("control channel: message with tag {tag} is {len} bytes, expected {expected}")]
-    BadLength { tag: u8, len: usize, expected: &'static str },
+    BadLength {
+        tag: u8,
+        len: usize,
+        expected: &'static str,
+    },
     #[error("control channel: error text is not UTF-8")]
     BadText,
     #[error("control channel: connection closed in the middle of a frame")]
@@ -246,8 +250,8 @@ impl Message {
             }
             TAG_ERROR => {
                 let session = fields.take::<4>("at least 4").map(u32::from_be_bytes)?;
-                let message = String::from_utf8(fields.body.to_vec())
-                    .map_err(|_| ProtocolError::BadText)?;
+                let message =
+                    String::from_utf8(fields.body.to_vec()).map_err(|_| ProtocolError::BadText)?;
                 Message::Error { session, message }
             }
             other => return Err(ProtocolError::UnknownTag(other)),

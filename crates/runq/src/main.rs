@@ -1,1 +1,28 @@
-fn main() {}
+//! `runq`: what Docker, containerd and Podman call instead of runc.
+
+use std::process::ExitCode;
+
+use runq::log::Logger;
+
+fn main() -> ExitCode {
+    let argv: Vec<_> = std::env::args_os().collect();
+    let invocation = match runq::cli::parse(&argv) {
+        Ok(invocation) => invocation,
+        Err(error) => {
+            // The log flags may be unreadable too; find them as well as we can.
+            Logger::default().error(&error.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    let logger = Logger {
+        file: invocation.log.clone(),
+        json: invocation.log_json,
+    };
+    match runq::commands::dispatch(invocation, &logger) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            logger.error(&format!("{error:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Starts the application: PID 1 of fresh PID, mount, IPC and UTS namespaces, its root moved
+//! onto the shared container root, with the user, capabilities and limits of the OCI spec.
+//!
+//! runq-init is single-threaded, so the forked child may allocate freely before exec.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+
+use nix::fcntl::OFlag;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::unistd::{ForkResult, Pid};
+use runq_shared::config::{GuestConfig, ProcessConfig};
+use runq_shared::layout::GUEST_ROOTFS;
+
+use crate::{console, identity, mounts, Context, InitError};
+
+/// The running application and the host ends of its stdio.
+pub struct App {
+    pub pid: Pid,
+    /// Where the application's stdin is written (the pty master with a terminal).
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    /// `None` with a terminal: stderr shares the pty with stdout.
+    pub stderr: Option<OwnedFd>,
+    pub terminal: bool,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub fn spawn(config: &GuestConfig) -> Result<App, InitError> {
+    // Every later child of init starts in the application's PID namespace.
+    unshare(CloneFlags::CLONE_NEWPID).context(|| "new PID namespace".to_string())?;
+    let stdio = Stdio::new(config.process.terminal)?;
+    // SAFETY: runq-init is single-threaded, so the child has a consistent copy of the heap and
+    // of every lock; it either execs or exits.
+    match unsafe { nix::unistd::fork() }.context(|| "fork the application".to_string())? {
+        ForkResult::Child => {
+            let failure = stdio.attach_child().and_then(|()| setup_and_exec(config));
+            let (code, message) = failure.unwrap_err_or_exit();
+            let _ = writeln!(std::io::stderr(), "runq: {message}");
+            // SAFETY: _exit ends the child without running the parent's atexit handlers or
+            // flushing its buffers a second time.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            console::debug(&format!("application started as {child}"));
+            Ok(stdio.into_app(child))
+        }
+    }
+}
+
+/// A failure in the child before exec: the exit code to report and what went wrong.
+type ChildFailure = (i32, String);
+
+trait ExitOnOk {
+    fn unwrap_err_or_exit(self) -> ChildFailure;
+}
+
+impl ExitOnOk for Result<(), ChildFailure> {
+    fn unwrap_err_or_exit(self) -> ChildFailure {
+        match self {
+            Err(failure) => failure,
+            // setup_and_exec only returns on failure.
+            Ok(()) => (1, "exec returned without an error".to_string()),
+        }
+    }
+}
+
+fn fail<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> ChildFailure {
+    move |error| (1, format!("{what}: {error}"))
+}
+
+/// The application's stdio: pipes, or one pty for a terminal.
+struct Stdio {
+    terminal: bool,
+    /// (parent end, child end) of stdin, stdout, stderr; with a terminal all three child ends
+    /// are the pty slave and the parent ends the master.
+    stdin: (OwnedFd, OwnedFd),
+    stdout: (OwnedFd, OwnedFd),
+    stderr: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl Stdio {
+    fn new(terminal: bool) -> Result<Stdio, InitError> {
+        if terminal {
+            let pty = nix::pty::openpty(None, None).context(|| "open a pty".to_string())?;
+            let master_in = pty
+                .master
+                .try_clone()
+                .context(|| "dup pty master".to_string())?;
+            let slave_out = pty
+                .slave
+                .try_clone()
+                .context(|| "dup pty slave".to_string())?;
+            set_cloexec(&pty.master)?;
+            set_cloexec(&master_in)?;
+            return Ok(Stdio {
+                terminal,
+                stdin: (master_in, pty.slave),
+                stdout: (pty.master, slave_out),
+                stderr: None,
+            });
+        }
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).context(|| "pipe".to_string());
+        let (stdin_read, stdin_write) = pipe()?;
+        let (stdout_read, stdout_write) = pipe()?;
+        let (stderr_read, stderr_write) = pipe()?;
+        Ok(Stdio {
+            terminal,
+            stdin: (stdin_write, stdin_read),
+            stdout: (stdout_read, stdout_write),
+            stderr: Some((stderr_read, stderr_write)),
+        })
+    }
+
+    /// In the child: makes the child ends fds 0, 1, 2 and the terminal the controlling one.
+    fn attach_child(&self) -> Result<(), ChildFailure> {
+        SigSet::empty()
+            .thread_set_mask()
+            .map_err(fail("reset the signal mask"))?;
+        let _ =
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        nix::unistd::setsid().map_err(fail("setsid"))?;
+        let stderr_child = match &self.stderr {
+            Some((_, child)) => child.as_raw_fd(),
+            None => self.stdout.1.as_raw_fd(),
+        };
+        if self.terminal {
+            // SAFETY: TIOCSCTTY takes an integer argument; the fd is the pty slave we own.
+            if unsafe { libc::ioctl(self.stdin.1.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+                return Err(fail("make the pty the controlling terminal")(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        for (from, to) in [
+            (self.stdin.1.as_raw_fd(), 0),
+            (self.stdout.1.as_raw_fd(), 1),
+            (stderr_child, 2),
+        ] {
+            dup_onto(from, to).map_err(fail("set up stdio"))?;
+        }
+        Ok(())
+    }
+
+    fn into_app(self, pid: Pid) -> App {
+        App {
+            pid,
+            stdin: self.stdin.0,
+            stdout: self.stdout.0,
+            stderr: self.stderr.map(|(parent, _)| parent),
+            terminal: self.terminal,
+        }
+    }
+}
+
+fn dup_onto(from: RawFd, to: RawFd) -> nix::Result<()> {
+    if from == to {
+        // dup2 onto itself keeps FD_CLOEXEC; clear it so the fd survives exec.
+        nix::fcntl::fcntl(
+            from,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )?;
+        return Ok(());
+    }
+    nix::unistd::dup2(from, to).map(drop)
+}
+
+fn set_cloexec(fd: &OwnedFd) -> Result<(), InitError> {
+    nix::fcntl::fcntl(
+        fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map(drop)
+    .context(|| "set FD_CLOEXEC".to_string())
+}
+
+/// Everything between fork and exec. Returns only on failure.
+fn setup_and_exec(config: &GuestConfig) -> Result<(), ChildFailure> {
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+        .map_err(fail("new mount, IPC and UTS namespaces"))?;
+    mounts::prepare_root(config).map_err(|e| (1, e.to_string()))?;
+    if let Some(hostname) = &config.hostname {
+        nix::unistd::sethostname(hostname).map_err(fail(format!("set hostname {hostname:?}")))?;
+    }
+    enter_root()?;
+    let process = &config.process;
+    set_rlimits(process)?;
+    if let Some(umask) = process.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+    }
+    // As root first, so a directory only its owner may enter works; again as the user below.
+    let cwd_entered = std::env::set_current_dir(&process.cwd).is_ok();
+    identity::apply(process).map_err(|e| (1, e.to_string()))?;
+    if !cwd_entered {
+        std::env::set_current_dir(&process.cwd)
+            .map_err(fail(format!("chdir to cwd {:?}", process.cwd)))?;
+    }
+    if process.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(fail("set no_new_privs"))?;
+    }
+    exec(process)
+}
+
+/// Moves the shared root onto / of the application's mount namespace, as switch_root does:
+/// the initramfs root cannot be pivoted away from.
+fn enter_root() -> Result<(), ChildFailure> {
+    std::env::set_current_dir(GUEST_ROOTFS).map_err(fail(format!("chdir {GUEST_ROOTFS}")))?;
+    nix::mount::mount(
+        Some("."),
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+    .map_err(fail("move the container root onto /"))?;
+    nix::unistd::chroot(".").map_err(fail("chroot into the container root"))?;
+    std::env::set_current_dir("/").map_err(fail("chdir /"))
+}
+
+fn set_rlimits(process: &ProcessConfig) -> Result<(), ChildFailure> {
+    for limit in &process.rlimits {
+        let Some(resource) = rlimit_resource(&limit.kind) else {
+            return Err((1, format!("unknown rlimit type {:?}", limit.kind)));
+        };
+        let value = libc::rlimit {
+            rlim_cur: limit.soft,
+            rlim_max: limit.hard,
+        };
+        // SAFETY: setrlimit reads the rlimit struct we pass by reference.
+        if unsafe { libc::setrlimit(resource, &value) } != 0 {
+            return Err(fail(format!(
+                "set {} to {}:{}",
+                limit.kind, limit.soft, limit.hard
+            ))(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match kind {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// execve with the exit codes a shell and Docker use: 127 not found, 126 not executable.
+fn exec(process: &ProcessConfig) -> Result<(), ChildFailure> {
+    let Some(program) = process.args.first() else {
+        return Err((
+            127,
+            "exec: no command given (process.args is empty)".to_string(),
+        ));
+    };
+    let path = if program.contains('/') {
+        program.clone()
+    } else {
+        let search = process
+            .env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        look_path(program, search).ok_or_else(|| {
+            (
+                127,
+                format!("exec: {program:?}: executable file not found in $PATH"),
+            )
+        })?
+    };
+    let to_c = |s: &String| {
+        CString::new(s.as_bytes()).map_err(|_| (1, format!("exec: {s:?} contains a NUL byte")))
+    };
+    let c_path = to_c(&path)?;
+    let args = process
+        .args
+        .iter()
+        .map(to_c)
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = process
+        .env
+        .iter()
+        .map(to_c)
+        .collect::<Result<Vec<_>, _>>()?;
+    let errno = match nix::unistd::execve(&c_path, &args, &env) {
+        Err(errno) => errno,
+        Ok(never) => match never {},
+    };
+    let code = if errno == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
+    Err((
+        code,
+        format!("exec {path}: {}", errno.desc().to_lowercase()),
+    ))
+}
+
+/// Like Go's exec.LookPath, which runc uses: the first regular file with an execute bit.
+fn look_path(program: &str, search: &str) -> Option<String> {
+    search
+        .split(':')
+        .map(|dir| if dir.is_empty() { "." } else { dir })
+        .map(|dir| format!("{dir}/{program}"))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}

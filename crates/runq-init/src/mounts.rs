@@ -1,0 +1,207 @@
+//! The application's file system view, prepared below /rootfs in its own mount namespace:
+//! the spec's non-bind mounts, a runc-like /dev, sysctls, masked and read-only paths.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use runq_shared::config::{GuestConfig, GuestMount};
+use runq_shared::layout::{GUEST_ROOTFS, RUNQ_DIR};
+
+use crate::{console, mount_options, Context, InitError};
+
+pub fn prepare_root(config: &GuestConfig) -> Result<(), InitError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context(|| "make mounts private".to_string())?;
+    for spec_mount in &config.mounts {
+        mount_one(spec_mount)?;
+    }
+    populate_dev()?;
+    hide_runq_dir();
+    for (key, value) in &config.sysctl {
+        let path = in_root(&format!("/proc/sys/{}", key.replace('.', "/")));
+        std::fs::write(&path, value).context(|| format!("set sysctl {key}={value}"))?;
+    }
+    for path in &config.masked_paths {
+        mask(path)?;
+    }
+    for path in &config.readonly_paths {
+        make_readonly(path)?;
+    }
+    Ok(())
+}
+
+fn in_root(path: &str) -> PathBuf {
+    Path::new(GUEST_ROOTFS).join(path.trim_start_matches('/'))
+}
+
+fn mount_one(spec_mount: &GuestMount) -> Result<(), InitError> {
+    let target = in_root(&spec_mount.destination);
+    std::fs::create_dir_all(&target).context(|| format!("mkdir {}", target.display()))?;
+    let options = mount_options::parse(&spec_mount.options);
+    let result = match spec_mount.fstype.as_str() {
+        // One devpts instance for init and application, so a pty made by init is a tty the
+        // application can name (`tty`, ttyname) in its own /dev/pts.
+        "devpts" => mount(
+            Some("/dev/pts"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ),
+        // The guest kernel is the container's own: give it the unified hierarchy.
+        "cgroup" | "cgroup2" => mount(
+            Some("cgroup2"),
+            &target,
+            Some("cgroup2"),
+            options.flags,
+            None::<&str>,
+        )
+        .or_else(|e| {
+            console::log(&format!("cgroup2 on {}: {e}; left out", target.display()));
+            Ok(())
+        }),
+        fstype => mount(
+            Some(spec_mount.source.as_str()),
+            &target,
+            Some(fstype),
+            options.flags,
+            Some(options.data.as_str()).filter(|d| !d.is_empty()),
+        ),
+    };
+    result.context(|| {
+        format!(
+            "mount {} on {} ({})",
+            spec_mount.fstype,
+            spec_mount.destination,
+            spec_mount.options.join(",")
+        )
+    })?;
+    if !options.propagation.is_empty() {
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            options.propagation,
+            None::<&str>,
+        )
+        .context(|| format!("set propagation of {}", spec_mount.destination))?;
+    }
+    Ok(())
+}
+
+/// The device nodes and links runc creates in a container's /dev.
+fn populate_dev() -> Result<(), InitError> {
+    let dev = in_root("/dev");
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = dev.join(name);
+        if path.exists() {
+            continue;
+        }
+        mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .context(|| format!("mknod {}", path.display()))?;
+        // mknod is subject to the umask; the nodes must be usable by every user.
+        nix::sys::stat::fchmodat(
+            None,
+            &path,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .context(|| format!("chmod {}", path.display()))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        let path = dev.join(name);
+        if path.symlink_metadata().is_err() {
+            symlink(target, &path).context(|| format!("symlink {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// runq's own mount point in the container must not show the application anything.
+fn hide_runq_dir() {
+    let path = in_root(RUNQ_DIR);
+    if path.is_dir() {
+        let _ = mount(
+            Some("tmpfs"),
+            &path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=0,mode=000"),
+        );
+    }
+}
+
+fn mask(path: &str) -> Result<(), InitError> {
+    let target = in_root(path);
+    let Ok(metadata) = target.metadata() else {
+        return Ok(());
+    };
+    let result = if metadata.is_dir() {
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        mount(
+            Some(&in_root("/dev/null")),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    result.context(|| format!("mask {path}"))
+}
+
+fn make_readonly(path: &str) -> Result<(), InitError> {
+    let target = in_root(path);
+    if target.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    mount(
+        Some(&target),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context(|| format!("bind {path} read-only"))?;
+    mount(
+        None::<&str>,
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context(|| format!("remount {path} read-only"))
+}

@@ -1,0 +1,48 @@
+//! The guest's own basic file systems and its end.
+
+use std::process::ExitCode;
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::reboot::{reboot, RebootMode};
+
+use crate::{Context, InitError};
+
+pub fn mount_basics() -> Result<(), InitError> {
+    let common = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    for (source, target, fstype, flags) in [
+        ("proc", "/proc", "proc", common | MsFlags::MS_NODEV),
+        ("sysfs", "/sys", "sysfs", common | MsFlags::MS_NODEV),
+        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID),
+    ] {
+        std::fs::create_dir_all(target).context(|| format!("mkdir {target}"))?;
+        mount(Some(source), target, Some(fstype), flags, None::<&str>)
+            .context(|| format!("mount {fstype} on {target}"))?;
+    }
+    // The application's /dev/pts is this instance too (see mounts.rs).
+    std::fs::create_dir_all("/dev/pts").context(|| "mkdir /dev/pts".to_string())?;
+    mount(
+        Some("devpts"),
+        "/dev/pts",
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )
+    .context(|| "mount devpts".to_string())?;
+    Ok(())
+}
+
+/// Syncs and powers off; QEMU then exits. Never returns in a working guest.
+pub fn power_off() -> ExitCode {
+    nix::unistd::sync();
+    let _ = reboot(RebootMode::RB_POWER_OFF);
+    // Only reached if the reboot call itself failed; PID 1 exiting panics the kernel, which
+    // with panic=-1 and -no-reboot ends QEMU as well.
+    ExitCode::FAILURE
+}
+
+/// Whether the kernel command line carries `flag` (the proxy adds `runq.debug` in debug mode).
+pub fn kernel_flag(flag: &str) -> bool {
+    std::fs::read_to_string("/proc/cmdline")
+        .map(|line| line.split_whitespace().any(|word| word == flag))
+        .unwrap_or(false)
+}

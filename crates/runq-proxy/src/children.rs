@@ -1,0 +1,87 @@
+//! Starting virtiofsd and QEMU, and knowing which of them ended.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+use runq_shared::layout::assets;
+
+use crate::qemu::Paths;
+
+/// virtiofsd is handed an already listening socket, so QEMU can connect at once: nothing
+/// waits for its socket file to appear.
+pub fn start_virtiofsd(paths: &Paths, log: &Path) -> Result<Child> {
+    let _ = std::fs::remove_file(&paths.virtiofsd_socket);
+    let listener = UnixListener::bind(&paths.virtiofsd_socket)
+        .with_context(|| format!("listen on {}", paths.virtiofsd_socket.display()))?;
+    let fd: OwnedFd = listener.into();
+    let raw = fd.as_raw_fd();
+    let mut command = Command::new(paths.loader());
+    command
+        .args(paths.loader_args(assets::VIRTIOFSD))
+        .arg(format!("--fd={raw}"))
+        .arg(format!("--shared-dir={}", paths.shared_root.display()))
+        .args([
+            "--cache=auto",
+            "--sandbox=namespace",
+            "--announce-submounts",
+            "--xattr",
+            "--log-level=error",
+        ])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(log)?);
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor that
+    // stays open in the parent until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().context("start virtiofsd")?;
+    drop(fd);
+    Ok(child)
+}
+
+pub fn start_qemu(paths: &Paths, args: &[String], log: &Path, debug: bool) -> Result<Child> {
+    let mut command = Command::new(paths.loader());
+    command
+        .args(paths.loader_args(assets::QEMU))
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null());
+    if debug {
+        // The serial console goes to QEMU's stdout: show it as the proxy's stderr.
+        let stderr = std::io::stderr().as_raw_fd().to_owned();
+        let dup = nix::unistd::dup(stderr).context("dup stderr")?;
+        // SAFETY: dup returned a fresh descriptor that nothing else owns.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+        command.stdout(Stdio::from(owned)).stderr(Stdio::inherit());
+    } else {
+        command.stdout(log_file(log)?).stderr(log_file(log)?);
+    }
+    command.spawn().context("start QEMU")
+}
+
+fn log_file(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))
+}
+
+/// The last lines of a log file, for error messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,263 @@
+//! The QEMU command line, built from the VM settings alone so it can be tested as data.
+
+use std::path::{Path, PathBuf};
+
+use runq_shared::config::{Accel, RootFs, VmSettings};
+use runq_shared::layout::{self, assets, AGENT_PORT_NAME, ROOTFS_TAG};
+
+/// Where QEMU finds what it needs, as seen from inside the container.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub assets: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub virtiofsd_socket: PathBuf,
+    pub agent_socket: PathBuf,
+    pub console_log: PathBuf,
+    /// The directory the guest's root comes from (for 9p; virtiofsd is told separately).
+    pub shared_root: PathBuf,
+}
+
+impl Paths {
+    pub fn in_container(vm: &VmSettings) -> Paths {
+        let run = Path::new(layout::RUNQ_DIR);
+        let assets = PathBuf::from(layout::ASSETS_IN_CONTAINER);
+        Paths {
+            kernel: vm
+                .kernel
+                .clone()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| assets.join(assets::KERNEL)),
+            initrd: vm
+                .initrd
+                .clone()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| assets.join(assets::INITRD)),
+            assets,
+            virtiofsd_socket: run.join("virtiofsd.sock"),
+            agent_socket: run.join("agent.sock"),
+            console_log: run.join("console.log"),
+            shared_root: run.join("root"),
+        }
+    }
+
+    /// QEMU and virtiofsd run through the bundled dynamic loader, since the container image
+    /// may have no C library at all.
+    pub fn loader(&self) -> PathBuf {
+        self.assets.join(assets::LOADER)
+    }
+
+    pub fn loader_args(&self, binary: &str) -> Vec<String> {
+        vec![
+            "--library-path".into(),
+            path(&self.assets.join(assets::LIBS)),
+            path(&self.assets.join(binary)),
+        ]
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// What the proxy learned about the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFacts {
+    /// The TSC rate, passed to the guest: under TCG on microvm the kernel otherwise sometimes
+    /// fails to calibrate it and hangs early in boot.
+    pub tsc_khz: Option<u64>,
+}
+
+/// Arguments after the loader's own (see [`Paths::loader_args`]).
+pub fn args(vm: &VmSettings, host: HostFacts, paths: &Paths) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
+    let mem = format!("{}M", vm.mem_mib);
+    let firmware = path(&paths.assets.join(assets::FIRMWARE));
+    push(&["-L", &firmware]);
+    push(&["-M", "microvm,memory-backend=mem"]);
+    push(&["-global", "virtio-mmio.force-legacy=false"]);
+    let (accel, default_cpu) = match vm.accel {
+        Accel::Kvm => ("kvm", "host"),
+        Accel::Tcg => ("tcg", "max"),
+    };
+    push(&["-accel", accel]);
+    push(&["-cpu", vm.cpu_model.as_deref().unwrap_or(default_cpu)]);
+    push(&["-m", &mem, "-smp", &vm.cpus.to_string()]);
+    push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    if vm.debug {
+        push(&["-serial", "stdio"]);
+    } else {
+        push(&["-serial", &format!("file:{}", path(&paths.console_log))]);
+    }
+    push(&[
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+    ]);
+    match vm.root_fs {
+        RootFs::Virtiofs => push(&[
+            "-chardev",
+            &format!("socket,id=vfs0,path={}", path(&paths.virtiofsd_socket)),
+            "-device",
+            &format!("vhost-user-fs-device,queue-size=1024,chardev=vfs0,tag={ROOTFS_TAG}"),
+        ]),
+        RootFs::NineP { .. } => push(&[
+            "-fsdev",
+            &format!(
+                "local,id=fs0,path={},security_model=passthrough",
+                path(&paths.shared_root)
+            ),
+            "-device",
+            &format!("virtio-9p-device,fsdev=fs0,mount_tag={ROOTFS_TAG}"),
+        ]),
+    }
+    push(&[
+        "-device",
+        "virtio-serial-device,max_ports=2",
+        "-chardev",
+        &format!("socket,id=agent,path={}", path(&paths.agent_socket)),
+        "-device",
+        &format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
+    ]);
+    push(&[
+        "-object",
+        "rng-random,id=rng0,filename=/dev/urandom",
+        "-device",
+        "virtio-rng-device,rng=rng0",
+    ]);
+    push(&[
+        "-kernel",
+        &path(&paths.kernel),
+        "-initrd",
+        &path(&paths.initrd),
+    ]);
+    push(&["-append", &kernel_cmdline(vm, host)]);
+    args
+}
+
+fn kernel_cmdline(vm: &VmSettings, host: HostFacts) -> String {
+    let mut words = vec![
+        "console=ttyS0",
+        "reboot=t",
+        "panic=-1",
+        "cryptomgr.notests",
+        "8250.nr_uarts=1",
+        "i8042.noaux",
+        "i8042.nomux",
+        "i8042.nopnp",
+        "i8042.dumbkbd",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    if vm.debug {
+        words.push("runq.debug".into());
+    } else {
+        words.push("quiet".into());
+    }
+    if let (Accel::Tcg, Some(khz)) = (vm.accel, host.tsc_khz) {
+        words.push(format!("tsc_early_khz={khz}"));
+    }
+    words.join(" ")
+}
+
+/// The TSC rate from the host's /proc/cpuinfo (`cpu MHz`).
+pub fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
+    cpuinfo
+        .lines()
+        .find(|line| line.starts_with("cpu MHz"))
+        .and_then(|line| line.split(':').nth(1))
+        .and_then(|mhz| mhz.trim().parse::<f64>().ok())
+        .filter(|mhz| *mhz > 0.0)
+        .map(|mhz| (mhz * 1000.0).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runq_shared::config::NinePCache;
+
+    fn settings() -> VmSettings {
+        VmSettings {
+            cpus: 2,
+            mem_mib: 300,
+            accel: Accel::Tcg,
+            cpu_model: None,
+            root_fs: RootFs::Virtiofs,
+            boot_timeout_secs: 60,
+            nested_vm: false,
+            debug: false,
+            kernel: None,
+            initrd: None,
+        }
+    }
+
+    fn value_of<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn tcg_vm_with_virtiofs_root() {
+        let vm = settings();
+        let paths = Paths::in_container(&vm);
+        let args = args(
+            &vm,
+            HostFacts {
+                tsc_khz: Some(2445404),
+            },
+            &paths,
+        );
+        assert_eq!(value_of(&args, "-accel"), ["tcg"]);
+        assert_eq!(value_of(&args, "-cpu"), ["max"]);
+        assert_eq!(value_of(&args, "-m"), ["300M"]);
+        assert_eq!(value_of(&args, "-smp"), ["2"]);
+        assert_eq!(value_of(&args, "-kernel"), ["/.runq/qemu/kernel/vmlinux"]);
+        assert!(
+            value_of(&args, "-object").contains(&"memory-backend-memfd,id=mem,size=300M,share=on")
+        );
+        assert!(value_of(&args, "-device")
+            .iter()
+            .any(|d| d.starts_with("vhost-user-fs-device") && d.ends_with("tag=rootfs")));
+        let cmdline = value_of(&args, "-append")[0];
+        assert!(cmdline.contains("tsc_early_khz=2445404"), "{cmdline}");
+        assert!(cmdline.contains("quiet"), "{cmdline}");
+        assert!(!args.iter().any(|a| a.contains("vhost=on")));
+    }
+
+    #[test]
+    fn kvm_and_9p_and_custom_cpu() {
+        let mut vm = settings();
+        vm.accel = Accel::Kvm;
+        vm.cpu_model = Some("Skylake-Client".into());
+        vm.root_fs = RootFs::NineP {
+            cache: NinePCache::Loose,
+        };
+        vm.kernel = Some("/.runq/kernel".into());
+        let paths = Paths::in_container(&vm);
+        let args = args(
+            &vm,
+            HostFacts {
+                tsc_khz: Some(1000),
+            },
+            &paths,
+        );
+        assert_eq!(value_of(&args, "-accel"), ["kvm"]);
+        assert_eq!(value_of(&args, "-cpu"), ["Skylake-Client"]);
+        assert_eq!(value_of(&args, "-kernel"), ["/.runq/kernel"]);
+        assert_eq!(
+            value_of(&args, "-fsdev"),
+            ["local,id=fs0,path=/.runq/root,security_model=passthrough"]
+        );
+        assert!(!value_of(&args, "-append")[0].contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn tsc_rate_is_read_from_cpuinfo() {
+        let cpuinfo = "processor\t: 0\nmodel name\t: x\ncpu MHz\t\t: 2445.404\n";
+        assert_eq!(tsc_khz_from_cpuinfo(cpuinfo), Some(2445404));
+        assert_eq!(tsc_khz_from_cpuinfo("nothing"), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! The main process's stdio on the host side: the container's fds 0, 1 and 2.
+//!
+//! stdin is read only as far as the guest has granted credit; output chunks are written by
+//! one thread per stream, which returns credit once a chunk is out, so a slow reader of stdout
+//! holds back only stdout.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use nix::sys::termios::{self, SetArg};
+use runq_shared::protocol::{Message, StreamKind, DATA_CHUNK, MAIN_SESSION};
+
+use crate::channel::ChannelWriter;
+
+/// Bytes of stdin the guest will still accept.
+#[derive(Clone, Default)]
+pub struct Credit(Arc<(Mutex<u32>, Condvar)>);
+
+impl Credit {
+    pub fn new(initial: u32) -> Credit {
+        Credit(Arc::new((Mutex::new(initial), Condvar::new())))
+    }
+
+    pub fn add(&self, bytes: u32) {
+        let (lock, ready) = &*self.0;
+        if let Ok(mut credit) = lock.lock() {
+            *credit = credit.saturating_add(bytes);
+            ready.notify_all();
+        }
+    }
+
+    /// Waits until some credit is available and takes up to `want` of it.
+    fn take(&self, want: u32) -> u32 {
+        let (lock, ready) = &*self.0;
+        let Ok(mut credit) = lock.lock() else {
+            return 0;
+        };
+        while *credit == 0 {
+            credit = match ready.wait(credit) {
+                Ok(guard) => guard,
+                Err(_) => return 0,
+            };
+        }
+        let taken = want.min(*credit);
+        *credit -= taken;
+        taken
+    }
+}
+
+/// Forwards fd 0 to the guest until end of file.
+pub fn spawn_stdin_pump(channel: ChannelWriter, credit: Credit) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; DATA_CHUNK];
+            loop {
+                let allowed = credit.take(DATA_CHUNK as u32) as usize;
+                if allowed == 0 {
+                    return;
+                }
+                let message = match stdin.read(&mut buf[..allowed]) {
+                    Ok(0) | Err(_) => Message::Eof {
+                        session: MAIN_SESSION,
+                        stream: StreamKind::Stdin,
+                    },
+                    Ok(n) => {
+                        credit.add((allowed - n) as u32);
+                        Message::Data {
+                            session: MAIN_SESSION,
+                            stream: StreamKind::Stdin,
+                            bytes: buf[..n].to_vec(),
+                        }
+                    }
+                };
+                let end = matches!(message, Message::Eof { .. });
+                if channel.send(&message).is_err() || end {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// One output stream (stdout or stderr) of the main process.
+pub struct Output {
+    chunks: Option<Sender<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Output {
+    pub fn spawn(stream: StreamKind, channel: ChannelWriter) -> std::io::Result<Output> {
+        // Unbounded in chunks but not in bytes: the guest never has more than a window of
+        // this stream in flight. Blocking here would stall the channel reader.
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("{stream:?}"))
+            .spawn(move || write_chunks(stream, receiver, channel))?;
+        Ok(Output {
+            chunks: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn push(&self, bytes: Vec<u8>) {
+        if let Some(chunks) = &self.chunks {
+            let _ = chunks.send(bytes);
+        }
+    }
+
+    /// Writes out what is queued and stops.
+    pub fn finish(&mut self) {
+        self.chunks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_chunks(stream: StreamKind, chunks: Receiver<Vec<u8>>, channel: ChannelWriter) {
+    let mut out: Box<dyn Write> = match stream {
+        StreamKind::Stderr => Box::new(std::io::stderr()),
+        _ => Box::new(std::io::stdout()),
+    };
+    let mut broken = false;
+    for chunk in chunks {
+        if !broken {
+            // A reader that went away must not stop the application: keep accepting output.
+            broken = out.write_all(&chunk).and_then(|()| out.flush()).is_err();
+        }
+        let _ = channel.send(&Message::Credit {
+            session: MAIN_SESSION,
+            stream,
+            bytes: chunk.len() as u32,
+        });
+    }
+}
+
+/// With a terminal the guest's pty does the line discipline; ours must pass bytes through.
+pub fn make_raw_if_terminal(terminal: bool) {
+    let stdin = std::io::stdin();
+    if !terminal || !nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false) {
+        return;
+    }
+    if let Ok(mut attrs) = termios::tcgetattr(&stdin) {
+        termios::cfmakeraw(&mut attrs);
+        let _ = termios::tcsetattr(&stdin, SetArg::TCSANOW, &attrs);
+    }
+}
+
+/// The terminal's size, if fd 0 is one.
+pub fn window_size() -> Option<(u16, u16)> {
+    // SAFETY: fd 0 is open for the life of the process.
+    let fd = unsafe { BorrowedFd::borrow_raw(0) };
+    let mut size: libc::winsize = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we own.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
+}

@@ -1,0 +1,291 @@
+//! The proxy's main loop: one state machine fed by the channel, signal and child events.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use runq_shared::config::VmConfig;
+use runq_shared::protocol::{Message, StreamKind, MAIN_SESSION, PROTOCOL_VERSION, STREAM_WINDOW};
+
+use crate::channel::ChannelWriter;
+use crate::children::tail;
+use crate::qemu::Paths;
+use crate::stdio::{self, Credit, Output};
+use crate::Event;
+
+/// How long a guest that reported the exit may take to power off before QEMU is killed.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// QEMU is starting, the guest is booting: the deadline applies.
+    Booting,
+    Running,
+    /// The guest reported this exit code and is powering off.
+    Exited(i32),
+    /// The guest gave up (its message was printed); waiting for it to power off.
+    Failed,
+}
+
+pub struct Supervisor {
+    config: VmConfig,
+    qemu: Child,
+    virtiofsd: Option<Child>,
+    paths: Paths,
+    qemu_log: PathBuf,
+    virtiofsd_log: PathBuf,
+    phase: Phase,
+    channel: Option<ChannelWriter>,
+    stdin_credit: Credit,
+    stdout: Option<Output>,
+    stderr: Option<Output>,
+    pending_signals: Vec<i32>,
+}
+
+impl Supervisor {
+    pub fn new(
+        config: VmConfig,
+        qemu: Child,
+        virtiofsd: Option<Child>,
+        paths: Paths,
+        qemu_log: PathBuf,
+        virtiofsd_log: PathBuf,
+    ) -> Supervisor {
+        Supervisor {
+            config,
+            qemu,
+            virtiofsd,
+            paths,
+            qemu_log,
+            virtiofsd_log,
+            phase: Phase::Booting,
+            channel: None,
+            stdin_credit: Credit::new(STREAM_WINDOW),
+            stdout: None,
+            stderr: None,
+            pending_signals: Vec::new(),
+        }
+    }
+
+    /// Runs until the container is over; returns the exit code for the container.
+    pub fn run(mut self, queue: Receiver<Event>) -> Result<i32> {
+        let boot_deadline =
+            Instant::now() + Duration::from_secs(self.config.vm.boot_timeout_secs.into());
+        let mut power_off_deadline = None;
+        let result = loop {
+            let deadline = match self.phase {
+                Phase::Booting => Some(boot_deadline),
+                Phase::Exited(_) | Phase::Failed => {
+                    Some(*power_off_deadline.get_or_insert(Instant::now() + POWER_OFF_GRACE))
+                }
+                Phase::Running => None,
+            };
+            let event = match deadline {
+                None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            match event {
+                Ok(event) => match self.handle(event) {
+                    Ok(Some(code)) => break Ok(code),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                },
+                Err(RecvTimeoutError::Timeout) => break self.deadline_passed(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    break Err(anyhow!("internal error: every event source ended"))
+                }
+            }
+        };
+        self.finish_output();
+        self.stop_children();
+        result
+    }
+
+    /// Handles one event; `Some(code)` when the container is over.
+    fn handle(&mut self, event: Event) -> Result<Option<i32>> {
+        match event {
+            Event::Connected(channel) => self.channel = Some(channel),
+            Event::Guest(message) => self.handle_guest(message)?,
+            Event::ChannelClosed(error) => {
+                if matches!(self.phase, Phase::Booting | Phase::Running) {
+                    // QEMU is probably gone: its exit event will say more, within the grace.
+                    if let Some(error) = error {
+                        eprintln!("runq: {error}");
+                    }
+                    self.phase = Phase::Failed;
+                }
+            }
+            Event::ChildExited { pid, status } => {
+                if pid == self.qemu.id() as i32 {
+                    return self.qemu_exited(&status).map(Some);
+                }
+                if Some(pid) == self.virtiofsd.as_ref().map(|c| c.id() as i32)
+                    && matches!(self.phase, Phase::Booting | Phase::Running)
+                {
+                    bail!(
+                        "virtiofsd (the root file system server) ended with {status} while the \
+                         VM was running{}",
+                        self.log_excerpt(&self.virtiofsd_log, "virtiofsd")
+                    );
+                }
+            }
+            Event::Signal(signal) => match self.phase {
+                Phase::Running => self.send(&Message::Signal {
+                    session: MAIN_SESSION,
+                    signal,
+                })?,
+                Phase::Booting => self.pending_signals.push(signal),
+                Phase::Exited(_) | Phase::Failed => {}
+            },
+            Event::WindowChanged => self.send_window_size()?,
+        }
+        Ok(None)
+    }
+
+    fn handle_guest(&mut self, message: Message) -> Result<()> {
+        match message {
+            Message::Hello { version } => {
+                if version != PROTOCOL_VERSION {
+                    bail!(
+                        "the guest init speaks protocol {version}, this proxy {PROTOCOL_VERSION}: \
+                         reinstall runq so that initrd and proxy match"
+                    );
+                }
+                let json = serde_json::to_vec(&self.config.guest)?;
+                self.send(&Message::Config { json })?;
+            }
+            Message::Started { .. } => self.started()?,
+            Message::Data { stream, bytes, .. } => {
+                let output = match stream {
+                    StreamKind::Stdout => self.stdout.as_ref(),
+                    StreamKind::Stderr => self.stderr.as_ref(),
+                    StreamKind::Stdin => None,
+                };
+                match output {
+                    Some(output) => output.push(bytes),
+                    None => self.send(&Message::Credit {
+                        session: MAIN_SESSION,
+                        stream,
+                        bytes: bytes.len() as u32,
+                    })?,
+                }
+            }
+            Message::Eof { stream, .. } => match stream {
+                StreamKind::Stdout => finish(&mut self.stdout),
+                StreamKind::Stderr => finish(&mut self.stderr),
+                StreamKind::Stdin => {}
+            },
+            Message::Credit {
+                stream: StreamKind::Stdin,
+                bytes,
+                ..
+            } => self.stdin_credit.add(bytes),
+            Message::Exit { code, .. } => self.phase = Phase::Exited(code),
+            Message::Error { message, .. } => {
+                self.finish_output();
+                eprintln!("runq: guest: {message}");
+                self.phase = Phase::Failed;
+            }
+            other => eprintln!("runq: unexpected message from the guest: {other:?}"),
+        }
+        Ok(())
+    }
+
+    fn started(&mut self) -> Result<()> {
+        let channel = self
+            .channel
+            .clone()
+            .ok_or_else(|| anyhow!("guest started before the channel connected"))?;
+        self.phase = Phase::Running;
+        self.stdout = Some(Output::spawn(StreamKind::Stdout, channel.clone())?);
+        self.stderr = Some(Output::spawn(StreamKind::Stderr, channel.clone())?);
+        stdio::spawn_stdin_pump(channel, self.stdin_credit.clone())?;
+        if self.config.guest.process.terminal {
+            self.send_window_size()?;
+        }
+        for signal in std::mem::take(&mut self.pending_signals) {
+            self.send(&Message::Signal {
+                session: MAIN_SESSION,
+                signal,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn qemu_exited(&mut self, status: &str) -> Result<i32> {
+        match self.phase {
+            Phase::Exited(code) => Ok(code),
+            Phase::Failed => Ok(1),
+            Phase::Booting | Phase::Running => bail!(
+                "QEMU ended with {status} before the application did{}{}",
+                self.log_excerpt(&self.qemu_log, "QEMU"),
+                self.log_excerpt(&self.paths.console_log, "guest console")
+            ),
+        }
+    }
+
+    fn deadline_passed(&mut self) -> Result<i32> {
+        match self.phase {
+            Phase::Booting => bail!(
+                "the guest did not start the application within {} s (boot timeout){}",
+                self.config.vm.boot_timeout_secs,
+                self.log_excerpt(&self.paths.console_log, "guest console")
+            ),
+            // The application's result is known; a guest slow to power off changes nothing.
+            Phase::Exited(code) => Ok(code),
+            Phase::Failed | Phase::Running => Ok(1),
+        }
+    }
+
+    fn send(&self, message: &Message) -> Result<()> {
+        let channel = self
+            .channel
+            .as_ref()
+            .ok_or_else(|| anyhow!("the control channel is not connected"))?;
+        channel
+            .send(message)
+            .map_err(|e| anyhow!("send to the guest: {e}"))
+    }
+
+    fn send_window_size(&self) -> Result<()> {
+        match (self.phase, stdio::window_size()) {
+            (Phase::Running, Some((rows, cols))) => self.send(&Message::Resize {
+                session: MAIN_SESSION,
+                rows,
+                cols,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish_output(&mut self) {
+        finish(&mut self.stdout);
+        finish(&mut self.stderr);
+    }
+
+    fn stop_children(&mut self) {
+        for child in [Some(&mut self.qemu), self.virtiofsd.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = child.kill();
+        }
+    }
+
+    fn log_excerpt(&self, path: &PathBuf, name: &str) -> String {
+        let text = tail(path, 15);
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!("\n--- last lines of the {name} log ---\n{text}")
+        }
+    }
+}
+
+fn finish(output: &mut Option<Output>) {
+    if let Some(mut output) = output.take() {
+        output.finish();
+    }
+}

@@ -1,0 +1,143 @@
+//! The bundle directory: the engine's config.json, rewritten in place, with the original and
+//! the VM config kept in a root-only `runq/` beside it; restored when the container is deleted.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use runq_shared::layout::{BUNDLE_RUNQ_DIR, ORIGINAL_SPEC_FILE, RUNQ_DIR, VM_CONFIG_FILE};
+use thiserror::Error;
+
+use crate::rewrite::{is_rewritten, Rewritten};
+
+#[derive(Debug, Error)]
+pub enum BundleError {
+    #[error("bundle {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid OCI config: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path} was rewritten by runq but its original ({original}) is gone")]
+    LostOriginal { path: PathBuf, original: PathBuf },
+}
+
+pub struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    pub fn new(dir: &Path) -> Result<Bundle, BundleError> {
+        let dir = fs::canonicalize(dir).map_err(|source| BundleError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Bundle { dir })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    pub fn runq_dir(&self) -> PathBuf {
+        self.dir.join(BUNDLE_RUNQ_DIR)
+    }
+
+    fn original_path(&self) -> PathBuf {
+        self.runq_dir().join(ORIGINAL_SPEC_FILE)
+    }
+
+    /// The engine's spec, even when config.json is already runq's output (create twice).
+    pub fn original_spec(&self) -> Result<Spec, BundleError> {
+        let current = read_spec(&self.config_path())?;
+        if !is_rewritten(&current) {
+            return Ok(current);
+        }
+        let original = self.original_path();
+        if !original.exists() {
+            return Err(BundleError::LostOriginal {
+                path: self.config_path(),
+                original,
+            });
+        }
+        read_spec(&original)
+    }
+
+    /// Saves the original, writes the VM config (root-only) and the rewritten config.json.
+    pub fn write(&self, original: &Spec, rewritten: &Rewritten) -> Result<(), BundleError> {
+        let dir = self.runq_dir();
+        fs::create_dir_all(&dir).map_err(|source| io(&dir, source))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|source| io(&dir, source))?;
+        write_json(&self.original_path(), original, 0o600)?;
+        write_json(&dir.join(VM_CONFIG_FILE), &rewritten.vm, 0o600)?;
+        let mode = fs::metadata(self.config_path())
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o600);
+        write_json(&self.config_path(), &rewritten.spec, mode)
+    }
+
+    /// Puts the engine's config.json back and removes what runq added.
+    pub fn restore(&self) -> Result<(), BundleError> {
+        let original = self.original_path();
+        if original.exists() {
+            fs::rename(&original, self.config_path()).map_err(|source| io(&original, source))?;
+        }
+        let dir = self.runq_dir();
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|source| io(&dir, source))?;
+        }
+        // runc made the mount point in the image's root; only an empty one is ours to remove.
+        if let Ok(spec) = read_spec(&self.config_path()) {
+            if let Some(root) = spec.root() {
+                let mount_point = self
+                    .dir
+                    .join(root.path())
+                    .join(RUNQ_DIR.trim_start_matches('/'));
+                let _ = fs::remove_dir(mount_point);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> BundleError {
+    BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_spec(path: &Path) -> Result<Spec, BundleError> {
+    let bytes = fs::read(path).map_err(|source| io(path, source))?;
+    serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+fn write_json(path: &Path, value: &impl serde::Serialize, mode: u32) -> Result<(), BundleError> {
+    let text = serde_json::to_vec_pretty(value).map_err(|source| BundleError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let temporary = path.with_extension("runq-tmp");
+    let _ = fs::remove_file(&temporary);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)
+        .map_err(|source| io(&temporary, source))?;
+    file.write_all(&text)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| io(&temporary, source))?;
+    fs::rename(&temporary, path).map_err(|source| io(path, source))
+}

@@ -1,0 +1,178 @@
+//! The commands runq changes; all others go to runc untouched.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+
+use crate::bundle::Bundle;
+use crate::cli::Invocation;
+use crate::host;
+use crate::log::Logger;
+use crate::rewrite::{self, HostFacts};
+use crate::runc::{exit_code, Runc};
+
+/// Runs one invocation; returns the exit status (when runq did not become runc).
+pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
+    let runc = Runc {
+        path: invocation
+            .options
+            .runc
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runc")),
+        globals: invocation.runc_globals.clone(),
+    };
+    let Some(command) = invocation.command.as_deref() else {
+        return Err(runc.exec("--help", &[]).into()).map(|()| 0);
+    };
+    let args = &invocation.args;
+    match command {
+        "create" => {
+            let parsed = parse_args::<CreateArgs>("create", args)?;
+            prepare_bundle(&parsed.create.bundle, &invocation, logger)?;
+            Err(runc.exec(command, args).into())
+        }
+        "run" => {
+            let parsed = parse_args::<RunArgs>("run", args)?;
+            let bundle = prepare_bundle(&parsed.run.bundle, &invocation, logger)?;
+            let status = runc.run_forwarding_signals(command, args)?;
+            // A detached container lives on; `runq delete` restores its bundle.
+            if !parsed.run.detach {
+                bundle.restore()?;
+            }
+            Ok(exit_code(status))
+        }
+        "delete" => {
+            let id = last_positional(args).context("delete: no container id given")?;
+            let bundle = runc.bundle_of(&id).ok();
+            let status = runc.run_forwarding_signals(command, args)?;
+            if status.success() {
+                if let Some(dir) = bundle.filter(|dir| dir.exists()) {
+                    Bundle::new(&dir)?.restore()?;
+                }
+            }
+            Ok(exit_code(status))
+        }
+        "kill" => Err(runc.exec(command, &kill_args(args)).into()),
+        "exec" => bail!(
+            "exec into a runq container is not supported yet: the application runs in a VM \
+             that runc cannot enter"
+        ),
+        _ => Err(runc.exec(command, args).into()),
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true)]
+struct CreateArgs {
+    #[command(flatten)]
+    create: liboci_cli::Create,
+}
+
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true)]
+struct RunArgs {
+    #[command(flatten)]
+    run: liboci_cli::Run,
+}
+
+fn parse_args<T: Parser>(command: &str, args: &[OsString]) -> Result<T> {
+    T::try_parse_from(args).map_err(|e| anyhow!("{command}: {}", e.to_string().trim()))
+}
+
+fn prepare_bundle(dir: &Path, invocation: &Invocation, logger: &Logger) -> Result<Bundle> {
+    let bundle = Bundle::new(dir)?;
+    let original = bundle.original_spec()?;
+    let options = &invocation.options;
+    let assets_dir = host::assets_dir(options);
+    host::check_assets(&assets_dir, options)?;
+    let (accel, warning) = host::choose_accel(options.accel)?;
+    if let Some(warning) = warning {
+        logger.warning(&warning);
+    }
+    let facts = HostFacts {
+        assets_dir,
+        accel,
+        tun: host::has_tun(),
+    };
+    let rewritten = rewrite::rewrite(&original, options, &facts, &bundle.runq_dir())?;
+    bundle.write(&original, &rewritten)?;
+    Ok(bundle)
+}
+
+fn last_positional(args: &[OsString]) -> Option<String> {
+    args.iter()
+        .rev()
+        .filter_map(|a| a.to_str())
+        .find(|a| !a.starts_with('-'))
+        .map(str::to_string)
+}
+
+/// `kill --all` would hit QEMU and virtiofsd too, and QEMU ends the VM on SIGTERM. Only the
+/// proxy should get a catchable signal: it passes it to the application in the guest. SIGKILL
+/// still goes to everything.
+fn kill_args(args: &[OsString]) -> Vec<OsString> {
+    let positional: Vec<&str> = args
+        .iter()
+        .filter_map(|a| a.to_str())
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let signal = positional.get(1).copied().unwrap_or("TERM");
+    let is_kill = matches!(
+        signal
+            .trim_start_matches("SIG")
+            .to_ascii_uppercase()
+            .as_str(),
+        "KILL" | "9"
+    );
+    args.iter()
+        .filter(|a| is_kill || !matches!(a.to_str(), Some("--all") | Some("-a")))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn kill_all_reaches_only_the_proxy_unless_it_is_sigkill() {
+        assert_eq!(kill_args(&args("--all id TERM")), args("id TERM"));
+        assert_eq!(kill_args(&args("-a id 15")), args("id 15"));
+        assert_eq!(kill_args(&args("--all id")), args("id"));
+        assert_eq!(kill_args(&args("--all id KILL")), args("--all id KILL"));
+        assert_eq!(
+            kill_args(&args("--all id SIGKILL")),
+            args("--all id SIGKILL")
+        );
+        assert_eq!(kill_args(&args("--all id 9")), args("--all id 9"));
+        assert_eq!(kill_args(&args("id 2")), args("id 2"));
+    }
+
+    #[test]
+    fn create_arguments_are_read_with_runcs_flags() {
+        let parsed: CreateArgs = parse_args(
+            "create",
+            &args("--bundle /b --pid-file /p --console-socket /s id"),
+        )
+        .unwrap();
+        assert_eq!(parsed.create.bundle, PathBuf::from("/b"));
+        assert_eq!(parsed.create.container_id, "id");
+        let err = parse_args::<CreateArgs>("create", &args("--bundle /b")).unwrap_err();
+        assert!(err.to_string().starts_with("create:"), "{err}");
+    }
+
+    #[test]
+    fn delete_finds_the_id_after_flags() {
+        assert_eq!(
+            last_positional(&args("--force id7")).as_deref(),
+            Some("id7")
+        );
+        assert_eq!(last_positional(&args("--force")), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! The runq runtime: a runc-compatible command line that turns a container into a VM by
+//! rewriting the bundle's spec, and hands everything else to runc.
+
+pub mod bundle;
+pub mod cli;
+pub mod commands;
+pub mod host;
+pub mod log;
+pub mod rewrite;
+pub mod runc;

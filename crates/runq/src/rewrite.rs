@@ -1,0 +1,404 @@
+//! The spec rewrite: a pure function from the engine's OCI spec, runq's options and the host's
+//! facts to the spec runc runs (the proxy as the container's process) and the VM config (the
+//! original process and everything the guest applies).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, Process, Spec, UserBuilder,
+};
+use runq_shared::config::{
+    Accel, Capabilities, GuestConfig, GuestMount, ProcessConfig, Rlimit, RootFs, VmConfig,
+    VmSettings,
+};
+use runq_shared::layout::{self, ASSETS_IN_CONTAINER, CONFIG_DIR_IN_CONTAINER, PROXY, RUNQ_DIR};
+use runq_shared::options::{FsKind, OptionError, RunqOptions};
+use thiserror::Error;
+
+/// Marks a spec runq wrote, so that a second create starts again from the original.
+pub const REWRITTEN_ANNOTATION: &str = "run.runq.rewritten";
+
+/// Guest memory when neither runq nor the engine says otherwise.
+pub const DEFAULT_MEM_MIB: u32 = 256;
+
+/// What QEMU, virtiofsd and the proxy use beside guest memory, added to a memory limit: TCG's
+/// translation cache and QEMU's own heap are most of it.
+pub const VMM_OVERHEAD_MIB: u32 = 256;
+
+/// Where a kernel or initrd other than the installed ones appears inside the container.
+const CUSTOM_KERNEL: &str = "/.runq/kernel";
+const CUSTOM_INITRD: &str = "/.runq/initrd";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    pub assets_dir: PathBuf,
+    pub accel: Accel,
+    pub tun: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rewritten {
+    pub spec: Spec,
+    pub vm: VmConfig,
+}
+
+#[derive(Debug, Error)]
+pub enum RewriteError {
+    #[error("config.json has no process to run")]
+    NoProcess,
+    #[error("config.json: process.args is empty")]
+    NoArgs,
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    #[error("config.json: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+}
+
+pub fn rewrite(
+    original: &Spec,
+    options: &RunqOptions,
+    host: &HostFacts,
+    bundle_runq_dir: &Path,
+) -> Result<Rewritten, RewriteError> {
+    let process = original.process().as_ref().ok_or(RewriteError::NoProcess)?;
+    if process.args().as_ref().is_none_or(|args| args.is_empty()) {
+        return Err(RewriteError::NoArgs);
+    }
+    let mut options = options.clone();
+    options.apply_env(process.env().as_deref().unwrap_or_default())?;
+
+    let vm = VmConfig {
+        vm: vm_settings(original, &options, host),
+        guest: guest_config(original, process, &options),
+    };
+    let spec = host_spec(
+        original,
+        process,
+        &options,
+        host,
+        bundle_runq_dir,
+        vm.vm.mem_mib,
+    )?;
+    Ok(Rewritten { spec, vm })
+}
+
+fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettings {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let engine_cpus = resources.and_then(|r| r.cpu().as_ref()).and_then(|cpu| {
+        match (cpu.quota(), cpu.period()) {
+            (Some(quota), Some(period)) if quota > 0 && period > 0 => {
+                Some((quota as u64).div_ceil(period) as u32)
+            }
+            _ => None,
+        }
+    });
+    let engine_mem = resources
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|limit| *limit > 0)
+        .map(|limit| ((limit as u64) >> 20).max(runq_shared::options::MIN_MEM_MIB as u64) as u32);
+    VmSettings {
+        cpus: options.cpus.or(engine_cpus).unwrap_or(1).max(1),
+        mem_mib: options.mem_mib.or(engine_mem).unwrap_or(DEFAULT_MEM_MIB),
+        accel: host.accel,
+        cpu_model: options.cpu_model.clone(),
+        root_fs: root_fs(options),
+        boot_timeout_secs: options.boot_timeout_secs,
+        nested_vm: options.nested_vm,
+        debug: options.debug,
+        kernel: options.kernel.as_ref().map(|_| CUSTOM_KERNEL.to_string()),
+        initrd: options.initrd.as_ref().map(|_| CUSTOM_INITRD.to_string()),
+    }
+}
+
+fn root_fs(options: &RunqOptions) -> RootFs {
+    match options.fs {
+        FsKind::Virtiofs => RootFs::Virtiofs,
+        FsKind::NineP => RootFs::NineP {
+            cache: options.ninep_cache,
+        },
+    }
+}
+
+fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestConfig {
+    let linux = spec.linux().as_ref();
+    let user = process.user();
+    GuestConfig {
+        process: ProcessConfig {
+            args: process.args().clone().unwrap_or_default(),
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().to_string_lossy().into_owned(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask(),
+            terminal: process.terminal().unwrap_or(false),
+            capabilities: capabilities(process.capabilities().as_ref()),
+            rlimits: process
+                .rlimits()
+                .iter()
+                .flatten()
+                .map(|limit| Rlimit {
+                    kind: limit.typ().to_string(),
+                    soft: limit.soft(),
+                    hard: limit.hard(),
+                })
+                .collect(),
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        },
+        root_fs: root_fs(options),
+        root_readonly: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        hostname: spec.hostname().clone(),
+        mounts: spec
+            .mounts()
+            .iter()
+            .flatten()
+            .filter_map(guest_mount)
+            .collect(),
+        masked_paths: linux
+            .and_then(|l| l.masked_paths().clone())
+            .unwrap_or_default(),
+        readonly_paths: linux
+            .and_then(|l| l.readonly_paths().clone())
+            .unwrap_or_default(),
+        sysctl: linux
+            .and_then(|l| l.sysctl().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// Bind mounts reach the guest through the shared root; everything else the guest mounts
+/// itself. A bind under /dev would be hidden by the guest's /dev, so /dev/shm becomes a tmpfs.
+fn guest_mount(mount: &Mount) -> Option<GuestMount> {
+    let options = mount.options().clone().unwrap_or_default();
+    let destination = mount.destination().to_string_lossy().into_owned();
+    let is_bind = mount.typ().as_deref() == Some("bind")
+        || options.iter().any(|o| o == "bind" || o == "rbind");
+    if is_bind {
+        if destination == "/dev/shm" {
+            return Some(GuestMount {
+                destination,
+                fstype: "tmpfs".into(),
+                source: "shm".into(),
+                options: vec![
+                    "nosuid".into(),
+                    "noexec".into(),
+                    "nodev".into(),
+                    "mode=1777".into(),
+                    "size=65536k".into(),
+                ],
+            });
+        }
+        return None;
+    }
+    let fstype = mount.typ().clone().unwrap_or_else(|| "none".into());
+    Some(GuestMount {
+        destination,
+        source: mount
+            .source()
+            .as_ref()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| fstype.clone()),
+        fstype,
+        options,
+    })
+}
+
+fn capabilities(caps: Option<&LinuxCapabilities>) -> Capabilities {
+    let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+        let mut names: Vec<String> = set
+            .iter()
+            .flatten()
+            .map(|cap| format!("CAP_{cap}"))
+            .collect();
+        names.sort();
+        names
+    };
+    match caps {
+        None => Capabilities::default(),
+        Some(caps) => Capabilities {
+            bounding: names(caps.bounding()),
+            effective: names(caps.effective()),
+            inheritable: names(caps.inheritable()),
+            permitted: names(caps.permitted()),
+            ambient: names(caps.ambient()),
+        },
+    }
+}
+
+/// What the proxy needs on the host side: virtiofsd switches credentials and creates files
+/// as the guest asks; the proxy mounts, and moves network interfaces.
+const PROXY_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::Setfcap,
+    Capability::Mknod,
+    Capability::NetAdmin,
+    Capability::NetRaw,
+    Capability::SysAdmin,
+    Capability::SysChroot,
+    Capability::SysResource,
+    Capability::IpcLock,
+    Capability::AuditWrite,
+];
+
+fn host_spec(
+    original: &Spec,
+    process: &Process,
+    options: &RunqOptions,
+    host: &HostFacts,
+    bundle_runq_dir: &Path,
+    mem_mib: u32,
+) -> Result<Spec, RewriteError> {
+    let mut spec = original.clone();
+
+    let proxy_caps: oci_spec::runtime::Capabilities = PROXY_CAPABILITIES.iter().copied().collect();
+    let mut proxy = process.clone();
+    proxy.set_args(Some(vec![format!("{ASSETS_IN_CONTAINER}/{PROXY}")]));
+    proxy.set_env(Some(vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    ]));
+    proxy.set_cwd(PathBuf::from("/"));
+    proxy.set_user(UserBuilder::default().uid(0u32).gid(0u32).build()?);
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(proxy_caps.clone()));
+    caps.set_effective(Some(proxy_caps.clone()));
+    caps.set_permitted(Some(proxy_caps));
+    caps.set_inheritable(None);
+    caps.set_ambient(None);
+    proxy.set_capabilities(Some(caps));
+    proxy.set_no_new_privileges(Some(false));
+    proxy.set_apparmor_profile(None);
+    proxy.set_selinux_label(None);
+    spec.set_process(Some(proxy));
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(
+        MountBuilder::default()
+            .destination(RUNQ_DIR)
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(strings(&["nosuid", "nodev", "mode=0700", "size=16m"]))
+            .build()?,
+    );
+    mounts.push(bind(&host.assets_dir, ASSETS_IN_CONTAINER)?);
+    mounts.push(bind(bundle_runq_dir, CONFIG_DIR_IN_CONTAINER)?);
+    if let Some(kernel) = &options.kernel {
+        mounts.push(bind(kernel, CUSTOM_KERNEL)?);
+    }
+    if let Some(initrd) = &options.initrd {
+        mounts.push(bind(initrd, CUSTOM_INITRD)?);
+    }
+    spec.set_mounts(Some(mounts));
+
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    // These protect the application, which now lives in the guest and gets them there.
+    linux.set_seccomp(None);
+    linux.set_readonly_paths(None);
+    linux.set_mount_label(None);
+    let mut devices = linux.devices().clone().unwrap_or_default();
+    let mut allowed = Vec::new();
+    let mut add_device = |path: &str, major: i64, minor: i64| -> Result<(), RewriteError> {
+        if !devices
+            .iter()
+            .any(|d: &LinuxDevice| d.path() == Path::new(path))
+        {
+            devices.push(
+                LinuxDeviceBuilder::default()
+                    .path(path)
+                    .typ(LinuxDeviceType::C)
+                    .major(major)
+                    .minor(minor)
+                    .file_mode(0o666u32)
+                    .uid(0u32)
+                    .gid(0u32)
+                    .build()?,
+            );
+        }
+        allowed.push(allow_char_device(major, minor)?);
+        Ok(())
+    };
+    if host.tun {
+        add_device("/dev/net/tun", 10, 200)?;
+    }
+    if host.accel == Accel::Kvm {
+        add_device("/dev/kvm", 10, 232)?;
+    }
+    linux.set_devices(Some(devices));
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    let mut rules: Vec<LinuxDeviceCgroup> = resources.devices().clone().unwrap_or_default();
+    rules.extend(allowed);
+    resources.set_devices(Some(rules));
+    if let Some(memory) = resources.memory_mut() {
+        let needed = i64::from(mem_mib + VMM_OVERHEAD_MIB) << 20;
+        if memory
+            .limit()
+            .is_some_and(|limit| limit > 0 && limit < needed)
+        {
+            memory.set_limit(Some(needed));
+        }
+        if memory.swap().is_some_and(|swap| swap > 0 && swap < needed) {
+            memory.set_swap(Some(needed));
+        }
+    }
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(REWRITTEN_ANNOTATION.into(), "true".into());
+    spec.set_annotations(Some(annotations));
+    Ok(spec)
+}
+
+fn bind(source: &Path, destination: &str) -> Result<Mount, RewriteError> {
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(strings(&["rbind", "ro", "nosuid", "nodev"]))
+        .build()?)
+}
+
+fn allow_char_device(major: i64, minor: i64) -> Result<LinuxDeviceCgroup, RewriteError> {
+    Ok(LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(LinuxDeviceType::C)
+        .major(major)
+        .minor(minor)
+        .access("rwm")
+        .build()?)
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Whether a spec is already runq's output.
+pub fn is_rewritten(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .is_some_and(|a: &HashMap<String, String>| a.contains_key(REWRITTEN_ANNOTATION))
+}
+
+/// The proxy's path inside the container (also what `runq exec` refuses around).
+pub fn proxy_path() -> String {
+    format!("{}/{}", ASSETS_IN_CONTAINER, layout::PROXY)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,320 @@
+use super::*;
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, LinuxSeccompBuilder,
+    ProcessBuilder, SpecBuilder,
+};
+
+fn host(accel: Accel) -> HostFacts {
+    HostFacts {
+        assets_dir: PathBuf::from("/var/lib/runq/qemu"),
+        accel,
+        tun: true,
+    }
+}
+
+/// runc's default spec (what `runc spec` writes), with an application process.
+fn docker_like(env: &[&str]) -> Spec {
+    let mut spec = Spec::default();
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(strings(&["sh", "-c", "echo hi"])));
+    let mut all_env = strings(&["PATH=/bin", "SECRET=hunter2"]);
+    all_env.extend(strings(env));
+    process.set_env(Some(all_env));
+    process.set_no_new_privileges(Some(true));
+    spec.set_process(Some(process));
+    let mut mounts = spec.mounts().clone().unwrap();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/etc/hosts")
+            .typ("bind")
+            .source("/var/lib/docker/containers/x/hosts")
+            .options(strings(&["rbind", "rprivate"]))
+            .build()
+            .unwrap(),
+    );
+    mounts.push(
+        MountBuilder::default()
+            .destination("/dev/shm")
+            .typ("bind")
+            .source("/var/lib/docker/containers/x/mounts/shm")
+            .options(strings(&["rbind", "rprivate"]))
+            .build()
+            .unwrap(),
+    );
+    spec.set_mounts(Some(mounts));
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_seccomp(Some(LinuxSeccompBuilder::default().build().unwrap()));
+    spec.set_linux(Some(linux));
+    spec.set_hostname(Some("abc123".into()));
+    spec
+}
+
+fn rewrite_default(spec: &Spec) -> Rewritten {
+    rewrite(
+        spec,
+        &RunqOptions::default(),
+        &host(Accel::Tcg),
+        Path::new("/b/runq"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_proxy_becomes_the_process_and_the_application_moves_to_the_vm_config() {
+    let spec = docker_like(&[]);
+    let out = rewrite_default(&spec);
+    let proxy = out.spec.process().as_ref().unwrap();
+    assert_eq!(
+        proxy.args().as_ref().unwrap(),
+        &vec!["/.runq/qemu/proxy".to_string()]
+    );
+    assert_eq!(proxy.user().uid(), 0);
+    assert_eq!(proxy.no_new_privileges(), Some(false));
+    let host_json = serde_json::to_string(&out.spec).unwrap();
+    assert!(
+        !host_json.contains("hunter2"),
+        "the application's env must not be in the host spec"
+    );
+
+    let app = &out.vm.guest.process;
+    assert_eq!(app.args, strings(&["sh", "-c", "echo hi"]));
+    assert!(app.env.contains(&"SECRET=hunter2".to_string()));
+    assert!(app.no_new_privileges);
+    assert!(app.capabilities.bounding.contains(&"CAP_KILL".to_string()));
+    assert!(app
+        .rlimits
+        .iter()
+        .any(|r| r.kind == "RLIMIT_NOFILE" && r.soft == 1024));
+    assert_eq!(out.vm.guest.hostname.as_deref(), Some("abc123"));
+    assert!(out
+        .vm
+        .guest
+        .masked_paths
+        .contains(&"/proc/kcore".to_string()));
+}
+
+#[test]
+fn runq_mounts_are_added_and_binds_stay_on_the_host() {
+    let out = rewrite_default(&docker_like(&[]));
+    let mounts = out.spec.mounts().as_ref().unwrap();
+    let find = |dest: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination() == Path::new(dest))
+            .unwrap_or_else(|| panic!("no mount at {dest}"))
+    };
+    assert_eq!(find("/.runq").typ().as_deref(), Some("tmpfs"));
+    let assets = find("/.runq/qemu");
+    assert_eq!(
+        assets.source().as_deref(),
+        Some(Path::new("/var/lib/runq/qemu"))
+    );
+    assert!(assets
+        .options()
+        .as_ref()
+        .unwrap()
+        .contains(&"ro".to_string()));
+    assert_eq!(
+        find("/.runq/config").source().as_deref(),
+        Some(Path::new("/b/runq"))
+    );
+    // The /.runq tmpfs must come before what is mounted inside it.
+    let position = |dest: &str| {
+        mounts
+            .iter()
+            .position(|m| m.destination() == Path::new(dest))
+            .unwrap()
+    };
+    assert!(position("/.runq") < position("/.runq/qemu"));
+
+    let guest = &out.vm.guest.mounts;
+    assert!(guest
+        .iter()
+        .any(|m| m.destination == "/proc" && m.fstype == "proc"));
+    assert!(guest.iter().all(|m| m.destination != "/etc/hosts"));
+    let shm = guest.iter().find(|m| m.destination == "/dev/shm").unwrap();
+    assert_eq!(shm.fstype, "tmpfs");
+}
+
+#[test]
+fn host_side_security_moves_into_the_guest() {
+    let out = rewrite_default(&docker_like(&[]));
+    let linux = out.spec.linux().as_ref().unwrap();
+    assert!(linux.seccomp().is_none());
+    assert!(linux.readonly_paths().is_none());
+    let devices = linux.devices().as_ref().unwrap();
+    assert!(devices
+        .iter()
+        .any(|d| d.path() == Path::new("/dev/net/tun")));
+    assert!(!devices.iter().any(|d| d.path() == Path::new("/dev/kvm")));
+    let rules = linux
+        .resources()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .as_ref()
+        .unwrap();
+    assert!(rules
+        .iter()
+        .any(|r| r.allow() && r.major() == Some(10) && r.minor() == Some(200)));
+}
+
+#[test]
+fn kvm_adds_its_device() {
+    let out = rewrite(
+        &docker_like(&[]),
+        &RunqOptions::default(),
+        &host(Accel::Kvm),
+        Path::new("/b/runq"),
+    )
+    .unwrap();
+    let devices = out
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .clone()
+        .unwrap();
+    assert!(devices.iter().any(|d| d.path() == Path::new("/dev/kvm")));
+    assert_eq!(out.vm.vm.accel, Accel::Kvm);
+}
+
+fn with_resources(spec: &mut Spec, memory_bytes: i64, quota: i64, period: u64) {
+    let resources = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory_bytes)
+                .swap(memory_bytes * 2)
+                .build()
+                .unwrap(),
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(period)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let linux = LinuxBuilder::default()
+        .resources(resources)
+        .build()
+        .unwrap();
+    spec.set_linux(Some(linux));
+}
+
+#[test]
+fn engine_limits_size_the_vm_and_the_cgroup_makes_room_for_qemu() {
+    let mut spec = docker_like(&[]);
+    with_resources(&mut spec, 512 << 20, 150_000, 100_000);
+    let out = rewrite_default(&spec);
+    assert_eq!(out.vm.vm.mem_mib, 512);
+    assert_eq!(out.vm.vm.cpus, 2, "1.5 CPUs round up");
+    let memory = out
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .as_ref()
+        .unwrap()
+        .memory()
+        .clone()
+        .unwrap();
+    assert_eq!(
+        memory.limit(),
+        Some(i64::from(512 + VMM_OVERHEAD_MIB) << 20)
+    );
+    assert_eq!(memory.swap(), Some(1024 << 20), "a larger swap limit stays");
+}
+
+#[test]
+fn runq_variables_beat_engine_limits_and_flags() {
+    let mut spec = docker_like(&["RUNQ_MEM=300", "RUNQ_CPU=3"]);
+    with_resources(&mut spec, 512 << 20, 100_000, 100_000);
+    let mut options = RunqOptions::default();
+    options.set_flag("--mem", Some("1024")).unwrap();
+    let out = rewrite(&spec, &options, &host(Accel::Tcg), Path::new("/b/runq")).unwrap();
+    assert_eq!(out.vm.vm.mem_mib, 300);
+    assert_eq!(out.vm.vm.cpus, 3);
+}
+
+#[test]
+fn defaults_without_limits() {
+    let out = rewrite_default(&docker_like(&[]));
+    assert_eq!(out.vm.vm.mem_mib, DEFAULT_MEM_MIB);
+    assert_eq!(out.vm.vm.cpus, 1);
+    assert_eq!(out.vm.vm.root_fs, RootFs::Virtiofs);
+    assert!(is_rewritten(&out.spec));
+    assert!(!is_rewritten(&docker_like(&[])));
+}
+
+#[test]
+fn invalid_variables_are_refused_by_name() {
+    let err = rewrite(
+        &docker_like(&["RUNQ_MEM=lots"]),
+        &RunqOptions::default(),
+        &host(Accel::Tcg),
+        Path::new("/b/runq"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("RUNQ_MEM") && err.contains("lots"), "{err}");
+}
+
+#[test]
+fn a_spec_without_process_or_args_is_refused() {
+    let mut spec = Spec::default();
+    spec.set_process(None);
+    assert!(matches!(
+        rewrite(
+            &spec,
+            &RunqOptions::default(),
+            &host(Accel::Tcg),
+            Path::new("/b")
+        ),
+        Err(RewriteError::NoProcess)
+    ));
+    let spec = SpecBuilder::default()
+        .process(
+            ProcessBuilder::default()
+                .args(Vec::<String>::new())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert!(matches!(
+        rewrite(
+            &spec,
+            &RunqOptions::default(),
+            &host(Accel::Tcg),
+            Path::new("/b")
+        ),
+        Err(RewriteError::NoArgs)
+    ));
+}
+
+#[test]
+fn custom_kernel_is_bound_in_and_named_in_the_vm_settings() {
+    let mut options = RunqOptions::default();
+    options.set_flag("--kernel", Some("/tmp/vmlinux")).unwrap();
+    let out = rewrite(
+        &docker_like(&[]),
+        &options,
+        &host(Accel::Tcg),
+        Path::new("/b/runq"),
+    )
+    .unwrap();
+    assert_eq!(out.vm.vm.kernel.as_deref(), Some("/.runq/kernel"));
+    assert!(out
+        .spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.destination() == Path::new("/.runq/kernel")
+            && m.source().as_deref() == Some(Path::new("/tmp/vmlinux"))));
+}

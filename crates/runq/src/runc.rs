@@ -1,0 +1,125 @@
+//! Handing work to the runc binary.
+
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::unistd::Pid;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RuncError {
+    #[error("cannot run {path}: {source} (install runc, or pass --runc PATH)")]
+    Start {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("runc state {id}: {message}")]
+    State { id: String, message: String },
+}
+
+pub struct Runc {
+    pub path: PathBuf,
+    pub globals: Vec<OsString>,
+}
+
+impl Runc {
+    fn command(&self, command: &str, args: &[OsString]) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.args(&self.globals).arg(command).args(args);
+        cmd
+    }
+
+    /// Becomes runc: same pid, stdio, inherited fds and exit status, as engines expect.
+    pub fn exec(&self, command: &str, args: &[OsString]) -> RuncError {
+        let source = self.command(command, args).exec();
+        RuncError::Start {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs runc as a child, passing on the signals runq receives, and returns its status.
+    pub fn run_forwarding_signals(
+        &self,
+        command: &str,
+        args: &[OsString],
+    ) -> Result<ExitStatus, RuncError> {
+        let forwarded = forwardable_signals();
+        // Threads inherit the mask; std gives the child a clean one.
+        let _ = forwarded.thread_block();
+        let mut child = self
+            .command(command, args)
+            .spawn()
+            .map_err(|source| RuncError::Start {
+                path: self.path.clone(),
+                source,
+            })?;
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || loop {
+                if let Ok(signal) = forwarded.wait() {
+                    let _ = kill(pid, signal);
+                }
+            });
+        child.wait().map_err(|source| RuncError::Start {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// The bundle path runc recorded for a container, if it knows the container.
+    pub fn bundle_of(&self, id: &str) -> Result<PathBuf, RuncError> {
+        let output = self
+            .command("state", &[OsString::from(id)])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| RuncError::Start {
+                path: self.path.clone(),
+                source,
+            })?;
+        let state_error = |message: String| RuncError::State {
+            id: id.to_string(),
+            message,
+        };
+        if !output.status.success() {
+            return Err(state_error(
+                String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            ));
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&output.stdout).map_err(|e| state_error(e.to_string()))?;
+        state["bundle"]
+            .as_str()
+            .map(PathBuf::from)
+            .ok_or_else(|| state_error("no bundle in the state".into()))
+    }
+}
+
+fn forwardable_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
+/// An exit status as a shell reports it.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
