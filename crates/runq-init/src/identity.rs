@@ -51,8 +51,10 @@ pub fn apply(process: &ProcessConfig) -> Result<(), String> {
     set(CapSet::Permitted, &wanted(&caps.permitted))?;
     caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear ambient capabilities: {e}"))?;
     for cap in wanted(&caps.ambient) {
-        caps::raise(None, CapSet::Ambient, cap)
-            .map_err(|e| format!("raise ambient capability {cap}: {e}"))?;
+        // runc only warns when a cap is not also inheritable and permitted; so does runq.
+        if let Err(e) = caps::raise(None, CapSet::Ambient, cap) {
+            crate::console::debug(&format!("ambient capability {cap} not raised: {e}"));
+        }
     }
     Ok(())
 }

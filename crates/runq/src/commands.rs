@@ -30,8 +30,14 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
     match command {
         "create" => {
             let parsed = parse_args::<CreateArgs>("create", args)?;
-            prepare_bundle(&parsed.create.bundle, &invocation, logger)?;
-            Err(runc.exec(command, args).into())
+            let bundle = prepare_bundle(&parsed.create.bundle, &invocation, logger)?;
+            // A child rather than exec, to put the bundle back when runc refuses: the engine
+            // will not call delete for a container that was never created.
+            let status = runc.run_forwarding_signals(command, args)?;
+            if !status.success() {
+                bundle.restore()?;
+            }
+            Ok(exit_code(status))
         }
         "run" => {
             let parsed = parse_args::<RunArgs>("run", args)?;

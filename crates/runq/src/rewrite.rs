@@ -252,7 +252,6 @@ const PROXY_CAPABILITIES: &[Capability] = &[
     Capability::NetRaw,
     Capability::SysAdmin,
     Capability::SysChroot,
-    Capability::SysResource,
     Capability::IpcLock,
     Capability::AuditWrite,
 ];

@@ -1,0 +1,32 @@
+# runq: run Docker images as QEMU/KVM virtual machines.
+# Every target does its own set-up; run as root on Debian 12.
+
+RUNQ_ROOT ?= /var/lib/runq
+export RUNQ_ROOT
+
+.PHONY: all install demo test unit lint clean
+
+all: install
+
+## install: Debian packages, release build, virtiofsd, guest kernel, initrd, /var/lib/runq
+install:
+	scripts/install.sh
+
+## demo: install, then boot a busybox container in a VM with `runq run`
+demo: install
+	scripts/demo.sh
+
+## test: install, then every test (unit tests and VM boots)
+test: install
+	scripts/test.sh
+
+## unit: the tests that need no root, QEMU or assets
+unit:
+	cargo test --workspace --lib --bins
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean

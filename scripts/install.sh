@@ -1,0 +1,72 @@
+#!/bin/bash
+# Installs runq into $RUNQ_ROOT (default /var/lib/runq) on Debian 12, as root:
+# Debian packages, a release build of the workspace, virtiofsd from crates.io, Debian's
+# guest kernel (downloaded, never installed), the initrd, and QEMU with its libraries.
+# Safe to re-run: each step skips work that is already done.
+set -euo pipefail
+
+RUNQ_ROOT=${RUNQ_ROOT:-/var/lib/runq}
+CACHE=${RUNQ_CACHE:-/var/cache/runq}
+VIRTIOFSD_VERSION=1.14.0
+TARGET=x86_64-unknown-linux-gnu
+PACKAGES=(qemu-system-x86 runc busybox-static libseccomp-dev libcap-ng-dev cpio kmod
+	xz-utils zstd iproute2 binutils ca-certificates python3)
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+step() { printf 'runq-install: %s\n' "$*" >&2; }
+die() { printf 'runq-install: error: %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (it installs packages and writes $RUNQ_ROOT)"
+
+install_packages() {
+	local missing=()
+	for package in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$package")
+	done
+	if ((${#missing[@]})); then
+		step "installing Debian packages: ${missing[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			"${missing[@]}" >/dev/null
+	fi
+}
+
+check_rust() {
+	command -v cargo >/dev/null ||
+		die "cargo not found: runq needs Rust 1.80 or newer (rustup), Debian 12's is too old"
+}
+
+build_workspace() {
+	step "building runq (release, static)"
+	(cd "$top" && cargo build --release --locked --workspace --bins)
+}
+
+build_virtiofsd() {
+	local bin=$CACHE/virtiofsd/bin/virtiofsd
+	if [[ -x $bin ]] && "$bin" --version 2>/dev/null | grep -q "$VIRTIOFSD_VERSION"; then
+		return
+	fi
+	step "building virtiofsd $VIRTIOFSD_VERSION from crates.io (a few minutes)"
+	cargo install --quiet --locked virtiofsd --version "$VIRTIOFSD_VERSION" \
+		--root "$CACHE/virtiofsd"
+}
+
+install_runq() {
+	local release=$top/target/$TARGET/release
+	step "laying out $RUNQ_ROOT"
+	mkdir -p "$RUNQ_ROOT" "$CACHE"
+	VIRTIOFSD=$CACHE/virtiofsd/bin/virtiofsd RUNQ_CACHE=$CACHE \
+		"$top/assets/build.sh" "$RUNQ_ROOT/qemu" "$release/runq-init" "$release/runq-proxy"
+	install -m 0755 "$release/runq" "$RUNQ_ROOT/runq.new"
+	mv -f "$RUNQ_ROOT/runq.new" "$RUNQ_ROOT/runq"
+	chmod 0755 "$RUNQ_ROOT"
+}
+
+install_packages
+check_rust
+mkdir -p "$CACHE"
+build_workspace
+build_virtiofsd
+install_runq
+step "done: $RUNQ_ROOT/runq (kernel $(cat "$RUNQ_ROOT/qemu/kernel/release"))"

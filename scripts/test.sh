@@ -1,0 +1,8 @@
+#!/bin/bash
+# Runs every test: unit tests, then the integration tests that boot VMs with the runq
+# installed in $RUNQ_ROOT (make test installs it first).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+export RUNQ_ROOT=${RUNQ_ROOT:-/var/lib/runq}
+cargo test --release --locked --workspace

@@ -1,0 +1,83 @@
+//! A busybox bundle boots as a VM with its own kernel, and boots reliably.
+
+mod common;
+
+use common::TestBundle;
+
+#[test]
+fn uname_shows_the_guest_kernel_not_the_hosts() {
+    let bundle = TestBundle::busybox(&["uname", "-r"]);
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    let release = outcome.stdout_text().trim().to_string();
+    assert_eq!(release, common::guest_release());
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(
+        release,
+        host.trim(),
+        "the application saw the host's kernel"
+    );
+}
+
+#[test]
+fn the_application_is_pid_1_of_its_namespace() {
+    let bundle = TestBundle::busybox(&["sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '"]);
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    let text = outcome.stdout_text();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("1"), "{outcome:?}");
+    assert!(
+        lines
+            .next()
+            .unwrap_or_default()
+            .starts_with("sh -c echo $$"),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn env_cwd_and_hostname_come_from_the_spec() {
+    let bundle = TestBundle::busybox(&["sh", "-c", "echo $GREETING; pwd; hostname"]);
+    bundle.add_env(&["GREETING=hello vm"]);
+    bundle.edit(|spec| {
+        spec["process"]["cwd"] = "/tmp".into();
+        spec["hostname"] = "runq-box".into();
+    });
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "hello vm\n/tmp\nrunq-box\n");
+}
+
+#[test]
+fn thirty_boots_in_a_row_do_not_hang() {
+    // Two lanes of fifteen: both cores busy, as in real use; each boot has the run deadline.
+    let lanes: Vec<_> = (0..2)
+        .map(|lane| {
+            std::thread::spawn(move || {
+                for boot in 0..15 {
+                    let bundle = TestBundle::busybox(&["true"]);
+                    let outcome = bundle.run();
+                    assert_eq!(outcome.code(), 0, "lane {lane} boot {boot}: {outcome:?}");
+                }
+            })
+        })
+        .collect();
+    for lane in lanes {
+        lane.join().expect("a boot failed");
+    }
+}
+
+#[test]
+fn a_kernel_that_is_not_a_kernel_gives_a_clear_error() {
+    let bundle = TestBundle::busybox(&["true"]);
+    let broken = bundle.path().join("broken-vmlinux");
+    std::fs::write(&broken, b"this is not a kernel").unwrap();
+    let outcome = bundle.run_with(&["--kernel", broken.to_str().unwrap()], b"");
+    assert_ne!(outcome.code(), 0, "{outcome:?}");
+    let stderr = outcome.stderr_text();
+    assert!(
+        stderr.contains("QEMU"),
+        "the message must name QEMU: {stderr}"
+    );
+}

@@ -1,0 +1,288 @@
+//! The harness: busybox bundles built from Debian's busybox-static and runc's default spec,
+//! driven through the installed runq (`make test` installs it first) with a private runc
+//! state root, and removed again however the test ends.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Generous: boots under TCG on a loaded two-core machine are slow.
+pub const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+pub fn runq_root() -> PathBuf {
+    std::env::var_os("RUNQ_ROOT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/runq"))
+}
+
+pub fn runq_binary() -> PathBuf {
+    let binary = runq_root().join("runq");
+    assert!(
+        binary.exists(),
+        "{} not found: the integration tests need root and an installed runq (make test)",
+        binary.display()
+    );
+    binary
+}
+
+pub fn assets_dir() -> PathBuf {
+    runq_root().join("qemu")
+}
+
+pub fn guest_release() -> String {
+    std::fs::read_to_string(assets_dir().join("kernel/release"))
+        .expect("installed kernel release")
+        .trim()
+        .to_string()
+}
+
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Outcome {
+    pub fn code(&self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        self.status
+            .code()
+            .unwrap_or_else(|| 128 + self.status.signal().unwrap_or(0))
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {} stdout {:?} stderr {:?}",
+            self.code(),
+            truncate(&self.stdout_text()),
+            truncate(&self.stderr_text())
+        )
+    }
+}
+
+fn truncate(text: &str) -> &str {
+    &text[..text.len().min(2000)]
+}
+
+/// A busybox bundle with its own runc state root; deleted on drop.
+pub struct TestBundle {
+    pub dir: tempfile::TempDir,
+    pub id: String,
+    pub state: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestBundle {
+    pub fn busybox(args: &[&str]) -> TestBundle {
+        let dir = tempfile::Builder::new()
+            .prefix("runq-test-")
+            .tempdir()
+            .expect("temp dir");
+        let rootfs = dir.path().join("rootfs");
+        for sub in ["bin", "etc", "proc", "sys", "dev", "tmp", "root", "home"] {
+            std::fs::create_dir_all(rootfs.join(sub)).expect("mkdir");
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("copy /bin/busybox (apt-get install busybox-static)");
+        let applets = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
+        for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+            let link = rootfs.join("bin").join(applet);
+            if !link.exists() {
+                std::os::unix::fs::symlink("busybox", link).expect("applet link");
+            }
+        }
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+        )
+        .expect("passwd");
+        let status = Command::new("runc")
+            .args(["spec", "--bundle"])
+            .arg(dir.path())
+            .status()
+            .expect("runc spec");
+        assert!(status.success(), "runc spec failed");
+        let id = format!(
+            "runq-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let state = dir.path().join("state");
+        let bundle = TestBundle { dir, id, state };
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        bundle.edit(|spec| {
+            spec["process"]["terminal"] = Value::Bool(false);
+            spec["process"]["args"] = serde_json::json!(args);
+        });
+        bundle
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.path().join("rootfs")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("config.json")
+    }
+
+    pub fn edit(&self, change: impl FnOnce(&mut Value)) {
+        let path = self.config_path();
+        let mut spec: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read config")).expect("json");
+        change(&mut spec);
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write");
+    }
+
+    pub fn add_env(&self, entries: &[&str]) {
+        self.edit(|spec| {
+            let env = spec["process"]["env"].as_array_mut().expect("env array");
+            env.extend(entries.iter().map(|e| Value::String(e.to_string())));
+        });
+    }
+
+    /// `runq [runq_flags] --root STATE ARGS...`
+    pub fn runq(&self, runq_flags: &[&str], args: &[&str]) -> Command {
+        let mut command = Command::new(runq_binary());
+        command
+            .args(runq_flags)
+            .arg("--root")
+            .arg(&self.state)
+            .args(args);
+        command
+    }
+
+    /// `runq run` in the foreground, stdin from `input`.
+    pub fn run_with(&self, runq_flags: &[&str], input: &[u8]) -> Outcome {
+        let child = self
+            .runq(runq_flags, &["run", "--bundle"])
+            .arg(self.path())
+            .arg(&self.id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runq run");
+        finish(child, input.to_vec(), RUN_DEADLINE)
+    }
+
+    pub fn run(&self) -> Outcome {
+        self.run_with(&[], b"")
+    }
+}
+
+impl Drop for TestBundle {
+    fn drop(&mut self) {
+        // Whatever the test did, no container may outlive it.
+        let _ = self
+            .runq(&[], &["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Feeds stdin, collects stdout and stderr, and waits for the exit; kills the process and
+/// fails the test if the deadline passes first.
+pub fn finish(mut child: Child, input: Vec<u8>, deadline: Duration) -> Outcome {
+    let pid = child.id() as i32;
+    let mut stdin = child.stdin.take();
+    let writer = std::thread::spawn(move || {
+        if let Some(stdin) = stdin.as_mut() {
+            let _ = stdin.write_all(&input);
+        }
+        drop(stdin);
+    });
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let (done, outcome) = mpsc::channel();
+    std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = stderr.read_to_end(&mut buf);
+            }
+            buf
+        });
+        let mut out = Vec::new();
+        if let Some(stdout) = stdout.as_mut() {
+            let _ = stdout.read_to_end(&mut out);
+        }
+        let err = err_reader.join().unwrap_or_default();
+        let status = child.wait().expect("wait");
+        let _ = done.send(Outcome {
+            status,
+            stdout: out,
+            stderr: err,
+        });
+    });
+    match outcome.recv_timeout(deadline) {
+        Ok(outcome) => {
+            let _ = writer.join();
+            outcome
+        }
+        Err(_) => {
+            // SAFETY: kill with a pid we started; at worst it is already gone.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("runq did not finish within {deadline:?}");
+        }
+    }
+}
+
+/// Every process below `pid`, found through /proc's children lists.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+pub fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}

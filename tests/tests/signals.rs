@@ -1,0 +1,100 @@
+//! `runq kill` reaches the application in the VM; `runq delete` leaves nothing running.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{alive, descendants, TestBundle, RUN_DEADLINE};
+
+#[test]
+fn sigterm_reaches_a_trapping_shell_and_nothing_is_left_running() {
+    let bundle = TestBundle::busybox(&[
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 1; done",
+    ]);
+    let mut child = bundle
+        .runq(&[], &["run", "--bundle"])
+        .arg(bundle.path())
+        .arg(&bundle.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runq run");
+    let run_pid = child.id() as i32;
+
+    // Wait for the trap to be set: the application says so on stdout.
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = lines.recv_timeout(RUN_DEADLINE);
+    assert_eq!(
+        first.as_deref(),
+        Ok("ready"),
+        "the application did not start"
+    );
+    let processes = descendants(run_pid);
+    assert!(
+        processes.len() >= 3,
+        "expected runc, proxy, QEMU and virtiofsd below runq: {processes:?}"
+    );
+
+    let kill = bundle
+        .runq(&[], &["kill", &bundle.id, "TERM"])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(30)).as_deref(),
+        Ok("got-term")
+    );
+    let outcome = common::finish(child, Vec::new(), RUN_DEADLINE);
+    assert_eq!(outcome.code(), 3, "{outcome:?}");
+    let left: Vec<i32> = processes.into_iter().filter(|pid| alive(*pid)).collect();
+    assert!(left.is_empty(), "processes left running: {left:?}");
+}
+
+#[test]
+fn delete_force_of_a_running_container_leaves_no_process() {
+    let bundle = TestBundle::busybox(&["sleep", "1000"]);
+    let create = bundle
+        .runq(&[], &["create", "--bundle"])
+        .arg(bundle.path())
+        .arg(&bundle.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(create.success());
+    let start = bundle.runq(&[], &["start", &bundle.id]).status().unwrap();
+    assert!(start.success());
+    let state = bundle.runq(&[], &["state", &bundle.id]).output().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    let proxy = state["pid"].as_i64().unwrap() as i32;
+    let mut processes = descendants(proxy);
+    processes.push(proxy);
+
+    let delete = bundle
+        .runq(&[], &["delete", "--force", &bundle.id])
+        .status()
+        .unwrap();
+    assert!(delete.success());
+    let left: Vec<i32> = processes.into_iter().filter(|pid| alive(*pid)).collect();
+    assert!(left.is_empty(), "processes left running: {left:?}");
+    // The bundle is the engine's again.
+    assert!(!bundle.path().join("runq").exists());
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
+    assert_eq!(spec["process"]["args"][0], "sleep");
+}
