@@ -14,6 +14,7 @@
 # Env: RUNQ_INITRD_MODULES replaces the module list (space separated);
 #      RUNQ_INITRD_EXTRA_MODULES appends to it.
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 
 # Load order matters: transports before devices, fuse before virtiofs, ...

@@ -14,6 +14,7 @@
 # /opt/runq-build/virtiofsd/bin/virtiofsd; the argument wins),
 # RUNQ_QEMU_MODULES (default accel-tcg-x86_64).
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 
 LOADER=ld-linux-x86-64.so.2

@@ -10,6 +10,7 @@
 #
 # Env: RUNQ_KERNEL_PKG overrides the package name (e.g. linux-image-6.1.0-56-amd64).
 set -euo pipefail
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 
 usage() { die "usage: $0 OUTDIR [CACHEDIR]"; }
@@ -74,11 +75,11 @@ download_deb() {
 # extract_vmlinux BZIMAGE OUT: find a compressed payload inside the bzImage,
 # decompress it and keep the first one that yields a complete ELF.
 extract_vmlinux() {
-	local bz=$1 out=$2 magic tool off
+	local bz=$1 out=$2 spec magic tool off
 	# magic (grep -P escapes) and decompressor; XZ is what Debian uses.
 	for spec in '\xfd7zXZ\x00:xz -dc' '\x28\xb5\x2f\xfd:zstd -dcq' '\x1f\x8b\x08:gzip -dc'; do
 		magic=${spec%%:*} tool=${spec#*:}
-		for off in $(LC_ALL=C grep -obUaP "$magic" "$bz" | cut -d: -f1); do
+		while read -r off; do
 			# Trailing bzImage bytes after the stream make the tool complain;
 			# the output is judged by is_complete_elf instead of the exit status.
 			tail -c +$((off + 1)) "$bz" | $tool >"$out" 2>/dev/null || true
@@ -86,7 +87,7 @@ extract_vmlinux() {
 				log "decompressed vmlinux (${tool%% *} at offset $off)"
 				return 0
 			fi
-		done
+		done < <(LC_ALL=C grep -obUaP "$magic" "$bz" | cut -d: -f1)
 	done
 	die "no decompressible ELF kernel found in $bz"
 }
@@ -123,6 +124,16 @@ decompress_modules() {
 		n=$((n + 1))
 	done < <(find "$dir" -type f \( -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz' \) -print0)
 	if ((n > 0)); then log "decompressed $n modules"; else log "modules are not compressed"; fi
+}
+
+# After a kernel upgrade, drop the module trees of other releases (~400 MB each).
+remove_other_releases() {
+	local dir=$1 keep=$2 d
+	for d in "$dir"/*; do
+		[[ -d $d && $(basename "$d") != "$keep" && -f $d/modules.dep ]] || continue
+		log "removing modules of old kernel $(basename "$d")"
+		rm -rf "$d"
+	done
 }
 
 main() {
@@ -175,7 +186,8 @@ main() {
 	rm -rf "$out/modules/$rel.old"
 	mv -f "$TMPD/vmlinux" "$out/vmlinux"
 	printf '%s\n' "$rel" >"$out/release.tmp" && mv -f "$out/release.tmp" "$out/release"
-	basename "$deb" >"$out/.source"
+	basename "$deb" >"$out/.source.tmp" && mv -f "$out/.source.tmp" "$out/.source"
+	remove_other_releases "$out/modules" "$rel"
 	log "kernel $rel ready in $out"
 }
 

@@ -98,3 +98,34 @@ fn delete_force_of_a_running_container_leaves_no_process() {
         serde_json::from_slice(&std::fs::read(bundle.config_path()).unwrap()).unwrap();
     assert_eq!(spec["process"]["args"][0], "sleep");
 }
+
+#[test]
+fn death_by_sigkill_gives_137() {
+    // As with runc, the application is PID 1 of its namespace: only SIGKILL from outside ends
+    // it, so the kill comes from the runtime, as `docker kill` sends it.
+    let bundle = TestBundle::busybox(&["sh", "-c", "echo ready; exec sleep 1000"]);
+    let mut child = bundle
+        .runq(&[], &["run", "--bundle"])
+        .arg(bundle.path())
+        .arg(&bundle.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runq run");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (ready_tx, ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = ready_tx.send(line);
+    });
+    assert_eq!(ready.recv_timeout(RUN_DEADLINE).as_deref(), Ok("ready\n"));
+    let kill = bundle
+        .runq(&[], &["kill", &bundle.id, "KILL"])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let outcome = common::finish(child, Vec::new(), RUN_DEADLINE);
+    assert_eq!(outcome.code(), 137, "{outcome:?}");
+}

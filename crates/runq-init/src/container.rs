@@ -20,8 +20,9 @@ use crate::{console, identity, mounts, Context, InitError};
 /// The running application and the host ends of its stdio.
 pub struct App {
     pub pid: Pid,
-    /// Where the application's stdin is written (the pty master with a terminal).
-    pub stdin: OwnedFd,
+    /// Where the application's stdin is written (the pty master with a terminal); taken by
+    /// the relay, which closes it at the end of input.
+    pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     /// `None` with a terminal: stderr shares the pty with stdout.
     pub stderr: Option<OwnedFd>,
@@ -149,7 +150,7 @@ impl Stdio {
     fn into_app(self, pid: Pid) -> App {
         App {
             pid,
-            stdin: self.stdin.0,
+            stdin: Some(self.stdin.0),
             stdout: self.stdout.0,
             stderr: self.stderr.map(|(parent, _)| parent),
             terminal: self.terminal,

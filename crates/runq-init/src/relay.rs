@@ -49,8 +49,11 @@ struct Relay {
 }
 
 /// Runs until the application has exited and its output is delivered; returns its exit code.
-pub fn run(port: File, app: App, children: SignalFd) -> Result<i32, InitError> {
-    let stdin = app.stdin.try_clone().context(|| "dup stdin".to_string())?;
+pub fn run(port: File, mut app: App, children: SignalFd) -> Result<i32, InitError> {
+    let stdin = app
+        .stdin
+        .take()
+        .ok_or_else(|| InitError::Channel(std::io::Error::other("stdin already taken")))?;
     if !app.terminal {
         fcntl(stdin.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .context(|| "make stdin non-blocking".to_string())?;

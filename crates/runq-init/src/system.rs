@@ -18,6 +18,7 @@ pub fn mount_basics() -> Result<(), InitError> {
         mount(Some(source), target, Some(fstype), flags, None::<&str>)
             .context(|| format!("mount {fstype} on {target}"))?;
     }
+    attach_console()?;
     // The application's /dev/pts is this instance too (see mounts.rs).
     std::fs::create_dir_all("/dev/pts").context(|| "mkdir /dev/pts".to_string())?;
     mount(
@@ -45,4 +46,26 @@ pub fn kernel_flag(flag: &str) -> bool {
     std::fs::read_to_string("/proc/cmdline")
         .map(|line| line.split_whitespace().any(|word| word == flag))
         .unwrap_or(false)
+}
+
+/// The kernel starts /init from an initramfs with fds 0, 1 and 2 closed (there is no
+/// /dev/console before devtmpfs is mounted). Left closed, the first files init opens would
+/// take those numbers and be clobbered when the application's stdio is set up.
+fn attach_console() -> Result<(), InitError> {
+    use std::os::fd::IntoRawFd;
+    let console = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+        .context(|| "open /dev/console".to_string())?
+        .into_raw_fd();
+    for fd in 0..3 {
+        if fd != console {
+            nix::unistd::dup2(console, fd).context(|| format!("dup /dev/console to {fd}"))?;
+        }
+    }
+    if console > 2 {
+        let _ = nix::unistd::close(console);
+    }
+    Ok(())
 }

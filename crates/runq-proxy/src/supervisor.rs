@@ -27,6 +27,8 @@ enum Phase {
     Exited(i32),
     /// The guest gave up (its message was printed); waiting for it to power off.
     Failed,
+    /// The channel closed before an exit was reported; QEMU's own end will tell why.
+    ChannelLost,
 }
 
 pub struct Supervisor {
@@ -77,7 +79,7 @@ impl Supervisor {
         let result = loop {
             let deadline = match self.phase {
                 Phase::Booting => Some(boot_deadline),
-                Phase::Exited(_) | Phase::Failed => {
+                Phase::Exited(_) | Phase::Failed | Phase::ChannelLost => {
                     Some(*power_off_deadline.get_or_insert(Instant::now() + POWER_OFF_GRACE))
                 }
                 Phase::Running => None,
@@ -110,11 +112,10 @@ impl Supervisor {
             Event::Guest(message) => self.handle_guest(message)?,
             Event::ChannelClosed(error) => {
                 if matches!(self.phase, Phase::Booting | Phase::Running) {
-                    // QEMU is probably gone: its exit event will say more, within the grace.
                     if let Some(error) = error {
                         eprintln!("runq: {error}");
                     }
-                    self.phase = Phase::Failed;
+                    self.phase = Phase::ChannelLost;
                 }
             }
             Event::ChildExited { pid, status } => {
@@ -137,7 +138,7 @@ impl Supervisor {
                     signal,
                 })?,
                 Phase::Booting => self.pending_signals.push(signal),
-                Phase::Exited(_) | Phase::Failed => {}
+                Phase::Exited(_) | Phase::Failed | Phase::ChannelLost => {}
             },
             Event::WindowChanged => self.send_window_size()?,
         }
@@ -218,7 +219,7 @@ impl Supervisor {
         match self.phase {
             Phase::Exited(code) => Ok(code),
             Phase::Failed => Ok(1),
-            Phase::Booting | Phase::Running => bail!(
+            Phase::Booting | Phase::Running | Phase::ChannelLost => bail!(
                 "QEMU ended with {status} before the application did{}{}",
                 self.log_excerpt(&self.qemu_log, "QEMU"),
                 self.log_excerpt(&self.paths.console_log, "guest console")
@@ -235,6 +236,10 @@ impl Supervisor {
             ),
             // The application's result is known; a guest slow to power off changes nothing.
             Phase::Exited(code) => Ok(code),
+            Phase::ChannelLost => bail!(
+                "the control channel to the guest closed while QEMU kept running{}",
+                self.log_excerpt(&self.paths.console_log, "guest console")
+            ),
             Phase::Failed | Phase::Running => Ok(1),
         }
     }
