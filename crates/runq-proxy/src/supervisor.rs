@@ -1,6 +1,6 @@
 //! The proxy's main loop: one state machine fed by the channel, signal and child events.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -279,7 +279,7 @@ impl Supervisor {
         }
     }
 
-    fn log_excerpt(&self, path: &PathBuf, name: &str) -> String {
+    fn log_excerpt(&self, path: &Path, name: &str) -> String {
         let text = tail(path, 15);
         if text.is_empty() {
             String::new()

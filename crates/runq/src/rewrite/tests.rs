@@ -221,7 +221,6 @@ fn engine_limits_size_the_vm_and_the_cgroup_makes_room_for_qemu() {
         .as_ref()
         .unwrap()
         .memory()
-        .clone()
         .unwrap();
     assert_eq!(
         memory.limit(),
