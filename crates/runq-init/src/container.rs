@@ -34,7 +34,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub fn spawn(config: &GuestConfig) -> Result<App, InitError> {
     // Every later child of init starts in the application's PID namespace.
     unshare(CloneFlags::CLONE_NEWPID).context(|| "new PID namespace".to_string())?;
-    let stdio = Stdio::new(config.process.terminal)?;
+    let stdio = Stdio::new(config.process.terminal, config.process.terminal_onlcr)?;
     // SAFETY: runq-init is single-threaded, so the child has a consistent copy of the heap and
     // of every lock; it either execs or exits.
     match unsafe { nix::unistd::fork() }.context(|| "fork the application".to_string())? {
@@ -85,9 +85,22 @@ struct Stdio {
 }
 
 impl Stdio {
-    fn new(terminal: bool) -> Result<Stdio, InitError> {
+    fn new(terminal: bool, onlcr: bool) -> Result<Stdio, InitError> {
         if terminal {
             let pty = nix::pty::openpty(None, None).context(|| "open a pty".to_string())?;
+            if !onlcr {
+                let mut attrs = nix::sys::termios::tcgetattr(&pty.slave)
+                    .context(|| "read pty settings".to_string())?;
+                attrs
+                    .output_flags
+                    .remove(nix::sys::termios::OutputFlags::ONLCR);
+                nix::sys::termios::tcsetattr(
+                    &pty.slave,
+                    nix::sys::termios::SetArg::TCSANOW,
+                    &attrs,
+                )
+                .context(|| "clear ONLCR on the pty".to_string())?;
+            }
             let master_in = pty
                 .master
                 .try_clone()

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<i32> {
     signals::block_all().context("block signals")?;
-    let config = load_config()?;
+    let mut config = load_config()?;
     let paths = Paths::in_container(&config.vm);
     let host = HostFacts {
         tsc_khz: std::fs::read_to_string("/proc/cpuinfo")
@@ -59,7 +59,10 @@ fn run() -> Result<i32> {
             .and_then(|text| qemu::tsc_khz_from_cpuinfo(&text)),
     };
     share::prepare(&paths.shared_root)?;
-    stdio::make_raw_if_terminal(config.guest.process.terminal);
+    if config.guest.process.terminal {
+        config.guest.process.terminal_onlcr = stdio::terminal_onlcr();
+        stdio::make_raw();
+    }
 
     let (events, queue) = mpsc::channel();
     signals::spawn_listener(events.clone()).context("start the signal thread")?;

@@ -140,15 +140,22 @@ fn write_chunks(stream: StreamKind, chunks: Receiver<Vec<u8>>, channel: ChannelW
 }
 
 /// With a terminal the guest's pty does the line discipline; ours must pass bytes through.
-pub fn make_raw_if_terminal(terminal: bool) {
+pub fn make_raw() {
     let stdin = std::io::stdin();
-    if !terminal || !nix::unistd::isatty(stdin.as_raw_fd()).unwrap_or(false) {
-        return;
-    }
     if let Ok(mut attrs) = termios::tcgetattr(&stdin) {
         termios::cfmakeraw(&mut attrs);
         let _ = termios::tcsetattr(&stdin, SetArg::TCSANOW, &attrs);
     }
+}
+
+/// Whether the host pty, as the engine left it, maps "\n" to "\r\n" on output.
+pub fn terminal_onlcr() -> bool {
+    termios::tcgetattr(std::io::stdin())
+        .map(|attrs| {
+            attrs.output_flags.contains(termios::OutputFlags::OPOST)
+                && attrs.output_flags.contains(termios::OutputFlags::ONLCR)
+        })
+        .unwrap_or(true)
 }
 
 /// The terminal's size, if fd 0 is one.

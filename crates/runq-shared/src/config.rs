@@ -97,6 +97,11 @@ pub struct ProcessConfig {
     pub additional_gids: Vec<u32>,
     pub umask: Option<u32>,
     pub terminal: bool,
+    /// Whether the terminal turns "\n" into "\r\n". The engine's end of the host pty decides
+    /// (`runc run` clears it, containerd keeps it); the guest pty, where the application's
+    /// line discipline now runs, follows. The proxy reads it from the host pty.
+    #[serde(default)]
+    pub terminal_onlcr: bool,
     pub capabilities: Capabilities,
     pub rlimits: Vec<Rlimit>,
     pub no_new_privileges: bool,

@@ -135,6 +135,7 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
             additional_gids: user.additional_gids().clone().unwrap_or_default(),
             umask: user.umask(),
             terminal: process.terminal().unwrap_or(false),
+            terminal_onlcr: true,
             capabilities: capabilities(process.capabilities().as_ref()),
             rlimits: process
                 .rlimits()
