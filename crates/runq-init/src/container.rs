@@ -15,7 +15,7 @@ use nix::unistd::{ForkResult, Pid};
 use runq_shared::config::{GuestConfig, ProcessConfig};
 use runq_shared::layout::GUEST_ROOTFS;
 
-use crate::{console, identity, mounts, Context, InitError};
+use crate::{console, identity, mounts, seccomp, Context, InitError};
 
 /// The running application and the host ends of its stdio.
 pub struct App {
@@ -215,6 +215,9 @@ fn setup_and_exec(config: &GuestConfig) -> Result<(), ChildFailure> {
     }
     if process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(fail("set no_new_privs"))?;
+        if let Some(filter) = &config.seccomp {
+            seccomp::load(filter).map_err(|e| (1, e))?;
+        }
     }
     exec(process)
 }

@@ -14,6 +14,7 @@ mod net;
 mod port;
 mod relay;
 mod rootfs;
+mod seccomp;
 mod system;
 
 use std::fs::File;

@@ -85,6 +85,17 @@ pub struct GuestConfig {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub sysctl: BTreeMap<String, String>,
+    /// The spec's seccomp profile, compiled to BPF on the host (libseccomp lives there).
+    #[serde(default)]
+    pub seccomp: Option<SeccompFilter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompFilter {
+    /// `struct sock_filter` entries in native byte order, 8 bytes each.
+    pub program: Vec<u8>,
+    /// seccomp(2) flags (`SECCOMP_FILTER_FLAG_*`).
+    pub flags: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -168,6 +179,7 @@ mod tests {
                 masked_paths: vec![],
                 readonly_paths: vec![],
                 sysctl: BTreeMap::new(),
+                seccomp: None,
             },
         };
         let text = serde_json::to_string(&config).unwrap();

@@ -8,3 +8,4 @@ pub mod host;
 pub mod log;
 pub mod rewrite;
 pub mod runc;
+pub mod seccomp;

@@ -54,6 +54,8 @@ pub enum RewriteError {
     Option(#[from] OptionError),
     #[error("config.json: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
+    #[error("config.json: {0}")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 pub fn rewrite(
@@ -69,9 +71,16 @@ pub fn rewrite(
     let mut options = options.clone();
     options.apply_env(process.env().as_deref().unwrap_or_default())?;
 
+    let mut guest = guest_config(original, process, &options);
+    guest.seccomp = original
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::compile)
+        .transpose()?;
     let vm = VmConfig {
         vm: vm_settings(original, &options, host),
-        guest: guest_config(original, process, &options),
+        guest,
     };
     let spec = host_spec(
         original,
@@ -173,6 +182,7 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
             .unwrap_or_default()
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
+        seccomp: None,
     }
 }
 

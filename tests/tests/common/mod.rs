@@ -195,6 +195,22 @@ impl TestBundle {
     pub fn run(&self) -> Outcome {
         self.run_with(&[], b"")
     }
+
+    /// The same bundle under plain runc, for comparison; the bundle is left as it was.
+    pub fn run_under_runc(&self) -> Outcome {
+        let child = Command::new("runc")
+            .arg("--root")
+            .arg(self.path().join("runc-state"))
+            .args(["run", "--bundle"])
+            .arg(self.path())
+            .arg(format!("{}-runc", self.id))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runc run");
+        finish(child, Vec::new(), RUN_DEADLINE)
+    }
 }
 
 impl Drop for TestBundle {

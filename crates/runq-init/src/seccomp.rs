@@ -1,0 +1,49 @@
+//! Loads the BPF program the host compiled from the spec's seccomp profile.
+
+use runq_shared::config::SeccompFilter;
+
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
+
+pub fn load(filter: &SeccompFilter) -> Result<(), String> {
+    let instructions = filter.program.len() / std::mem::size_of::<libc::sock_filter>();
+    if instructions == 0 || filter.program.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
+        return Err(format!(
+            "seccomp: program of {} bytes is not whole BPF instructions",
+            filter.program.len()
+        ));
+    }
+    let len = u16::try_from(instructions)
+        .map_err(|_| format!("seccomp: program of {instructions} instructions is too long"))?;
+    // Copied into properly aligned storage: the config's bytes have no alignment guarantee.
+    let program: Vec<libc::sock_filter> = filter
+        .program
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: seccomp(2) reads `len` instructions from the program, which lives until the call
+    // returns; the kernel copies it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            libc::c_ulong::from(filter.flags),
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "seccomp: load the filter: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}

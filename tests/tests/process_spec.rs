@@ -1,0 +1,83 @@
+//! What the application is given — user, groups, capabilities, no_new_privs, rlimits,
+//! seccomp — comes out the same as under runc, compared line by line in one test each.
+
+mod common;
+
+use common::TestBundle;
+use serde_json::json;
+
+const STATUS_LINES: &str =
+    "grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status";
+
+/// Runs the bundle under runc and under runq; both must succeed with the same stdout.
+fn assert_same_as_runc(bundle: &TestBundle) -> String {
+    let reference = bundle.run_under_runc();
+    assert_eq!(reference.code(), 0, "runc: {reference:?}");
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "runq: {outcome:?}");
+    assert_eq!(outcome.stdout_text(), reference.stdout_text());
+    outcome.stdout_text()
+}
+
+#[test]
+fn default_spec_identity_and_capabilities_match_runc() {
+    let bundle = TestBundle::busybox(&["sh", "-c", STATUS_LINES]);
+    let text = assert_same_as_runc(&bundle);
+    assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+}
+
+#[test]
+fn a_user_with_groups_and_ambient_capabilities_matches_runc() {
+    let bundle = TestBundle::busybox(&["sh", "-c", STATUS_LINES]);
+    bundle.edit(|spec| {
+        spec["process"]["user"] = json!({"uid": 65534, "gid": 65534, "additionalGids": [10, 20]});
+        spec["process"]["noNewPrivileges"] = false.into();
+        let caps = json!(["CAP_NET_BIND_SERVICE", "CAP_CHOWN", "CAP_KILL"]);
+        spec["process"]["capabilities"] = json!({
+            "bounding": caps, "effective": caps, "permitted": caps,
+            "inheritable": ["CAP_NET_BIND_SERVICE"], "ambient": ["CAP_NET_BIND_SERVICE"]
+        });
+    });
+    let text = assert_same_as_runc(&bundle);
+    assert!(text.contains("Uid:\t65534"), "{text}");
+    assert!(text.contains("Groups:\t10 20"), "{text}");
+    assert!(text.contains("CapAmb:\t0000000000000400"), "{text}");
+}
+
+#[test]
+fn rlimits_match_runc() {
+    let bundle = TestBundle::busybox(&[
+        "sh",
+        "-c",
+        "grep -E '^Max (open files|processes|core file size)' /proc/self/limits",
+    ]);
+    bundle.edit(|spec| {
+        spec["process"]["rlimits"] = json!([
+            {"type": "RLIMIT_NOFILE", "soft": 4096, "hard": 8192},
+            {"type": "RLIMIT_NPROC", "soft": 300, "hard": 400},
+            {"type": "RLIMIT_CORE", "soft": 0, "hard": 1048576}
+        ]);
+    });
+    let text = assert_same_as_runc(&bundle);
+    assert!(text.contains("4096"), "{text}");
+}
+
+#[test]
+fn a_seccomp_profile_is_enforced_in_the_guest_as_by_runc() {
+    let bundle = TestBundle::busybox(&[
+        "sh",
+        "-c",
+        "mkdir /tmp/denied 2>&1; echo status=$?; grep '^Seccomp:' /proc/self/status",
+    ]);
+    bundle.edit(|spec| {
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+        });
+    });
+    let text = assert_same_as_runc(&bundle);
+    assert!(text.contains("Operation not permitted"), "{text}");
+    assert!(text.contains("status=1"), "{text}");
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+}
