@@ -6,7 +6,12 @@ const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 
 pub fn load(filter: &SeccompFilter) -> Result<(), String> {
     let instructions = filter.program.len() / std::mem::size_of::<libc::sock_filter>();
-    if instructions == 0 || filter.program.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
+    if instructions == 0
+        || !filter
+            .program
+            .len()
+            .is_multiple_of(std::mem::size_of::<libc::sock_filter>())
+    {
         return Err(format!(
             "seccomp: program of {} bytes is not whole BPF instructions",
             filter.program.len()
