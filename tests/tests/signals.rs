@@ -129,3 +129,23 @@ fn death_by_sigkill_gives_137() {
     let outcome = common::finish(child, Vec::new(), RUN_DEADLINE);
     assert_eq!(outcome.code(), 137, "{outcome:?}");
 }
+
+#[test]
+fn the_applications_environment_is_on_no_host_command_line() {
+    let bundle = TestBundle::busybox(&["sh", "-c", "echo ready; exec sleep 1000"]);
+    bundle.add_env(&["RUNQ_TEST_SECRET=s3cr3t-v4lue"]);
+    let (running, _) = bundle.start_and_wait_for_line(&[]);
+    for pid in descendants(running.pid()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("s3cr3t-v4lue"),
+            "the secret is on the command line of {pid}"
+        );
+    }
+    let kill = bundle
+        .runq(&[], &["kill", &bundle.id, "KILL"])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    running.finish();
+}

@@ -23,6 +23,26 @@ pub struct Invocation {
     pub args: Vec<OsString>,
 }
 
+/// Where errors go when the command line itself cannot be read: the `--log` and
+/// `--log-format` flags, found by a plain scan.
+pub fn log_flags(argv: &[OsString]) -> (Option<PathBuf>, bool) {
+    let mut log = None;
+    let mut json = false;
+    let mut args = argv.iter().filter_map(|a| a.to_str());
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg, None),
+        };
+        match name.trim_start_matches('-') {
+            "log" => log = inline.or_else(|| args.next()).map(PathBuf::from),
+            "log-format" => json = inline.or_else(|| args.next()) == Some("json"),
+            _ => {}
+        }
+    }
+    (log, json)
+}
+
 /// runc 1.1's global flags that take a value.
 const RUNC_VALUE_FLAGS: &[&str] = &["root", "log", "log-format", "criu", "rootless"];
 
@@ -132,6 +152,13 @@ mod tests {
         let inv = parse(&argv("runq run --cpu 3 id")).unwrap();
         assert_eq!(inv.options.cpus, None);
         assert_eq!(inv.args, argv("--cpu 3 id"));
+    }
+
+    #[test]
+    fn log_flags_are_found_even_when_parsing_fails() {
+        let (log, json) = log_flags(&argv("runq --mem lots --log /l --log-format=json create"));
+        assert_eq!(log, Some(PathBuf::from("/l")));
+        assert!(json);
     }
 
     #[test]

@@ -24,7 +24,15 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
         globals: invocation.runc_globals.clone(),
     };
     let Some(command) = invocation.command.as_deref() else {
-        return Err(runc.exec("--help", &[]).into()).map(|()| 0);
+        // `runq --version`, `runq --help`: runq's word first, then runc's.
+        if invocation
+            .runc_globals
+            .iter()
+            .any(|a| a == "--version" || a == "-v")
+        {
+            println!("runq version {}", env!("CARGO_PKG_VERSION"));
+        }
+        return Err(runc.exec_globals_only().into());
     };
     let args = &invocation.args;
     match command {

@@ -9,8 +9,8 @@ fn main() -> ExitCode {
     let invocation = match runq::cli::parse(&argv) {
         Ok(invocation) => invocation,
         Err(error) => {
-            // The log flags may be unreadable too; find them as well as we can.
-            Logger::default().error(&error.to_string());
+            let (file, json) = runq::cli::log_flags(&argv);
+            Logger { file, json }.error(&error.to_string());
             return ExitCode::FAILURE;
         }
     };

@@ -41,6 +41,15 @@ impl Runc {
         }
     }
 
+    /// Becomes runc with only the global flags (`--version`, `--help`).
+    pub fn exec_globals_only(&self) -> RuncError {
+        let source = Command::new(&self.path).args(&self.globals).exec();
+        RuncError::Start {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
     /// Runs runc as a child, passing on the signals runq receives, and returns its status.
     pub fn run_forwarding_signals(
         &self,

@@ -302,3 +302,67 @@ pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(bytes))
 }
+
+/// Descendants of `pid` whose command line contains `needle`.
+pub fn descendants_running(pid: i32, needle: &str) -> Vec<i32> {
+    descendants(pid)
+        .into_iter()
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A `runq run` in the background whose application printed its first line.
+pub struct Running {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl TestBundle {
+    /// Starts `runq run` and waits (with the run deadline) for the application's first line.
+    pub fn start_and_wait_for_line(&self, runq_flags: &[&str]) -> (Running, String) {
+        use std::io::BufRead;
+        let mut child = self
+            .runq(runq_flags, &["run", "--bundle"])
+            .arg(self.path())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runq run");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let first = match lines.recv_timeout(RUN_DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the application printed nothing within {RUN_DEADLINE:?}");
+            }
+        };
+        (Running { child, lines }, first)
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn finish(self) -> Outcome {
+        finish(self.child, Vec::new(), RUN_DEADLINE)
+    }
+}

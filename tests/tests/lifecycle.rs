@@ -1,0 +1,124 @@
+//! The runc commands engines use, on a runq container: create, start, state, ps, pause,
+//! resume, kill with names and --all, delete.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TestBundle;
+
+fn state_of(bundle: &TestBundle) -> serde_json::Value {
+    let output = bundle.runq(&[], &["state", &bundle.id]).output().unwrap();
+    assert!(output.status.success(), "state: {output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn create_start_pause_resume_kill_delete() {
+    let bundle = TestBundle::busybox(&[
+        "sh",
+        "-c",
+        "trap 'echo got-usr1' USR1; trap 'echo got-hup' HUP; trap 'echo got-term; exit 0' TERM; \
+         echo ready; while true; do sleep 1; done",
+    ]);
+    let output = bundle.path().join("output");
+    let create = bundle
+        .runq(&[], &["create", "--bundle"])
+        .arg(bundle.path())
+        .arg(&bundle.id)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(create.success());
+    assert_eq!(state_of(&bundle)["status"], "created");
+    assert!(bundle
+        .runq(&[], &["start", &bundle.id])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(state_of(&bundle)["status"], "running");
+    wait_for_text(&output, "ready");
+
+    let ps = bundle
+        .runq(&[], &["ps", "--format", "json", &bundle.id])
+        .output()
+        .unwrap();
+    let pids: Vec<i64> = serde_json::from_slice(&ps.stdout).unwrap();
+    assert!(pids.len() >= 2, "proxy and QEMU at least: {pids:?}");
+
+    assert!(bundle
+        .runq(&[], &["pause", &bundle.id])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(state_of(&bundle)["status"], "paused");
+    assert!(bundle
+        .runq(&[], &["resume", &bundle.id])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(state_of(&bundle)["status"], "running");
+
+    // Signals by name, by number and with --all all reach the application.
+    assert!(bundle
+        .runq(&[], &["kill", &bundle.id, "USR1"])
+        .status()
+        .unwrap()
+        .success());
+    wait_for_text(&output, "got-usr1");
+    assert!(bundle
+        .runq(&[], &["kill", &bundle.id, "1"])
+        .status()
+        .unwrap()
+        .success());
+    wait_for_text(&output, "got-hup");
+    assert!(bundle
+        .runq(&[], &["kill", "--all", &bundle.id, "SIGTERM"])
+        .status()
+        .unwrap()
+        .success());
+    wait_for_text(&output, "got-term");
+    wait_for_status(&bundle, "stopped");
+    assert!(bundle
+        .runq(&[], &["delete", &bundle.id])
+        .status()
+        .unwrap()
+        .success());
+    assert!(!bundle.path().join("runq").exists());
+}
+
+/// Waits for text in a file another process writes; a deadline, not a fixed sleep.
+fn wait_for_text(path: &std::path::Path, text: &str) {
+    wait_until(|| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{text:?} did not appear: {:?}",
+            std::fs::read_to_string(path)
+        )
+    });
+}
+
+fn wait_for_status(bundle: &TestBundle, status: &str) {
+    wait_until(|| state_of(bundle)["status"] == status)
+        .unwrap_or_else(|| panic!("container never became {status}"));
+}
+
+/// Re-checks a condition that only another process makes true (a file it writes, runc's
+/// state), until the run deadline.
+fn wait_until(mut condition: impl FnMut() -> bool) -> Option<()> {
+    let deadline = std::time::Instant::now() + common::RUN_DEADLINE;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
