@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use runq_shared::config::{GuestConfig, GuestMount};
-use runq_shared::layout::{GUEST_ROOTFS, RUNQ_DIR};
+use runq_shared::layout::GUEST_ROOTFS;
 
 use crate::{console, mount_options, Context, InitError};
 
@@ -24,7 +24,6 @@ pub fn prepare_root(config: &GuestConfig) -> Result<(), InitError> {
         mount_one(spec_mount)?;
     }
     populate_dev()?;
-    hide_runq_dir();
     for (key, value) in &config.sysctl {
         let path = in_root(&format!("/proc/sys/{}", key.replace('.', "/")));
         std::fs::write(&path, value).context(|| format!("set sysctl {key}={value}"))?;
@@ -142,20 +141,6 @@ fn populate_dev() -> Result<(), InitError> {
         }
     }
     Ok(())
-}
-
-/// runq's own mount point in the container must not show the application anything.
-fn hide_runq_dir() {
-    let path = in_root(RUNQ_DIR);
-    if path.is_dir() {
-        let _ = mount(
-            Some("tmpfs"),
-            &path,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some("size=0,mode=000"),
-        );
-    }
 }
 
 fn mask(path: &str) -> Result<(), InitError> {

@@ -11,10 +11,9 @@ const NINEP_MSIZE: u32 = 512 << 10;
 
 pub fn mount(config: &GuestConfig) -> Result<(), InitError> {
     std::fs::create_dir_all(GUEST_ROOTFS).context(|| format!("mkdir {GUEST_ROOTFS}"))?;
-    let mut flags = MsFlags::empty();
-    if config.root_readonly {
-        flags |= MsFlags::MS_RDONLY;
-    }
+    // Read-only roots are enforced by the host, which serves the files: the volumes below a
+    // read-only root are one file system in the guest and may well be writable.
+    let flags = MsFlags::empty();
     let (fstype, data) = match config.root_fs {
         RootFs::Virtiofs => ("virtiofs", None),
         RootFs::NineP { cache } => (

@@ -77,7 +77,6 @@ impl NinePCache {
 pub struct GuestConfig {
     pub process: ProcessConfig,
     pub root_fs: RootFs,
-    pub root_readonly: bool,
     pub hostname: Option<String>,
     /// Non-bind mounts of the spec (proc, sysfs, tmpfs, devpts, mqueue, ...), in spec order.
     /// Bind mounts are already part of the shared root.
@@ -173,7 +172,6 @@ mod tests {
                     ..Default::default()
                 },
                 root_fs: RootFs::Virtiofs,
-                root_readonly: false,
                 hostname: Some("h".into()),
                 mounts: vec![],
                 masked_paths: vec![],

@@ -159,11 +159,6 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
         },
         root_fs: root_fs(options),
-        root_readonly: spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false),
         hostname: spec.hostname().clone(),
         mounts: spec
             .mounts()
