@@ -2,12 +2,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{alive, descendants, TestBundle, RUN_DEADLINE};
+use common::{alive, descendants, TestBundle};
 
 #[test]
 fn sigterm_reaches_a_trapping_shell_and_nothing_is_left_running() {
@@ -16,34 +14,10 @@ fn sigterm_reaches_a_trapping_shell_and_nothing_is_left_running() {
         "-c",
         "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 1; done",
     ]);
-    let mut child = bundle
-        .runq(&[], &["run", "--bundle"])
-        .arg(bundle.path())
-        .arg(&bundle.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runq run");
-    let run_pid = child.id() as i32;
-
-    // Wait for the trap to be set: the application says so on stdout.
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let first = lines.recv_timeout(RUN_DEADLINE);
-    assert_eq!(
-        first.as_deref(),
-        Ok("ready"),
-        "the application did not start"
-    );
-    let processes = descendants(run_pid);
+    // The first line says the trap is set.
+    let (running, first) = bundle.start_and_wait_for_line(&[]);
+    assert_eq!(first, "ready");
+    let processes = descendants(running.pid());
     assert!(
         processes.len() >= 3,
         "expected runc, proxy, QEMU and virtiofsd below runq: {processes:?}"
@@ -55,10 +29,13 @@ fn sigterm_reaches_a_trapping_shell_and_nothing_is_left_running() {
         .unwrap();
     assert!(kill.success());
     assert_eq!(
-        lines.recv_timeout(Duration::from_secs(30)).as_deref(),
+        running
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .as_deref(),
         Ok("got-term")
     );
-    let outcome = common::finish(child, Vec::new(), RUN_DEADLINE);
+    let outcome = running.finish();
     assert_eq!(outcome.code(), 3, "{outcome:?}");
     let left: Vec<i32> = processes.into_iter().filter(|pid| alive(*pid)).collect();
     assert!(left.is_empty(), "processes left running: {left:?}");
@@ -104,29 +81,14 @@ fn death_by_sigkill_gives_137() {
     // As with runc, the application is PID 1 of its namespace: only SIGKILL from outside ends
     // it, so the kill comes from the runtime, as `docker kill` sends it.
     let bundle = TestBundle::busybox(&["sh", "-c", "echo ready; exec sleep 1000"]);
-    let mut child = bundle
-        .runq(&[], &["run", "--bundle"])
-        .arg(bundle.path())
-        .arg(&bundle.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runq run");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let (ready_tx, ready) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = stdout.read_line(&mut line);
-        let _ = ready_tx.send(line);
-    });
-    assert_eq!(ready.recv_timeout(RUN_DEADLINE).as_deref(), Ok("ready\n"));
+    let (running, first) = bundle.start_and_wait_for_line(&[]);
+    assert_eq!(first, "ready");
     let kill = bundle
         .runq(&[], &["kill", &bundle.id, "KILL"])
         .status()
         .unwrap();
     assert!(kill.success());
-    let outcome = common::finish(child, Vec::new(), RUN_DEADLINE);
+    let outcome = running.finish();
     assert_eq!(outcome.code(), 137, "{outcome:?}");
 }
 

@@ -288,6 +288,9 @@ fn host_spec(
     caps.set_ambient(None);
     proxy.set_capabilities(Some(caps));
     proxy.set_no_new_privileges(Some(false));
+    // The application's limits apply in the guest; on the host they would only starve QEMU
+    // and virtiofsd (a small RLIMIT_NOFILE caps the files the guest can open).
+    proxy.set_rlimits(None);
     proxy.set_apparmor_profile(None);
     proxy.set_selinux_label(None);
     spec.set_process(Some(proxy));

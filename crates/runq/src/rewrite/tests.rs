@@ -69,6 +69,7 @@ fn the_proxy_becomes_the_process_and_the_application_moves_to_the_vm_config() {
         &vec!["/.runq/qemu/proxy".to_string()]
     );
     assert_eq!(proxy.user().uid(), 0);
+    assert!(proxy.rlimits().is_none(), "rlimits belong to the guest");
     assert_eq!(proxy.no_new_privileges(), Some(false));
     let host_json = serde_json::to_string(&out.spec).unwrap();
     assert!(
