@@ -4,7 +4,7 @@
 RUNQ_ROOT ?= /var/lib/runq
 export RUNQ_ROOT
 
-.PHONY: all install demo test unit lint clean
+.PHONY: all install demo docker test unit lint clean
 
 all: install
 
@@ -16,8 +16,12 @@ install:
 demo: install
 	scripts/demo.sh
 
-## test: install, then every test (unit tests and VM boots)
-test: install
+## docker: install, then Docker with runq registered, dockerd running, a local busybox image
+docker: install
+	scripts/docker-setup.sh
+
+## test: install and set up Docker, then every test (unit tests, VM boots, Docker)
+test: docker
 	scripts/test.sh
 
 ## unit: the tests that need no root, QEMU or assets

@@ -69,4 +69,6 @@ mkdir -p "$CACHE"
 build_workspace
 build_virtiofsd
 install_runq
+# Docker, where it is installed, learns about the runtime (other settings are kept).
+"$top/scripts/docker-setup.sh" --register-only
 step "done: $RUNQ_ROOT/runq (kernel $(cat "$RUNQ_ROOT/qemu/kernel/release"))"

@@ -81,3 +81,17 @@ fn a_seccomp_profile_is_enforced_in_the_guest_as_by_runc() {
     assert!(text.contains("status=1"), "{text}");
     assert!(text.contains("Seccomp:\t2"), "{text}");
 }
+
+#[test]
+fn a_seccomp_profile_is_enforced_without_no_new_privs_too() {
+    let bundle = TestBundle::busybox(&["sh", "-c", "grep '^Seccomp:' /proc/self/status"]);
+    bundle.edit(|spec| {
+        spec["process"]["noNewPrivileges"] = false.into();
+        spec["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
+        });
+    });
+    let text = assert_same_as_runc(&bundle);
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+}

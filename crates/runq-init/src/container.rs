@@ -208,6 +208,11 @@ fn setup_and_exec(config: &GuestConfig) -> Result<(), ChildFailure> {
     }
     // As root first, so a directory only its owner may enter works; again as the user below.
     let cwd_entered = std::env::set_current_dir(&process.cwd).is_ok();
+    // As runc: without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so it goes in
+    // before the capabilities are narrowed; with it, as late as possible.
+    if let (Some(filter), false) = (&config.seccomp, process.no_new_privileges) {
+        seccomp::load(filter).map_err(|e| (1, e))?;
+    }
     identity::apply(process).map_err(|e| (1, e.to_string()))?;
     if !cwd_entered {
         std::env::set_current_dir(&process.cwd)

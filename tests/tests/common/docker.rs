@@ -1,0 +1,83 @@
+//! Docker with runq registered (`make test` runs scripts/docker-setup.sh first): containers
+//! from the local busybox image, each removed again however the test ends.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{finish, Outcome, RUN_DEADLINE};
+
+/// Debian's docker.io client, matching its daemon.
+pub const DOCKER: &str = "/usr/bin/docker";
+pub const IMAGE: &str = "busybox:latest";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A container name unique to this test run; the container is removed on drop.
+pub struct Name(pub String);
+
+impl Name {
+    pub fn new() -> Name {
+        Name(format!(
+            "runq-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = Command::new(DOCKER)
+            .args(["rm", "-f", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub fn docker(args: &[&str]) -> Outcome {
+    let child = Command::new(DOCKER)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker client (make test installs docker.io)");
+    finish(child, Vec::new(), RUN_DEADLINE)
+}
+
+/// `docker run --rm [--runtime runq] OPTIONS busybox COMMAND...`
+pub fn run(runtime: Runtime, options: &[&str], command: &[&str]) -> Outcome {
+    let name = Name::new();
+    let mut args = vec!["run", "--rm", "--name", &name.0];
+    if runtime == Runtime::Runq {
+        args.extend(["--runtime", "runq"]);
+    }
+    args.extend(options);
+    args.push(IMAGE);
+    args.extend(command);
+    docker(&args)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Runc,
+    Runq,
+}
+
+/// Runs the same container under runc and runq; both must exit alike with the same stdout.
+pub fn same_as_runc(options: &[&str], command: &[&str]) -> String {
+    let reference = run(Runtime::Runc, options, command);
+    let outcome = run(Runtime::Runq, options, command);
+    assert_eq!(
+        outcome.code(),
+        reference.code(),
+        "runq: {outcome:?}\nrunc: {reference:?}"
+    );
+    assert_eq!(
+        outcome.stdout_text(),
+        reference.stdout_text(),
+        "runq: {outcome:?}\nrunc: {reference:?}"
+    );
+    outcome.stdout_text()
+}
