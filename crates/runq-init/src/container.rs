@@ -206,6 +206,9 @@ fn setup_and_exec(config: &GuestConfig) -> Result<(), ChildFailure> {
     if let Some(umask) = process.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }
+    if config.runqenv {
+        write_runqenv(process)?;
+    }
     // As root first, so a directory only its owner may enter works; again as the user below.
     let cwd_entered = std::env::set_current_dir(&process.cwd).is_ok();
     // As runc: without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so it goes in
@@ -225,6 +228,34 @@ fn setup_and_exec(config: &GuestConfig) -> Result<(), ChildFailure> {
         }
     }
     exec(process)
+}
+
+/// `/.runqenv`: the environment as shell `export` lines, for shells that start without it
+/// (ssh logins, `su -`). Readable by the application's user only.
+fn write_runqenv(process: &ProcessConfig) -> Result<(), ChildFailure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const PATH: &str = "/.runqenv";
+    let text: String = process
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(key, value)| format!("export {key}='{}'\n", value.replace('\'', "'\\''")))
+        .collect();
+    let _ = std::fs::remove_file(PATH);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(PATH)
+        .map_err(fail(format!("create {PATH}")))?;
+    file.write_all(text.as_bytes())
+        .map_err(fail(format!("write {PATH}")))?;
+    nix::unistd::fchown(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        Some(nix::unistd::Uid::from_raw(process.uid)),
+        Some(nix::unistd::Gid::from_raw(process.gid)),
+    )
+    .map_err(fail(format!("chown {PATH}")))
 }
 
 /// Moves the shared root onto / of the application's mount namespace, as switch_root does:

@@ -87,6 +87,9 @@ pub struct GuestConfig {
     /// The spec's seccomp profile, compiled to BPF on the host (libseccomp lives there).
     #[serde(default)]
     pub seccomp: Option<SeccompFilter>,
+    /// Write the environment to /.runqenv (mode 0400, owned by the user) for login shells.
+    #[serde(default)]
+    pub runqenv: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +181,7 @@ mod tests {
                 readonly_paths: vec![],
                 sysctl: BTreeMap::new(),
                 seccomp: None,
+                runqenv: false,
             },
         };
         let text = serde_json::to_string(&config).unwrap();

@@ -178,6 +178,7 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
         seccomp: None,
+        runqenv: options.runqenv,
     }
 }
 
