@@ -58,7 +58,8 @@ fn run() -> Result<i32> {
             .ok()
             .and_then(|text| qemu::tsc_khz_from_cpuinfo(&text)),
     };
-    share::prepare(&paths.shared_root)?;
+    let guest_mounts = config.guest.mounts.iter().map(|m| m.destination.as_str());
+    share::prepare(&paths.shared_root, guest_mounts)?;
     if config.guest.process.terminal {
         config.guest.process.terminal_onlcr = stdio::terminal_onlcr();
         stdio::make_raw();

@@ -36,14 +36,18 @@ impl Drop for Name {
 }
 
 pub fn docker(args: &[&str]) -> Outcome {
+    docker_with_input(args, b"")
+}
+
+pub fn docker_with_input(args: &[&str], input: &[u8]) -> Outcome {
     let child = Command::new(DOCKER)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("docker client (make test installs docker.io)");
-    finish(child, Vec::new(), RUN_DEADLINE)
+    finish(child, input.to_vec(), RUN_DEADLINE)
 }
 
 /// `docker run --rm [--runtime runq] OPTIONS busybox COMMAND...`

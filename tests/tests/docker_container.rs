@@ -1,0 +1,173 @@
+//! Container settings and engine commands through Docker, compared with runc where both apply.
+
+mod common;
+
+use std::time::Duration;
+
+use common::docker::{docker, docker_with_input, run, same_as_runc, Name, Runtime, IMAGE};
+
+#[test]
+fn tmpfs_mounts_get_runcs_flags() {
+    let command = [
+        "sh",
+        "-c",
+        "grep -E ' /(run|cache|dev/shm|dev/mqueue|dev|sys|proc) ' /proc/mounts \
+         | cut -d' ' -f2-4 | sed 's/,inode64//' | sort; stat -c %a /run",
+    ];
+    let options = [
+        "--tmpfs",
+        "/run:rw,noexec,nosuid,size=65536k,mode=1770",
+        "--tmpfs",
+        "/cache:ro,noatime",
+    ];
+    let text = same_as_runc(&options, &command);
+    assert!(text.contains("/run tmpfs rw,nosuid,nodev,noexec"), "{text}");
+    assert!(text.contains("/cache tmpfs ro,"), "{text}");
+}
+
+#[test]
+fn read_only_root_with_a_writable_volume() {
+    same_as_runc(
+        &["--read-only", "-v", "/vol"],
+        &[
+            "sh",
+            "-c",
+            "touch /x 2>&1; echo root=$?; touch /vol/x; echo vol=$?",
+        ],
+    );
+}
+
+#[test]
+fn groups_entrypoint_and_init_match_runc() {
+    same_as_runc(
+        &["--group-add", "10", "--group-add", "20", "-u", "65534"],
+        &["id"],
+    );
+    same_as_runc(&["--entrypoint", "echo"], &["from", "entrypoint"]);
+    let text = same_as_runc(
+        &["--init"],
+        &["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; exit 5"],
+    );
+    assert!(text.starts_with("/sbin/docker-init -- sh"), "{text}");
+}
+
+#[test]
+fn a_private_workdir_of_the_user_is_entered() {
+    let image = "runq-test-private-workdir";
+    let dockerfile =
+        format!("FROM {IMAGE}\nRUN mkdir -m 0700 /home/u && chown 65534:65534 /home/u\n");
+    let build = docker_with_input(&["build", "-q", "-t", image, "-"], dockerfile.as_bytes());
+    assert_eq!(build.code(), 0, "{build:?}");
+    let outcome = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "runq",
+        "-u",
+        "65534",
+        "-w",
+        "/home/u",
+        image,
+        "pwd",
+    ]);
+    let _ = docker(&["rmi", image]);
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "/home/u\n");
+}
+
+#[test]
+fn interactive_stdin_reaches_the_application() {
+    let name = Name::new();
+    let outcome = docker_with_input(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "--runtime",
+            "runq",
+            "--name",
+            &name.0,
+            IMAGE,
+            "sh",
+            "-c",
+            "wc -c",
+        ],
+        b"twelve bytes",
+    );
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text().trim(), "12");
+}
+
+#[test]
+fn pause_kill_wait_restart_cp_and_inspect() {
+    let name = Name::new();
+    let started = docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "runq",
+        "--name",
+        &name.0,
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'echo got-usr1' USR1; echo ready; while true; do sleep 1; done",
+    ]);
+    assert_eq!(started.code(), 0, "{started:?}");
+    wait_for_log(&name.0, "ready", 1);
+
+    assert_eq!(docker(&["pause", &name.0]).code(), 0);
+    assert_eq!(state(&name.0), "paused");
+    assert_eq!(docker(&["unpause", &name.0]).code(), 0);
+    assert_eq!(state(&name.0), "running");
+
+    assert_eq!(docker(&["kill", "-s", "USR1", &name.0]).code(), 0);
+    wait_for_log(&name.0, "got-usr1", 1);
+
+    // docker cp both ways: the guest sees the host's copy through the shared root.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "copied in\n").unwrap();
+    let target = format!("{}:/tmp/copied", name.0);
+    assert_eq!(
+        docker(&["cp", file.path().to_str().unwrap(), &target]).code(),
+        0
+    );
+    let copied_out = docker(&["cp", &target, "-"]);
+    assert_eq!(copied_out.code(), 0, "{copied_out:?}");
+    assert!(copied_out.stdout.windows(9).any(|w| w == b"copied in"));
+
+    assert_eq!(docker(&["restart", "-t", "1", &name.0]).code(), 0);
+    assert_eq!(state(&name.0), "running");
+    wait_for_log(&name.0, "ready", 2);
+
+    assert_eq!(docker(&["kill", &name.0]).code(), 0);
+    let waited = docker(&["wait", &name.0]);
+    assert_eq!(waited.stdout_text().trim(), "137", "{waited:?}");
+}
+
+fn state(name: &str) -> String {
+    docker(&["inspect", "-f", "{{.State.Status}}", name])
+        .stdout_text()
+        .trim()
+        .to_string()
+}
+
+/// Waits until the container's log holds `count` lines with `text`.
+fn wait_for_log(name: &str, text: &str, count: usize) {
+    let deadline = std::time::Instant::now() + common::RUN_DEADLINE;
+    while std::time::Instant::now() < deadline {
+        let logs = docker(&["logs", name]).stdout_text();
+        if logs.lines().filter(|line| line.contains(text)).count() >= count {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{name} never logged {text:?} {count} times");
+}
+
+#[test]
+fn runc_is_still_the_default_runtime() {
+    let outcome = run(Runtime::Runc, &[], &["uname", "-r"]);
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_ne!(outcome.stdout_text().trim(), common::guest_release());
+}
