@@ -5,6 +5,7 @@
 #   /init                      INIT_BINARY, mode 0755 (must be static if ELF)
 #   /lib/modules/RELEASE/...   the wanted virtio/fs modules and their dependencies
 #   /modules.load              absolute in-initrd .ko paths, in load order
+#   /sbin/modprobe             busybox-static ($BUSYBOX), for modules the kernel asks for
 #   /dev /proc /sys /rootfs    empty mount points (devtmpfs provides /dev nodes)
 # MODULES_ROOT is the directory holding RELEASE/ (e.g. OUTDIR/modules from
 # fetch-kernel.sh), or a root holding lib/modules/RELEASE/.
@@ -74,6 +75,7 @@ main() {
 	[[ $# -eq 4 ]] || usage
 	local init=$1 mroot=$2 rel=$3 out=$4
 	need modprobe cpio readelf od
+	[[ -x ${BUSYBOX:-/bin/busybox} ]] || die "${BUSYBOX:-/bin/busybox} missing (apt-get install busybox-static)"
 	check_init "$init"
 	make_tmpdir
 
@@ -92,6 +94,10 @@ main() {
 		install -D -m 0644 "$root$ko" "$st$ko"
 	done <"$TMPD/modules.load"
 	install -m 0644 "$TMPD/modules.load" "$st/modules.load"
+	# The kernel loads modules on demand (a file system type, a device) by running
+	# /sbin/modprobe in init's namespace; busybox's applet, run under that name, reads the full
+	# module tree runq-init binds over /lib/modules once the container root is mounted.
+	install -D -m 0755 "${BUSYBOX:-/bin/busybox}" "$st/sbin/modprobe"
 	log "initrd: $(wc -l <"$st/modules.load") modules for $rel"
 
 	# Deterministic archive: fixed mtimes, sorted names (parents before children).

@@ -57,6 +57,7 @@ fn run(channel: &mut Option<File>) -> Result<(), InitError> {
 
     let config = receive_config(&mut port)?;
     rootfs::mount(&config)?;
+    rootfs::share_module_tree();
     let children = relay::block_child_signals()?;
     let app = container::spawn(&config)?;
     let code = relay::run(port, app, children)?;

@@ -33,3 +33,27 @@ pub fn mount(config: &GuestConfig) -> Result<(), InitError> {
     )
     .context(|| format!("mount the container root ({fstype}, tag {ROOTFS_TAG})"))
 }
+
+/// The container's /lib/modules holds the guest kernel's whole module tree (runq binds it
+/// there on the host). Bound over init's own, it lets the kernel's on-demand /sbin/modprobe
+/// find every module, not only the initrd's.
+pub fn share_module_tree() {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tree = format!("{GUEST_ROOTFS}/lib/modules/{release}");
+    let own = format!("/lib/modules/{release}");
+    if !std::path::Path::new(&tree).join("modules.dep").exists() {
+        crate::console::debug(&format!("no module tree at {tree}"));
+        return;
+    }
+    if let Err(e) = nix::mount::mount(
+        Some(tree.as_str()),
+        own.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        crate::console::log(&format!("bind {tree} over {own}: {e}"));
+    }
+}

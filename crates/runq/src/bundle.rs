@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
-use runq_shared::layout::{BUNDLE_RUNQ_DIR, ORIGINAL_SPEC_FILE, RUNQ_DIR, VM_CONFIG_FILE};
+use runq_shared::layout::{BUNDLE_RUNQ_DIR, ORIGINAL_SPEC_FILE, VM_CONFIG_FILE};
 use thiserror::Error;
 
 use crate::rewrite::{is_rewritten, Rewritten};
@@ -77,35 +77,63 @@ impl Bundle {
             .map_err(|source| io(&dir, source))?;
         write_json(&self.original_path(), original, 0o600)?;
         write_json(&dir.join(VM_CONFIG_FILE), &rewritten.vm, 0o600)?;
+        let missing = self.missing_mount_points(original, &rewritten.spec);
+        write_json(&dir.join(MOUNT_POINTS_FILE), &missing, 0o600)?;
         let mode = fs::metadata(self.config_path())
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o600);
         write_json(&self.config_path(), &rewritten.spec, mode)
     }
 
-    /// Puts the engine's config.json back and removes what runq added.
+    /// Puts the engine's config.json back and removes what runq and runc added for it.
     pub fn restore(&self) -> Result<(), BundleError> {
+        let dir = self.runq_dir();
+        // runc made these mount points in the image's root for runq's mounts; each is
+        // removed if still empty, deepest first.
+        let made: Vec<PathBuf> = fs::read(dir.join(MOUNT_POINTS_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        for path in made.iter().rev() {
+            let _ = fs::remove_dir(path);
+        }
         let original = self.original_path();
         if original.exists() {
             fs::rename(&original, self.config_path()).map_err(|source| io(&original, source))?;
         }
-        let dir = self.runq_dir();
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|source| io(&dir, source))?;
         }
-        // runc made the mount point in the image's root; only an empty one is ours to remove.
-        if let Ok(spec) = read_spec(&self.config_path()) {
-            if let Some(root) = spec.root() {
-                let mount_point = self
-                    .dir
-                    .join(root.path())
-                    .join(RUNQ_DIR.trim_start_matches('/'));
-                let _ = fs::remove_dir(mount_point);
-            }
-        }
         Ok(())
     }
+
+    /// Directories runc will have to create in the root for the mounts runq adds, outermost
+    /// first.
+    fn missing_mount_points(&self, original: &Spec, rewritten: &Spec) -> Vec<PathBuf> {
+        let Some(root) = original.root() else {
+            return Vec::new();
+        };
+        let root = self.dir.join(root.path());
+        let before = original.mounts().clone().unwrap_or_default();
+        let mut missing = Vec::new();
+        for mount in rewritten.mounts().iter().flatten() {
+            if before.contains(mount) {
+                continue;
+            }
+            let mut path = root.clone();
+            for part in mount.destination().components().skip(1) {
+                path.push(part);
+                if path.symlink_metadata().is_err() && !missing.contains(&path) {
+                    missing.push(path.clone());
+                }
+            }
+        }
+        missing
+    }
 }
+
+/// The mount points runc will create for runq, recorded so `delete` can remove them.
+const MOUNT_POINTS_FILE: &str = "mount-points.json";
 
 fn io(path: &Path, source: std::io::Error) -> BundleError {
     BundleError::Io {

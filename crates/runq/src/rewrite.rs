@@ -27,6 +27,9 @@ pub const DEFAULT_MEM_MIB: u32 = 256;
 /// translation cache and QEMU's own heap are most of it.
 pub const VMM_OVERHEAD_MIB: u32 = 256;
 
+/// Where the guest kernel's module tree appears in the container.
+const GUEST_MODULES: &str = "/lib/modules";
+
 /// Where a kernel or initrd other than the installed ones appears inside the container.
 const CUSTOM_KERNEL: &str = "/.runq/kernel";
 const CUSTOM_INITRD: &str = "/.runq/initrd";
@@ -306,6 +309,11 @@ fn host_spec(
             .build()?,
     );
     mounts.push(bind(&host.assets_dir, ASSETS_IN_CONTAINER)?);
+    // The guest kernel's modules, where modprobe in the container looks for them.
+    mounts.push(bind(
+        &host.assets_dir.join(runq_shared::layout::assets::MODULES),
+        GUEST_MODULES,
+    )?);
     mounts.push(bind(bundle_runq_dir, CONFIG_DIR_IN_CONTAINER)?);
     if let Some(kernel) = &options.kernel {
         mounts.push(bind(kernel, CUSTOM_KERNEL)?);

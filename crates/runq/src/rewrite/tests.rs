@@ -119,6 +119,16 @@ fn runq_mounts_are_added_and_binds_stay_on_the_host() {
         find("/.runq/config").source().as_deref(),
         Some(Path::new("/b/runq"))
     );
+    let modules = find("/lib/modules");
+    assert_eq!(
+        modules.source().as_deref(),
+        Some(Path::new("/var/lib/runq/qemu/kernel/modules"))
+    );
+    assert!(modules
+        .options()
+        .as_ref()
+        .unwrap()
+        .contains(&"ro".to_string()));
     // The /.runq tmpfs must come before what is mounted inside it.
     let position = |dest: &str| {
         mounts
