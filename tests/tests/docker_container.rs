@@ -171,3 +171,35 @@ fn runc_is_still_the_default_runtime() {
     assert_eq!(outcome.code(), 0, "{outcome:?}");
     assert_ne!(outcome.stdout_text().trim(), common::guest_release());
 }
+
+#[test]
+fn privileged_gets_every_capability_and_no_seccomp_in_the_guest() {
+    // runc cannot run --privileged on hosts whose bounding set lacks a capability (this one
+    // lacks CAP_SYS_RESOURCE); in the guest every capability Docker asks for exists.
+    let outcome = run(
+        Runtime::Runq,
+        &["--privileged"],
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status; \
+             grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1",
+        ],
+    );
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    let text = outcome.stdout_text();
+    let value = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(value("CapEff:"), value("CapBnd:"), "{text}");
+    assert!(value("CapBnd:").ends_with("ffffffff"), "{text}");
+    assert_eq!(value("Seccomp:"), "0", "{text}");
+    assert!(
+        text.ends_with("rw\n"),
+        "/sys is writable when privileged: {text}"
+    );
+}

@@ -40,6 +40,8 @@ fn dockers_cpus_and_memory_size_the_vm_without_runq_variables() {
     let (cpus, mib) = guest_size(&["--cpus", "2", "-m", "300m"]);
     assert_eq!(cpus, 2);
     assert_memory_about(mib, 300);
+    let (cpus, _) = guest_size(&["--cpuset-cpus", "0-1"]);
+    assert_eq!(cpus, 2, "one vCPU per CPU of the cpuset");
     let (cpus, mib) = guest_size(&[]);
     assert_eq!(cpus, 1);
     assert_memory_about(mib, 256);

@@ -73,3 +73,12 @@ fn a_read_only_root_refuses_writes_as_under_runc() {
     );
     assert!(!bundle.rootfs().join("newfile").exists());
 }
+
+#[test]
+fn runqs_tmpfs_flag_mounts_a_tmpfs_in_every_container() {
+    let bundle =
+        TestBundle::busybox(&["sh", "-c", "grep ' /scratch ' /proc/mounts | cut -d' ' -f3"]);
+    let outcome = bundle.run_with(&["--tmpfs", "/scratch"], b"");
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "tmpfs\n");
+}

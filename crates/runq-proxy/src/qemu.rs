@@ -82,7 +82,12 @@ pub fn args(vm: &VmSettings, host: HostFacts, paths: &Paths) -> Vec<String> {
         Accel::Tcg => ("tcg", "max"),
     };
     push(&["-accel", accel]);
-    push(&["-cpu", vm.cpu_model.as_deref().unwrap_or(default_cpu)]);
+    let mut cpu = vm.cpu_model.as_deref().unwrap_or(default_cpu).to_string();
+    if vm.nested_vm {
+        // Inside another VM the virtual PMU is what usually breaks (as runq in Go found).
+        cpu.push_str(",pmu=off");
+    }
+    push(&["-cpu", &cpu]);
     push(&["-m", &mem, "-smp", &vm.cpus.to_string()]);
     push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
     if vm.debug {
@@ -252,6 +257,14 @@ mod tests {
             ["local,id=fs0,path=/.runq/root,security_model=passthrough"]
         );
         assert!(!value_of(&args, "-append")[0].contains("tsc_early_khz"));
+    }
+
+    #[test]
+    fn nested_vm_turns_the_pmu_off() {
+        let mut vm = settings();
+        vm.nested_vm = true;
+        let args = args(&vm, HostFacts { tsc_khz: None }, &Paths::in_container(&vm));
+        assert_eq!(value_of(&args, "-cpu"), ["max,pmu=off"]);
     }
 
     #[test]

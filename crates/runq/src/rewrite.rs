@@ -73,6 +73,10 @@ pub fn rewrite(
     }
     let mut options = options.clone();
     options.apply_env(process.env().as_deref().unwrap_or_default())?;
+    let mut effective = original.clone();
+    add_runq_tmpfs(&mut effective, &options)?;
+    // From here on, "original" includes runq's own tmpfs mounts.
+    let original = &effective;
 
     let mut guest = guest_config(original, process, &options);
     guest.seccomp = original
@@ -111,8 +115,17 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
         .and_then(|m| m.limit())
         .filter(|limit| *limit > 0)
         .map(|limit| ((limit as u64) >> 20).max(runq_shared::options::MIN_MEM_MIB as u64) as u32);
+    let cpuset_cpus = resources
+        .and_then(|r| r.cpu().as_ref())
+        .and_then(|cpu| cpu.cpus().as_deref())
+        .and_then(count_cpus);
     VmSettings {
-        cpus: options.cpus.or(engine_cpus).unwrap_or(1).max(1),
+        cpus: options
+            .cpus
+            .or(engine_cpus)
+            .or(cpuset_cpus)
+            .unwrap_or(1)
+            .max(1),
         mem_mib: options.mem_mib.or(engine_mem).unwrap_or(DEFAULT_MEM_MIB),
         accel: host.accel,
         cpu_model: options.cpu_model.clone(),
@@ -123,6 +136,21 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
         kernel: options.kernel.as_ref().map(|_| CUSTOM_KERNEL.to_string()),
         initrd: options.initrd.as_ref().map(|_| CUSTOM_INITRD.to_string()),
     }
+}
+
+/// The number of CPUs in a cpuset list such as `0-2,5`.
+fn count_cpus(list: &str) -> Option<u32> {
+    let mut count = 0u32;
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        count += match part.split_once('-') {
+            Some((first, last)) => {
+                let (first, last) = (first.parse::<u32>().ok()?, last.parse::<u32>().ok()?);
+                last.checked_sub(first)? + 1
+            }
+            None => part.parse::<u32>().map(|_| 1).ok()?,
+        };
+    }
+    (count > 0).then_some(count)
 }
 
 fn root_fs(options: &RunqOptions) -> RootFs {
@@ -183,6 +211,27 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
         seccomp: None,
         runqenv: options.runqenv,
     }
+}
+
+/// runq's `--tmpfs` paths become tmpfs mounts of the spec itself (unless it has the path
+/// already): on the host runc then makes their mount points before a read-only root is
+/// sealed, and the guest mounts them like any other tmpfs.
+fn add_runq_tmpfs(spec: &mut Spec, options: &RunqOptions) -> Result<(), RewriteError> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for path in &options.tmpfs {
+        if !mounts.iter().any(|m| m.destination() == Path::new(path)) {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(path)
+                    .typ("tmpfs")
+                    .source("tmpfs")
+                    .options(strings(&["nosuid", "nodev", "mode=1777"]))
+                    .build()?,
+            );
+        }
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 /// Bind mounts reach the guest through the shared root; everything else the guest mounts

@@ -328,3 +328,44 @@ fn custom_kernel_is_bound_in_and_named_in_the_vm_settings() {
         .any(|m| m.destination() == Path::new("/.runq/kernel")
             && m.source().as_deref() == Some(Path::new("/tmp/vmlinux"))));
 }
+
+#[test]
+fn a_cpuset_sizes_the_vm_when_nothing_else_does() {
+    assert_eq!(count_cpus("0-2,5"), Some(4));
+    assert_eq!(count_cpus("3"), Some(1));
+    assert_eq!(count_cpus("2-1"), None);
+    assert_eq!(count_cpus("x"), None);
+    let mut spec = docker_like(&[]);
+    let cpu = LinuxCpuBuilder::default().cpus("0-1").build().unwrap();
+    let resources = LinuxResourcesBuilder::default().cpu(cpu).build().unwrap();
+    spec.set_linux(Some(
+        LinuxBuilder::default()
+            .resources(resources)
+            .build()
+            .unwrap(),
+    ));
+    assert_eq!(rewrite_default(&spec).vm.vm.cpus, 2);
+}
+
+#[test]
+fn runq_tmpfs_paths_are_mounted_unless_the_spec_has_them() {
+    let mut options = RunqOptions::default();
+    options.set_flag("--tmpfs", Some("/scratch,/tmp")).unwrap();
+    let mut spec = docker_like(&[]);
+    let mut mounts = spec.mounts().clone().unwrap();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/tmp")
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(strings(&["size=1m"]))
+            .build()
+            .unwrap(),
+    );
+    spec.set_mounts(Some(mounts));
+    let out = rewrite(&spec, &options, &host(Accel::Tcg), Path::new("/b/runq")).unwrap();
+    let guest = &out.vm.guest.mounts;
+    assert_eq!(guest.iter().filter(|m| m.destination == "/tmp").count(), 1);
+    let scratch = guest.iter().find(|m| m.destination == "/scratch").unwrap();
+    assert_eq!(scratch.fstype, "tmpfs");
+}
