@@ -7,7 +7,7 @@
 set -euo pipefail
 RUNQ_ROOT=${RUNQ_ROOT:-/var/lib/runq}
 IMAGE=${RUNQ_BUSYBOX_IMAGE:-busybox:latest}
-DAEMON_JSON=/etc/docker/daemon.json
+DAEMON_JSON=${DAEMON_JSON:-/etc/docker/daemon.json}
 DOCKER=/usr/bin/docker
 top=$(cd "$(dirname "$0")/.." && pwd)
 step() { printf 'runq-docker: %s\n' "$*" >&2; }
@@ -58,7 +58,10 @@ wait_for_docker() {
 step "registering runq in $DAEMON_JSON"
 register
 if $register_only; then
-	if pidof dockerd >/dev/null; then kill -HUP "$(pidof dockerd)"; fi
+	# A running dockerd rereads its own daemon.json on SIGHUP.
+	if [[ $DAEMON_JSON == /etc/docker/daemon.json ]] && pidof dockerd >/dev/null; then
+		kill -HUP "$(pidof dockerd)"
+	fi
 	exit 0
 fi
 if pidof dockerd >/dev/null; then

@@ -140,6 +140,13 @@ fn pause_kill_wait_restart_cp_and_inspect() {
     assert_eq!(state(&name.0), "running");
     wait_for_log(&name.0, "ready", 2);
 
+    // top and stats show the host side of the container: the proxy, QEMU and virtiofsd.
+    let top = docker(&["top", &name.0]);
+    assert_eq!(top.code(), 0, "{top:?}");
+    assert!(top.stdout_text().contains("qemu-system-x86_64"), "{top:?}");
+    let stats = docker(&["stats", "--no-stream", &name.0]);
+    assert_eq!(stats.code(), 0, "{stats:?}");
+
     assert_eq!(docker(&["kill", &name.0]).code(), 0);
     let waited = docker(&["wait", &name.0]);
     assert_eq!(waited.stdout_text().trim(), "137", "{waited:?}");

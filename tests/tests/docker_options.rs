@@ -152,3 +152,83 @@ fn sysctls_and_ulimits_match_runc() {
         ],
     );
 }
+
+/// A second runtime entry whose `runtimeArgs` carry runq flags, added to daemon.json for
+/// the test and removed again.
+struct ExtraRuntime(&'static str);
+
+impl ExtraRuntime {
+    fn register(name: &'static str, args: &[&str]) -> ExtraRuntime {
+        set_runtime(
+            name,
+            Some(serde_json::json!({
+                "path": common::runq_root().join("runq"),
+                "runtimeArgs": args,
+            })),
+        );
+        ExtraRuntime(name)
+    }
+}
+
+impl Drop for ExtraRuntime {
+    fn drop(&mut self) {
+        set_runtime(self.0, None);
+    }
+}
+
+/// Adds or removes a runtime in /etc/docker/daemon.json and has dockerd reread it (SIGHUP),
+/// waiting until `docker info` agrees.
+fn set_runtime(name: &str, entry: Option<serde_json::Value>) {
+    let path = "/etc/docker/daemon.json";
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let present = entry.is_some();
+    match entry {
+        Some(entry) => config["runtimes"][name] = entry,
+        None => {
+            if let Some(runtimes) = config["runtimes"].as_object_mut() {
+                runtimes.remove(name);
+            }
+        }
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let pid = std::process::Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pid.stdout).trim().parse().unwrap();
+    // SAFETY: kill with the pid of the running dockerd.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + common::RUN_DEADLINE;
+    let quoted = format!("\"{name}\"");
+    while docker(&["info", "--format", "{{json .Runtimes}}"])
+        .stdout_text()
+        .contains(&quoted)
+        != present
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dockerd did not reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn runtime_args_from_daemon_json_size_the_vm_and_variables_still_win() {
+    let runtime = ExtraRuntime::register("runq-test-args", &["--cpu", "2", "--mem", "384"]);
+    let outcome = docker(&["run", "--rm", "--runtime", runtime.0, IMAGE, "nproc"]);
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "2\n");
+    let outcome = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        runtime.0,
+        "-e",
+        "RUNQ_CPU=1",
+        IMAGE,
+        "nproc",
+    ]);
+    assert_eq!(outcome.stdout_text(), "1\n", "{outcome:?}");
+}
