@@ -58,6 +58,7 @@ fn run(channel: &mut Option<File>) -> Result<(), InitError> {
     let config = receive_config(&mut port)?;
     rootfs::mount(&config)?;
     rootfs::share_module_tree();
+    net::configure(&config.network)?;
     let children = relay::block_child_signals()?;
     let app = container::spawn(&config)?;
     let code = relay::run(port, app, children)?;
@@ -97,6 +98,8 @@ pub enum InitError {
     ChannelClosed,
     #[error("invalid config from the host: {0}")]
     BadConfig(serde_json::Error),
+    #[error("network: {0}")]
+    Network(String),
     #[error("no virtio-serial port named {0} (is virtio_console loaded?)")]
     NoPort(String),
 }

@@ -1,4 +1,5 @@
-//! The guest's network. For now the loopback interface; the container's NICs come later.
+//! The guest's network: loopback, and each NIC of the container found by its MAC and given
+//! the addresses, MTU and routes the proxy recorded on the host.
 
 use std::os::fd::AsRawFd;
 
@@ -38,4 +39,71 @@ fn last_error(what: &str) -> InitError {
         what: what.to_string(),
         source: nix::errno::Errno::last(),
     }
+}
+
+pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), InitError> {
+    use runq_netlink::{format_mac, Netlink, Route};
+    if network.nics.is_empty() {
+        return Ok(());
+    }
+    let failed = |e: runq_netlink::NetlinkError| InitError::Network(e.to_string());
+    let mut netlink = Netlink::open().map_err(failed)?;
+    let links = netlink.links().map_err(failed)?;
+    let index_of = |mac: &str| {
+        links
+            .iter()
+            .find(|link| link.mac.map(format_mac).as_deref() == Some(mac))
+            .map(|link| link.index)
+            .ok_or_else(|| InitError::Network(format!("no NIC with MAC {mac} in the guest")))
+    };
+    for nic in &network.nics {
+        let index = index_of(&nic.mac)?;
+        netlink
+            .set_link(index, true, Some(nic.mtu), None)
+            .map_err(failed)?;
+        for cidr in &nic.addresses {
+            let (ip, prefix) = parse_cidr(cidr)?;
+            netlink.add_address(index, ip, prefix).map_err(failed)?;
+        }
+    }
+    // Routes on the wire first: a gateway must be reachable before a route can use it.
+    let mut routes: Vec<_> = network.routes.iter().collect();
+    routes.sort_by_key(|route| !route.scope_link);
+    for route in routes {
+        let destination = route.destination.as_deref().map(parse_cidr).transpose()?;
+        let gateway = route
+            .gateway
+            .as_deref()
+            .map(|g| {
+                g.parse()
+                    .map_err(|_| InitError::Network(format!("bad gateway {g}")))
+            })
+            .transpose()?;
+        let wanted = Route {
+            index: index_of(&route.mac)?,
+            destination,
+            gateway,
+            family: if route.ipv6 {
+                netlink_packet_route::AddressFamily::Inet6
+            } else {
+                netlink_packet_route::AddressFamily::Inet
+            },
+            scope_link: route.scope_link,
+        };
+        match netlink.add_route(&wanted) {
+            // The kernel made the subnet routes itself with the addresses.
+            Err(e) if e.already_exists() => {}
+            other => other.map_err(failed)?,
+        }
+    }
+    Ok(())
+}
+
+fn parse_cidr(text: &str) -> Result<(std::net::IpAddr, u8), InitError> {
+    let bad = || InitError::Network(format!("bad address {text:?}"));
+    let (ip, prefix) = text.split_once('/').ok_or_else(bad)?;
+    Ok((
+        ip.parse().map_err(|_| bad())?,
+        prefix.parse().map_err(|_| bad())?,
+    ))
 }

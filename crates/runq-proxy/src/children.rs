@@ -51,8 +51,27 @@ pub fn start_virtiofsd(paths: &Paths, log: &Path) -> Result<Child> {
     Ok(child)
 }
 
-pub fn start_qemu(paths: &Paths, args: &[String], log: &Path, debug: bool) -> Result<Child> {
+pub fn start_qemu(
+    paths: &Paths,
+    args: &[String],
+    log: &Path,
+    debug: bool,
+    nics: &[crate::qemu::Nic],
+) -> Result<Child> {
     let mut command = Command::new(paths.loader());
+    let inherited: Vec<i32> = nics.iter().map(|nic| nic.fd).collect();
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that
+    // stay open in the parent until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in &inherited {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     command
         .args(paths.loader_args(assets::QEMU))
         .args(args)

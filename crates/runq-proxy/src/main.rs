@@ -8,12 +8,14 @@
 mod channel;
 mod children;
 mod fds;
+mod network;
 mod qemu;
 mod share;
 mod signals;
 mod stdio;
 mod supervisor;
 
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::ExitCode;
@@ -79,8 +81,18 @@ fn run() -> Result<i32> {
         RootFs::Virtiofs => Some(children::start_virtiofsd(&paths, &virtiofsd_log)?),
         RootFs::NineP { .. } => None,
     };
-    let qemu_args = qemu::args(&config.vm, host, &paths);
-    let qemu = children::start_qemu(&paths, &qemu_args, &qemu_log, config.vm.debug)?;
+    let (guest_network, taps) = network::take_over().context("take over the network")?;
+    config.guest.network = guest_network;
+    let nics: Vec<qemu::Nic> = taps
+        .iter()
+        .map(|tap| qemu::Nic {
+            fd: tap.fd.as_raw_fd(),
+            mac: tap.mac.clone(),
+        })
+        .collect();
+    let qemu_args = qemu::args(&config.vm, host, &paths, &nics);
+    let qemu = children::start_qemu(&paths, &qemu_args, &qemu_log, config.vm.debug, &nics)?;
+    drop(taps);
 
     Supervisor::new(config, qemu, virtiofsd, paths, qemu_log, virtiofsd_log).run(queue)
 }

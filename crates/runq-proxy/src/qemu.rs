@@ -68,8 +68,15 @@ pub struct HostFacts {
     pub tsc_khz: Option<u64>,
 }
 
+/// A NIC of the VM: an open tap descriptor QEMU inherits, and the guest NIC's MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub fd: i32,
+    pub mac: String,
+}
+
 /// Arguments after the loader's own (see [`Paths::loader_args`]).
-pub fn args(vm: &VmSettings, host: HostFacts, paths: &Paths) -> Vec<String> {
+pub fn args(vm: &VmSettings, host: HostFacts, paths: &Paths, nics: &[Nic]) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
     let mem = format!("{}M", vm.mem_mib);
@@ -124,6 +131,14 @@ pub fn args(vm: &VmSettings, host: HostFacts, paths: &Paths) -> Vec<String> {
         "-device",
         &format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
     ]);
+    for (number, nic) in nics.iter().enumerate() {
+        push(&[
+            "-netdev",
+            &format!("tap,id=net{number},fd={},vhost=off", nic.fd),
+            "-device",
+            &format!("virtio-net-device,netdev=net{number},mac={}", nic.mac),
+        ]);
+    }
     push(&[
         "-object",
         "rng-random,id=rng0,filename=/dev/urandom",
@@ -214,6 +229,7 @@ mod tests {
                 tsc_khz: Some(2445404),
             },
             &paths,
+            &[],
         );
         assert_eq!(value_of(&args, "-accel"), ["tcg"]);
         assert_eq!(value_of(&args, "-cpu"), ["max"]);
@@ -248,7 +264,14 @@ mod tests {
                 tsc_khz: Some(1000),
             },
             &paths,
+            &[Nic {
+                fd: 7,
+                mac: "02:42:ac:11:00:02".into(),
+            }],
         );
+        assert_eq!(value_of(&args, "-netdev"), ["tap,id=net0,fd=7,vhost=off"]);
+        assert!(value_of(&args, "-device")
+            .contains(&"virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02"));
         assert_eq!(value_of(&args, "-accel"), ["kvm"]);
         assert_eq!(value_of(&args, "-cpu"), ["Skylake-Client"]);
         assert_eq!(value_of(&args, "-kernel"), ["/.runq/kernel"]);
@@ -263,7 +286,12 @@ mod tests {
     fn nested_vm_turns_the_pmu_off() {
         let mut vm = settings();
         vm.nested_vm = true;
-        let args = args(&vm, HostFacts { tsc_khz: None }, &Paths::in_container(&vm));
+        let args = args(
+            &vm,
+            HostFacts { tsc_khz: None },
+            &Paths::in_container(&vm),
+            &[],
+        );
         assert_eq!(value_of(&args, "-cpu"), ["max,pmu=off"]);
     }
 

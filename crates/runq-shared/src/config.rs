@@ -90,6 +90,36 @@ pub struct GuestConfig {
     /// Write the environment to /.runqenv (mode 0400, owned by the user) for login shells.
     #[serde(default)]
     pub runqenv: bool,
+    /// The container's interfaces, as the proxy found them in its network namespace.
+    #[serde(default)]
+    pub network: GuestNetwork,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    pub nics: Vec<GuestNic>,
+    pub routes: Vec<GuestRoute>,
+}
+
+/// A NIC of the VM, found in the guest by its MAC, the container interface's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNic {
+    pub mac: String,
+    pub mtu: u32,
+    /// `address/prefix`, IPv4 and IPv6.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRoute {
+    /// The NIC the route goes through.
+    pub mac: String,
+    /// `address/prefix`; `None` for a default route.
+    pub destination: Option<String>,
+    pub gateway: Option<String>,
+    pub ipv6: bool,
+    /// Scope link: the destination is on the wire, no gateway.
+    pub scope_link: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +212,7 @@ mod tests {
                 sysctl: BTreeMap::new(),
                 seccomp: None,
                 runqenv: false,
+                network: GuestNetwork::default(),
             },
         };
         let text = serde_json::to_string(&config).unwrap();

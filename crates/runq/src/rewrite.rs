@@ -210,6 +210,8 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
             .collect::<BTreeMap<_, _>>(),
         seccomp: None,
         runqenv: options.runqenv,
+        // Known only once the engine's hooks ran: the proxy fills it in at start.
+        network: Default::default(),
     }
 }
 
