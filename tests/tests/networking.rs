@@ -110,13 +110,17 @@ fn runq_and_runc_containers_reach_each_other() {
     let plain_ip = start_server(Runtime::Runc, &plain, "from-runc", None);
     wait_for_greeting(&format!("{vm_ip}:8080"), "from-runq");
 
-    let outcome = run(Runtime::Runc, &[], &["nc", "-w", "5", &vm_ip, "8080"]);
+    // The servers re-listen after each answer: a client retries through that gap.
+    let fetch = |ip: &str| {
+        format!("for i in $(seq 100); do nc -w 5 {ip} 8080 && exit 0; sleep 0.2; done; exit 1")
+    };
+    let outcome = run(Runtime::Runc, &[], &["sh", "-c", &fetch(&vm_ip)]);
     assert_eq!(
         outcome.stdout_text().trim(),
         "from-runq",
         "runc to runq: {outcome:?}"
     );
-    let outcome = run(Runtime::Runq, &[], &["nc", "-w", "5", &plain_ip, "8080"]);
+    let outcome = run(Runtime::Runq, &[], &["sh", "-c", &fetch(&plain_ip)]);
     assert_eq!(
         outcome.stdout_text().trim(),
         "from-runc",
@@ -133,4 +137,89 @@ fn network_none_gives_loopback_only() {
     );
     assert_eq!(outcome.code(), 0, "{outcome:?}");
     assert_eq!(outcome.stdout_text(), "lo ");
+}
+
+/// A user-defined Docker network, removed on drop.
+struct Network(String);
+
+impl Network {
+    fn create(extra: &[&str]) -> Network {
+        let name = Name::new();
+        let network = Network(format!("{}-net", name.0));
+        let mut args = vec!["network", "create"];
+        args.extend(extra);
+        args.push(&network.0);
+        let created = docker(&args);
+        assert_eq!(created.code(), 0, "{created:?}");
+        network
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = docker(&["network", "rm", &self.0]);
+    }
+}
+
+/// The interfaces, addresses and IPv6 routes of a container on three networks, one with
+/// IPv6, connected before start.
+fn interfaces_on_three_networks(
+    runtime: Runtime,
+    networks: &[Network; 3],
+    subnet_v6: &str,
+) -> String {
+    let name = Name::new();
+    let mut create = vec!["create", "--name", &name.0, "--network", &networks[0].0];
+    if runtime == Runtime::Runq {
+        create.extend(["--runtime", "runq"]);
+    }
+    let script = format!(
+        "ip -o addr | awk '$2 != \"lo\" && $4 !~ /^fe80/ {{print $2, $4}}'; \
+         ip -6 route | grep {subnet_v6} | cut -d' ' -f1-3"
+    );
+    create.extend([IMAGE, "sh", "-c", &script]);
+    let created = docker(&create);
+    assert_eq!(created.code(), 0, "{created:?}");
+    for network in &networks[1..] {
+        assert_eq!(
+            docker(&["network", "connect", &network.0, &name.0]).code(),
+            0
+        );
+    }
+    let outcome = docker(&["start", "-a", &name.0]);
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    outcome.stdout_text()
+}
+
+#[test]
+fn several_networks_and_ipv6_look_as_under_runc() {
+    let subnet_v6 = "fd00:5e1f::";
+    let networks = [
+        Network::create(&[]),
+        Network::create(&[]),
+        Network::create(&["--ipv6", "--subnet", &format!("{subnet_v6}/64")]),
+    ];
+    // Interface numbering (ifindex order) may differ; names and addresses may not.
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    let reference = sorted(interfaces_on_three_networks(
+        Runtime::Runc,
+        &networks,
+        subnet_v6,
+    ));
+    let text = sorted(interfaces_on_three_networks(
+        Runtime::Runq,
+        &networks,
+        subnet_v6,
+    ));
+    assert_eq!(text, reference);
+    assert!(text.contains(" fd00:5e1f::2/64"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("eth")).count(),
+        4,
+        "{text}"
+    );
 }

@@ -56,8 +56,20 @@ pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), Init
             .map(|link| link.index)
             .ok_or_else(|| InitError::Network(format!("no NIC with MAC {mac} in the guest")))
     };
+    // The guest numbers its NICs in probe order; they take the container's names, through
+    // temporary ones so that no two want the same name at once.
+    for (number, nic) in network.nics.iter().enumerate() {
+        netlink
+            .rename_link(index_of(&nic.mac)?, &format!("runq{number}"))
+            .map_err(failed)?;
+    }
     for nic in &network.nics {
         let index = index_of(&nic.mac)?;
+        netlink.rename_link(index, &nic.name).map_err(failed)?;
+        if nic.ipv6_disabled {
+            let path = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", nic.name);
+            std::fs::write(&path, "1").context(|| format!("write {path}"))?;
+        }
         netlink
             .set_link(index, true, Some(nic.mtu), None)
             .map_err(failed)?;
@@ -89,6 +101,7 @@ pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), Init
                 netlink_packet_route::AddressFamily::Inet
             },
             scope_link: route.scope_link,
+            from_kernel: false,
         };
         match netlink.add_route(&wanted) {
             // The kernel made the subnet routes itself with the addresses.

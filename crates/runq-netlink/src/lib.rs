@@ -76,6 +76,8 @@ pub struct Route {
     pub gateway: Option<IpAddr>,
     pub family: AddressFamily,
     pub scope_link: bool,
+    /// Made by the kernel itself for an address's subnet; it will make it again.
+    pub from_kernel: bool,
 }
 
 impl Netlink {
@@ -206,6 +208,7 @@ impl Netlink {
                     gateway: None,
                     family,
                     scope_link: message.header.scope == RouteScope::Link,
+                    from_kernel: message.header.protocol == RouteProtocol::Kernel,
                 };
                 for attribute in &message.attributes {
                     match attribute {
@@ -248,6 +251,21 @@ impl Netlink {
         }
         self.request(
             &format!("set link {index}"),
+            RouteNetlinkMessage::SetLink(message),
+            NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Renames a link; it must be down.
+    pub fn rename_link(&mut self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        self.request(
+            &format!("rename link {index} to {name}"),
             RouteNetlinkMessage::SetLink(message),
             NLM_F_ACK,
         )

@@ -37,6 +37,8 @@ pub fn take_over() -> Result<(GuestNetwork, Vec<Tap>)> {
             .filter(|a| a.index == link.index && !is_link_local(a.ip))
             .collect();
         network.nics.push(GuestNic {
+            ipv6_disabled: ipv6_disabled(&link.name),
+            name: link.name.clone(),
             mac: mac.clone(),
             mtu: link.mtu,
             addresses: own
@@ -44,7 +46,10 @@ pub fn take_over() -> Result<(GuestNetwork, Vec<Tap>)> {
                 .map(|a| format!("{}/{}", a.ip, a.prefix))
                 .collect(),
         });
-        for route in routes.iter().filter(|r| r.index == link.index) {
+        for route in routes
+            .iter()
+            .filter(|r| r.index == link.index && !r.from_kernel)
+        {
             if route.destination.is_some_and(|(ip, _)| is_link_local(ip)) {
                 continue;
             }
@@ -83,6 +88,12 @@ fn is_link_local(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
         IpAddr::V4(_) => false,
     }
+}
+
+fn ipv6_disabled(interface: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6"))
+        .map(|value| value.trim() == "1")
+        .unwrap_or(true)
 }
 
 fn disable_ipv6(interface: &str) {

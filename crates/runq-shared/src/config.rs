@@ -104,10 +104,15 @@ pub struct GuestNetwork {
 /// A NIC of the VM, found in the guest by its MAC, the container interface's own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestNic {
+    /// The interface's name in the container (eth0, eth1, ...), which the guest NIC takes.
+    pub name: String,
     pub mac: String,
     pub mtu: u32,
     /// `address/prefix`, IPv4 and IPv6.
     pub addresses: Vec<String>,
+    /// The engine had IPv6 off on this interface (Docker does for IPv4-only networks).
+    #[serde(default)]
+    pub ipv6_disabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
