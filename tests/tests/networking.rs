@@ -223,3 +223,52 @@ fn several_networks_and_ipv6_look_as_under_runc() {
         "{text}"
     );
 }
+
+#[test]
+fn dns_variables_write_the_documented_resolv_conf() {
+    let engine = run(Runtime::Runq, &[], &["cat", "/etc/resolv.conf"]).stdout_text();
+    let keep = |line: &&str| {
+        !line.starts_with("nameserver")
+            && !line.starts_with("search")
+            && !line.starts_with("options")
+            && !line.starts_with("domain")
+    };
+    let kept: String = engine
+        .lines()
+        .filter(keep)
+        .map(|l| format!("{l}\n"))
+        .collect();
+
+    let outcome = run(
+        Runtime::Runq,
+        &[
+            "-e",
+            "RUNQ_DNS=1.1.1.1,9.9.9.9",
+            "-e",
+            "RUNQ_DNS_SEARCH=a.example,b.example",
+            "-e",
+            "RUNQ_DNS_OPT=ndots:2",
+        ],
+        &["cat", "/etc/resolv.conf"],
+    );
+    assert_eq!(
+        outcome.stdout_text(),
+        format!(
+            "{kept}nameserver 1.1.1.1\nnameserver 9.9.9.9\nsearch a.example b.example\noptions ndots:2\n"
+        )
+    );
+
+    // An empty variable removes the lines; preserve keeps the engine's file untouched.
+    let outcome = run(
+        Runtime::Runq,
+        &["-e", "RUNQ_DNS="],
+        &["cat", "/etc/resolv.conf"],
+    );
+    assert!(!outcome.stdout_text().contains("nameserver"), "{outcome:?}");
+    let outcome = run(
+        Runtime::Runq,
+        &["-e", "RUNQ_DNS=1.1.1.1", "-e", "RUNQ_DNS_PRESERVE=1"],
+        &["cat", "/etc/resolv.conf"],
+    );
+    assert_eq!(outcome.stdout_text(), engine);
+}

@@ -24,6 +24,9 @@ pub fn prepare_root(config: &GuestConfig) -> Result<(), InitError> {
         mount_one(spec_mount)?;
     }
     populate_dev()?;
+    if config.dns.changes_anything() {
+        write_resolv_conf(&config.dns)?;
+    }
     for (key, value) in &config.sysctl {
         let path = in_root(&format!("/proc/sys/{}", key.replace('.', "/")));
         std::fs::write(&path, value).context(|| format!("set sysctl {key}={value}"))?;
@@ -189,4 +192,25 @@ fn make_readonly(path: &str) -> Result<(), InitError> {
         None::<&str>,
     )
     .context(|| format!("remount {path} read-only"))
+}
+
+/// runq's DNS settings, on a file of init's own bound over the container's resolv.conf: the
+/// engine's file on the host stays as it was.
+fn write_resolv_conf(dns: &runq_shared::dns::DnsSettings) -> Result<(), InitError> {
+    const GUEST_COPY: &str = "/resolv.conf";
+    let target = in_root("/etc/resolv.conf");
+    let engine = std::fs::read_to_string(&target).unwrap_or_default();
+    std::fs::write(GUEST_COPY, dns.resolv_conf(&engine))
+        .context(|| format!("write {GUEST_COPY}"))?;
+    if target.symlink_metadata().is_err() {
+        std::fs::write(&target, "").context(|| format!("create {}", target.display()))?;
+    }
+    mount(
+        Some(GUEST_COPY),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context(|| "bind runq's resolv.conf".to_string())
 }

@@ -93,6 +93,9 @@ pub struct GuestConfig {
     /// The container's interfaces, as the proxy found them in its network namespace.
     #[serde(default)]
     pub network: GuestNetwork,
+    /// runq's DNS options; the engine's resolv.conf is kept when they change nothing.
+    #[serde(default)]
+    pub dns: crate::dns::DnsSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -218,6 +221,7 @@ mod tests {
                 seccomp: None,
                 runqenv: false,
                 network: GuestNetwork::default(),
+                dns: Default::default(),
             },
         };
         let text = serde_json::to_string(&config).unwrap();

@@ -212,6 +212,15 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
         runqenv: options.runqenv,
         // Known only once the engine's hooks ran: the proxy fills it in at start.
         network: Default::default(),
+        dns: if options.dns_preserve {
+            Default::default()
+        } else {
+            runq_shared::dns::DnsSettings {
+                nameservers: options.dns.clone(),
+                search: options.dns_search.clone(),
+                options: options.dns_opts.clone(),
+            }
+        },
     }
 }
 
