@@ -111,7 +111,8 @@ fn pause_kill_wait_restart_cp_and_inspect() {
         IMAGE,
         "sh",
         "-c",
-        "trap 'echo got-usr1' USR1; echo ready; while true; do sleep 1; done",
+        "trap 'echo got-usr1' USR1; echo written-in-the-guest > /tmp/guest-file; echo ready; \
+         while true; do sleep 1; done",
     ]);
     assert_eq!(started.code(), 0, "{started:?}");
     wait_for_log(&name.0, "ready", 1);
@@ -135,6 +136,14 @@ fn pause_kill_wait_restart_cp_and_inspect() {
     let copied_out = docker(&["cp", &target, "-"]);
     assert_eq!(copied_out.code(), 0, "{copied_out:?}");
     assert!(copied_out.stdout.windows(9).any(|w| w == b"copied in"));
+    let guest_file = docker(&["cp", &format!("{}:/tmp/guest-file", name.0), "-"]);
+    assert!(
+        guest_file
+            .stdout
+            .windows(20)
+            .any(|w| w == b"written-in-the-guest"),
+        "{guest_file:?}"
+    );
 
     assert_eq!(docker(&["restart", "-t", "1", &name.0]).code(), 0);
     assert_eq!(state(&name.0), "running");

@@ -143,12 +143,14 @@ fn sysctls_and_ulimits_match_runc() {
             "nproc=100:200",
             "--ulimit",
             "core=0:1000",
+            "--ulimit",
+            "cpu=100:200",
         ],
         &[
             "sh",
             "-c",
             "cat /proc/sys/net/ipv4/ip_forward; \
-             grep -E '^Max (open files|processes|core)' /proc/self/limits",
+             grep -E '^Max (open files|processes|core|cpu)' /proc/self/limits",
         ],
     );
 }
@@ -231,4 +233,10 @@ fn runtime_args_from_daemon_json_size_the_vm_and_variables_still_win() {
         "nproc",
     ]);
     assert_eq!(outcome.stdout_text(), "1\n", "{outcome:?}");
+}
+
+#[test]
+fn default_limits_are_the_engines_as_under_runc() {
+    // No --ulimit: the application inherits what the engine runs with, in the VM as well.
+    same_as_runc(&[], &["cat", "/proc/self/limits"]);
 }

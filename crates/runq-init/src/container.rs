@@ -276,7 +276,7 @@ fn enter_root() -> Result<(), ChildFailure> {
 
 fn set_rlimits(process: &ProcessConfig) -> Result<(), ChildFailure> {
     for limit in &process.rlimits {
-        let Some(resource) = rlimit_resource(&limit.kind) else {
+        let Some(resource) = runq_shared::rlimits::resource(&limit.kind) else {
             return Err((1, format!("unknown rlimit type {:?}", limit.kind)));
         };
         let value = libc::rlimit {
@@ -292,28 +292,6 @@ fn set_rlimits(process: &ProcessConfig) -> Result<(), ChildFailure> {
         }
     }
     Ok(())
-}
-
-fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
-    Some(match kind {
-        "RLIMIT_AS" => libc::RLIMIT_AS,
-        "RLIMIT_CORE" => libc::RLIMIT_CORE,
-        "RLIMIT_CPU" => libc::RLIMIT_CPU,
-        "RLIMIT_DATA" => libc::RLIMIT_DATA,
-        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => libc::RLIMIT_NICE,
-        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-        "RLIMIT_RSS" => libc::RLIMIT_RSS,
-        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
-        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "RLIMIT_STACK" => libc::RLIMIT_STACK,
-        _ => return None,
-    })
 }
 
 /// execve with the exit codes a shell and Docker use: 127 not found, 126 not executable.

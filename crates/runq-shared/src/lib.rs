@@ -9,3 +9,4 @@ pub mod dns;
 pub mod layout;
 pub mod options;
 pub mod protocol;
+pub mod rlimits;

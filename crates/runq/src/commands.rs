@@ -109,6 +109,7 @@ fn prepare_bundle(dir: &Path, invocation: &Invocation, logger: &Logger) -> Resul
         assets_dir,
         accel,
         tun: host::has_tun(),
+        rlimits: host::own_rlimits(),
     };
     let rewritten = rewrite::rewrite(&original, options, &facts, &bundle.runq_dir())?;
     bundle.write(&original, &rewritten)?;

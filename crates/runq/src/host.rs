@@ -99,3 +99,25 @@ pub fn choose_accel(choice: AccelChoice) -> Result<(Accel, Option<String>), Host
 pub fn has_tun() -> bool {
     Path::new("/dev/net/tun").exists()
 }
+
+/// The limits runq itself runs with: what runc would hand an application whose spec sets
+/// none (they come from the engine), and so what the guest gives it.
+pub fn own_rlimits() -> Vec<runq_shared::config::Rlimit> {
+    runq_shared::rlimits::RLIMITS
+        .iter()
+        .filter_map(|(name, resource)| {
+            let mut value = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes the struct we own.
+            (unsafe { libc::getrlimit(*resource, &mut value) } == 0).then(|| {
+                runq_shared::config::Rlimit {
+                    kind: name.to_string(),
+                    soft: value.rlim_cur,
+                    hard: value.rlim_max,
+                }
+            })
+        })
+        .collect()
+}

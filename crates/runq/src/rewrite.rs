@@ -39,6 +39,9 @@ pub struct HostFacts {
     pub assets_dir: PathBuf,
     pub accel: Accel,
     pub tun: bool,
+    /// The runtime's own limits, which the application inherits under runc for every
+    /// resource its spec leaves out.
+    pub rlimits: Vec<Rlimit>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +82,16 @@ pub fn rewrite(
     let original = &effective;
 
     let mut guest = guest_config(original, process, &options);
+    for inherited in &host.rlimits {
+        if !guest
+            .process
+            .rlimits
+            .iter()
+            .any(|r| r.kind == inherited.kind)
+        {
+            guest.process.rlimits.push(inherited.clone());
+        }
+    }
     guest.seccomp = original
         .linux()
         .as_ref()

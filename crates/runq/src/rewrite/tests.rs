@@ -9,6 +9,18 @@ fn host(accel: Accel) -> HostFacts {
         assets_dir: PathBuf::from("/var/lib/runq/qemu"),
         accel,
         tun: true,
+        rlimits: vec![
+            Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 20000,
+                hard: 20000,
+            },
+            Rlimit {
+                kind: "RLIMIT_NPROC".into(),
+                soft: 5000,
+                hard: 6000,
+            },
+        ],
     }
 }
 
@@ -368,4 +380,15 @@ fn runq_tmpfs_paths_are_mounted_unless_the_spec_has_them() {
     assert_eq!(guest.iter().filter(|m| m.destination == "/tmp").count(), 1);
     let scratch = guest.iter().find(|m| m.destination == "/scratch").unwrap();
     assert_eq!(scratch.fstype, "tmpfs");
+}
+
+#[test]
+fn limits_the_spec_leaves_out_are_the_runtimes_own() {
+    let out = rewrite_default(&docker_like(&[]));
+    let limits = &out.vm.guest.process.rlimits;
+    // runc's default spec sets RLIMIT_NOFILE itself; that one stays.
+    let nofile = limits.iter().find(|r| r.kind == "RLIMIT_NOFILE").unwrap();
+    assert_eq!((nofile.soft, nofile.hard), (1024, 1024));
+    let nproc = limits.iter().find(|r| r.kind == "RLIMIT_NPROC").unwrap();
+    assert_eq!((nproc.soft, nproc.hard), (5000, 6000));
 }
