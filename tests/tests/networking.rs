@@ -272,3 +272,13 @@ fn dns_variables_write_the_documented_resolv_conf() {
     );
     assert_eq!(outcome.stdout_text(), engine);
 }
+
+#[test]
+fn the_hosts_network_is_refused_with_a_clear_message() {
+    let outcome = run(Runtime::Runq, &["--network", "host"], &["true"]);
+    assert_eq!(outcome.code(), 125, "{outcome:?}");
+    assert!(
+        outcome.stderr_text().contains("--network host"),
+        "{outcome:?}"
+    );
+}

@@ -62,6 +62,16 @@ pub enum RewriteError {
     Spec(#[from] oci_spec::OciSpecError),
     #[error("config.json: {0}")]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(
+        "the host's network (--network host) cannot be given to a runq container: the VM has \
+         its own kernel and network stack; use a bridge or macvlan network"
+    )]
+    HostNetwork,
+    #[error(
+        "joining another container's network namespace ({0}, --network container:X) is not \
+         supported by runq"
+    )]
+    SharedNetwork(String),
 }
 
 pub fn rewrite(
@@ -74,6 +84,7 @@ pub fn rewrite(
     if process.args().as_ref().is_none_or(|args| args.is_empty()) {
         return Err(RewriteError::NoArgs);
     }
+    check_network_namespace(original)?;
     let mut options = options.clone();
     options.apply_env(process.env().as_deref().unwrap_or_default())?;
     let mut effective = original.clone();
@@ -111,6 +122,27 @@ pub fn rewrite(
         vm.vm.mem_mib,
     )?;
     Ok(Rewritten { spec, vm })
+}
+
+/// The proxy moves every interface of the container's network namespace into the VM: that
+/// must be a namespace of the container's own, never the host's or another container's.
+fn check_network_namespace(spec: &Spec) -> Result<(), RewriteError> {
+    let network = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|namespaces| {
+            namespaces
+                .iter()
+                .find(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        });
+    match network {
+        None => Err(RewriteError::HostNetwork),
+        Some(ns) => match ns.path() {
+            Some(path) => Err(RewriteError::SharedNetwork(path.display().to_string())),
+            None => Ok(()),
+        },
+    }
 }
 
 fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettings {

@@ -392,3 +392,48 @@ fn limits_the_spec_leaves_out_are_the_runtimes_own() {
     let nproc = limits.iter().find(|r| r.kind == "RLIMIT_NPROC").unwrap();
     assert_eq!((nproc.soft, nproc.hard), (5000, 6000));
 }
+
+#[test]
+fn the_hosts_network_and_another_containers_are_refused() {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+    let mut spec = docker_like(&[]);
+    let mut linux = spec.linux().clone().unwrap();
+    let without_network: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+        .collect();
+    linux.set_namespaces(Some(without_network.clone()));
+    spec.set_linux(Some(linux.clone()));
+    let err = rewrite(
+        &spec,
+        &RunqOptions::default(),
+        &host(Accel::Tcg),
+        Path::new("/b"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--network host"), "{err}");
+
+    let mut joined = without_network;
+    joined.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path("/proc/42/ns/net")
+            .build()
+            .unwrap(),
+    );
+    linux.set_namespaces(Some(joined));
+    spec.set_linux(Some(linux));
+    let err = rewrite(
+        &spec,
+        &RunqOptions::default(),
+        &host(Accel::Tcg),
+        Path::new("/b"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/proc/42/ns/net"), "{err}");
+}
