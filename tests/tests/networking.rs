@@ -282,3 +282,47 @@ fn the_hosts_network_is_refused_with_a_clear_message() {
         "{outcome:?}"
     );
 }
+
+#[test]
+fn containers_find_each_other_by_name_through_dockers_embedded_dns() {
+    let network = Network::create(&[]);
+    let server = Name::new();
+    let started = docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "runq",
+        "--network",
+        &network.0,
+        "--name",
+        &server.0,
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(started.code(), 0, "{started:?}");
+    let server_ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &server.0,
+    ])
+    .stdout_text()
+    .trim()
+    .to_string();
+    let outcome = run(
+        Runtime::Runq,
+        &["--network", &network.0],
+        &[
+            "sh",
+            "-c",
+            &format!("grep nameserver /etc/resolv.conf; nslookup {}", server.0),
+        ],
+    );
+    let text = outcome.stdout_text();
+    assert!(text.contains("nameserver 127.0.0.11"), "{outcome:?}");
+    assert!(
+        text.contains(&server_ip),
+        "{server_ip} not resolved: {outcome:?}"
+    );
+}

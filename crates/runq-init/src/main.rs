@@ -6,6 +6,7 @@
 
 mod console;
 mod container;
+mod dns_relay;
 mod identity;
 mod modules;
 mod mount_options;
@@ -59,9 +60,10 @@ fn run(channel: &mut Option<File>) -> Result<(), InitError> {
     rootfs::mount(&config)?;
     rootfs::share_module_tree();
     net::configure(&config.network)?;
+    let dns = dns_relay::listen_if_needed();
     let children = relay::block_child_signals()?;
     let app = container::spawn(&config)?;
-    let code = relay::run(port, app, children)?;
+    let code = relay::run(port, app, children, dns)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())
 }

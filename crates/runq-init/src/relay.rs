@@ -19,6 +19,7 @@ use runq_shared::protocol::{
 };
 
 use crate::container::App;
+use crate::dns_relay::DnsRelay;
 use crate::{console, Context, InitError};
 
 /// SIGCHLD must be blocked before the application is forked, or an early exit is lost.
@@ -46,10 +47,16 @@ struct Relay {
     stdin_eof: bool,
     outputs: Vec<Output>,
     exit_code: Option<i32>,
+    dns: Option<DnsRelay>,
 }
 
 /// Runs until the application has exited and its output is delivered; returns its exit code.
-pub fn run(port: File, mut app: App, children: SignalFd) -> Result<i32, InitError> {
+pub fn run(
+    port: File,
+    mut app: App,
+    children: SignalFd,
+    dns: Option<DnsRelay>,
+) -> Result<i32, InitError> {
     let stdin = app
         .stdin
         .take()
@@ -83,6 +90,7 @@ pub fn run(port: File, mut app: App, children: SignalFd) -> Result<i32, InitErro
         stdin_eof: false,
         outputs,
         exit_code: None,
+        dns,
     };
     relay.send(&Message::Started {
         session: MAIN_SESSION,
@@ -110,11 +118,15 @@ impl Relay {
     }
 
     fn poll_once(&mut self, children: &SignalFd) -> Result<(), InitError> {
-        let (port_ready, children_ready, stdin_ready, outputs_ready) = {
+        let (port_ready, children_ready, stdin_ready, outputs_ready, dns_ready) = {
             let mut fds = vec![
                 PollFd::new(self.port.as_fd(), PollFlags::POLLIN),
                 PollFd::new(children.as_fd(), PollFlags::POLLIN),
             ];
+            let dns_slot = self.dns.as_ref().map(|dns| {
+                fds.push(PollFd::new(dns.socket.as_fd(), PollFlags::POLLIN));
+                fds.len() - 1
+            });
             let stdin_slot = match &self.stdin {
                 Some(fd) if !self.stdin_buf.is_empty() => {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLOUT));
@@ -148,8 +160,14 @@ impl Relay {
                     .filter(|&(_, slot)| ready(slot))
                     .map(|(index, _)| index)
                     .collect::<Vec<_>>(),
+                dns_slot.is_some_and(ready),
             )
         };
+        if dns_ready {
+            if let Some((id, packet)) = self.dns.as_mut().and_then(DnsRelay::receive_query) {
+                self.send(&Message::DnsQuery { id, packet })?;
+            }
+        }
         if children_ready {
             self.reap(children);
         }
@@ -320,6 +338,11 @@ impl Relay {
                     };
                     // SAFETY: TIOCSWINSZ reads the winsize we pass; the fd is the pty master.
                     unsafe { libc::ioctl(self.app.stdout.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+                }
+            }
+            Message::DnsAnswer { id, packet } => {
+                if let Some(dns) = self.dns.as_mut() {
+                    dns.answer(id, &packet);
                 }
             }
             other => console::log(&format!("unexpected message {other:?}")),

@@ -7,6 +7,7 @@
 
 mod channel;
 mod children;
+mod dns;
 mod fds;
 mod network;
 mod qemu;

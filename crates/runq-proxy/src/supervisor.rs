@@ -189,6 +189,11 @@ impl Supervisor {
                 eprintln!("runq: guest: {message}");
                 self.phase = Phase::Failed;
             }
+            Message::DnsQuery { id, packet } => {
+                if let Some(channel) = self.channel.clone() {
+                    crate::dns::resolve_in_background(id, packet, channel);
+                }
+            }
             other => eprintln!("runq: unexpected message from the guest: {other:?}"),
         }
         Ok(())

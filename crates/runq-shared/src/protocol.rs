@@ -77,6 +77,11 @@ pub enum Message {
     Exit { session: u32, code: i32 },
     /// Guest to host: the session could not be set up; the guest gives up on it.
     Error { session: u32, message: String },
+    /// Guest to host: a DNS query the application sent to Docker's embedded server
+    /// (127.0.0.11), which only answers inside the container's network namespace.
+    DnsQuery { id: u32, packet: Vec<u8> },
+    /// Host to guest: the answer to the query with this id.
+    DnsAnswer { id: u32, packet: Vec<u8> },
 }
 
 #[derive(Debug, Error)]
@@ -111,6 +116,8 @@ const TAG_SIGNAL: u8 = 7;
 const TAG_RESIZE: u8 = 8;
 const TAG_EXIT: u8 = 9;
 const TAG_ERROR: u8 = 10;
+const TAG_DNS_QUERY: u8 = 11;
+const TAG_DNS_ANSWER: u8 = 12;
 
 impl Message {
     /// The frame for this message, length prefix included.
@@ -178,6 +185,16 @@ impl Message {
                 body.extend_from_slice(&session.to_be_bytes());
                 body.extend_from_slice(message.as_bytes());
                 TAG_ERROR
+            }
+            Message::DnsQuery { id, packet } => {
+                body.extend_from_slice(&id.to_be_bytes());
+                body.extend_from_slice(packet);
+                TAG_DNS_QUERY
+            }
+            Message::DnsAnswer { id, packet } => {
+                body.extend_from_slice(&id.to_be_bytes());
+                body.extend_from_slice(packet);
+                TAG_DNS_ANSWER
             }
         };
         let len = u32::try_from(body.len() + 1).unwrap_or(u32::MAX);
@@ -253,6 +270,15 @@ impl Message {
                 let message =
                     String::from_utf8(fields.body.to_vec()).map_err(|_| ProtocolError::BadText)?;
                 Message::Error { session, message }
+            }
+            TAG_DNS_QUERY | TAG_DNS_ANSWER => {
+                let id = fields.take::<4>("at least 4").map(u32::from_be_bytes)?;
+                let packet = fields.body.to_vec();
+                if tag == TAG_DNS_QUERY {
+                    Message::DnsQuery { id, packet }
+                } else {
+                    Message::DnsAnswer { id, packet }
+                }
             }
             other => return Err(ProtocolError::UnknownTag(other)),
         };
@@ -429,6 +455,14 @@ mod tests {
             Message::Error {
                 session: 0,
                 message: "mount failed: ünïcode".into(),
+            },
+            Message::DnsQuery {
+                id: 9,
+                packet: vec![1, 2, 3],
+            },
+            Message::DnsAnswer {
+                id: 9,
+                packet: vec![],
             },
         ]
     }

@@ -68,8 +68,9 @@ pub enum RewriteError {
     )]
     HostNetwork,
     #[error(
-        "joining another container's network namespace ({0}, --network container:X) is not \
-         supported by runq"
+        "runq cannot join the existing network namespace {0}, the host's (--network host) or \
+         another container's (--network container:X): the VM has its own kernel and network \
+         stack; use a bridge or macvlan network"
     )]
     SharedNetwork(String),
 }
