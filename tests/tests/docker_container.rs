@@ -219,3 +219,22 @@ fn privileged_gets_every_capability_and_no_seccomp_in_the_guest() {
         "/sys is writable when privileged: {text}"
     );
 }
+
+#[test]
+fn attaching_to_stdout_only_leaves_stderr_out() {
+    let outcome = docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "runq",
+        "-a",
+        "stdout",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2",
+    ]);
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "to-out\n");
+    assert_eq!(outcome.stderr_text(), "");
+}
