@@ -238,3 +238,41 @@ fn attaching_to_stdout_only_leaves_stderr_out() {
     assert_eq!(outcome.stdout_text(), "to-out\n");
     assert_eq!(outcome.stderr_text(), "");
 }
+
+#[test]
+fn a_tty_container_gets_a_terminal() {
+    // Docker resizes the container's terminal only after start, so the size is left to the
+    // bundle-level test (tests/terminal.rs).
+    let inner = format!(
+        "{} run --rm -t --runtime runq {IMAGE} tty",
+        common::docker::DOCKER
+    );
+    let child = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    let outcome = common::finish(child, Vec::new(), common::RUN_DEADLINE);
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    let text = outcome.stdout_text();
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+}
+
+#[test]
+fn a_custom_seccomp_profile_matches_runc() {
+    let profile = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        profile.path(),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let option = format!("seccomp={}", profile.path().display());
+    let text = same_as_runc(
+        &["--security-opt", &option],
+        &["sh", "-c", "mkdir /tmp/x 2>&1; echo status=$?"],
+    );
+    assert!(text.contains("Operation not permitted"), "{text}");
+}
