@@ -2,9 +2,9 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::docker::{docker, run, same_as_runc, Name, Runtime, DOCKER, IMAGE};
+use common::docker::{
+    docker, run, same_as_runc, start_detached, wait_for_log, Name, Runtime, DOCKER, IMAGE,
+};
 
 #[test]
 fn docker_runs_the_image_in_a_vm_with_the_guest_kernel() {
@@ -114,38 +114,23 @@ fn logs_keep_stdout_and_stderr_apart() {
 fn docker_stop_sends_sigterm_then_sigkill() {
     // A trapping shell ends on SIGTERM with its own code.
     let trapping = Name::new();
-    let started = docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "runq",
-        "--name",
-        &trapping.0,
-        IMAGE,
-        "sh",
-        "-c",
-        "trap 'exit 7' TERM; echo ready; while true; do sleep 1; done",
-    ]);
-    assert_eq!(started.code(), 0, "{started:?}");
-    wait_for_log(&trapping.0, "ready");
+    start_detached(
+        &trapping,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; echo ready; while true; do sleep 1; done",
+        ],
+    );
+    wait_for_log(&trapping.0, "ready", 1);
     assert_eq!(docker(&["stop", "-t", "30", &trapping.0]).code(), 0);
     let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &trapping.0]);
     assert_eq!(code.stdout_text().trim(), "7");
 
     // PID 1 without a handler ignores SIGTERM, as under runc: SIGKILL after the timeout.
     let ignoring = Name::new();
-    let started = docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "runq",
-        "--name",
-        &ignoring.0,
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    assert_eq!(started.code(), 0, "{started:?}");
+    start_detached(&ignoring, &[], &["sleep", "1000"]);
     assert_eq!(docker(&["stop", "-t", "1", &ignoring.0]).code(), 0);
     let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &ignoring.0]);
     assert_eq!(code.stdout_text().trim(), "137");
@@ -161,16 +146,4 @@ fn runc_and_runq_containers_share_the_daemon() {
     let runtimes = docker(&["info", "--format", "{{json .Runtimes}}"]);
     assert!(runtimes.stdout_text().contains("\"runq\""), "{runtimes:?}");
     assert!(std::path::Path::new(DOCKER).exists());
-}
-
-/// Waits for the container to log a line; `docker logs` is the only window onto it.
-fn wait_for_log(name: &str, text: &str) {
-    let deadline = std::time::Instant::now() + common::RUN_DEADLINE;
-    while std::time::Instant::now() < deadline {
-        if docker(&["logs", name]).stdout_text().contains(text) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{name} never logged {text:?}");
 }

@@ -2,9 +2,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::docker::{docker, docker_with_input, run, same_as_runc, Name, Runtime, IMAGE};
+use common::docker::{
+    docker, docker_with_input, run, same_as_runc, start_detached, wait_for_log, Name, Runtime,
+    IMAGE,
+};
 
 #[test]
 fn tmpfs_mounts_get_runcs_flags() {
@@ -101,20 +102,16 @@ fn interactive_stdin_reaches_the_application() {
 #[test]
 fn pause_kill_wait_restart_cp_and_inspect() {
     let name = Name::new();
-    let started = docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "runq",
-        "--name",
-        &name.0,
-        IMAGE,
-        "sh",
-        "-c",
-        "trap 'echo got-usr1' USR1; echo written-in-the-guest > /tmp/guest-file; echo ready; \
-         while true; do sleep 1; done",
-    ]);
-    assert_eq!(started.code(), 0, "{started:?}");
+    start_detached(
+        &name,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-usr1' USR1; echo written-in-the-guest > /tmp/guest-file; \
+             echo ready; while true; do sleep 1; done",
+        ],
+    );
     wait_for_log(&name.0, "ready", 1);
 
     assert_eq!(docker(&["pause", &name.0]).code(), 0);
@@ -166,19 +163,6 @@ fn state(name: &str) -> String {
         .stdout_text()
         .trim()
         .to_string()
-}
-
-/// Waits until the container's log holds `count` lines with `text`.
-fn wait_for_log(name: &str, text: &str, count: usize) {
-    let deadline = std::time::Instant::now() + common::RUN_DEADLINE;
-    while std::time::Instant::now() < deadline {
-        let logs = docker(&["logs", name]).stdout_text();
-        if logs.lines().filter(|line| line.contains(text)).count() >= count {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{name} never logged {text:?} {count} times");
 }
 
 #[test]

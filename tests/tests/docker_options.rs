@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 
-use common::docker::{docker, run, same_as_runc, Name, Runtime, IMAGE};
+use common::docker::{docker, run, same_as_runc, start_detached, Name, Runtime, IMAGE};
 
 const SIZE: &[&str] = &["sh", "-c", "nproc; grep MemTotal /proc/meminfo"];
 
@@ -87,20 +87,7 @@ fn runqenv_restores_the_environment_for_the_user_only() {
 #[test]
 fn runq_cpuargs_reaches_qemus_command_line() {
     let name = Name::new();
-    let started = docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "runq",
-        "--name",
-        &name.0,
-        "-e",
-        "RUNQ_CPUARGS=qemu64",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    assert_eq!(started.code(), 0, "{started:?}");
+    start_detached(&name, &["-e", "RUNQ_CPUARGS=qemu64"], &["sleep", "1000"]);
     let top = docker(&["top", &name.0, "-eo", "pid"]);
     let found = top.stdout_text().lines().skip(1).any(|pid| {
         std::fs::read(format!("/proc/{}/cmdline", pid.trim()))

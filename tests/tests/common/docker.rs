@@ -85,3 +85,27 @@ pub fn same_as_runc(options: &[&str], command: &[&str]) -> String {
     );
     outcome.stdout_text()
 }
+
+/// `docker run -d --runtime runq --name NAME OPTIONS busybox COMMAND...`
+pub fn start_detached(name: &Name, options: &[&str], command: &[&str]) {
+    let mut args = vec!["run", "-d", "--runtime", "runq", "--name", &name.0];
+    args.extend(options);
+    args.push(IMAGE);
+    args.extend(command);
+    let started = docker(&args);
+    assert_eq!(started.code(), 0, "{started:?}");
+}
+
+/// Waits until the container's log holds `count` lines with `text`: `docker logs` is the only
+/// window onto a detached container, so it is read again until the deadline.
+pub fn wait_for_log(name: &str, text: &str, count: usize) {
+    let deadline = std::time::Instant::now() + RUN_DEADLINE;
+    while std::time::Instant::now() < deadline {
+        let logs = docker(&["logs", name]).stdout_text();
+        if logs.lines().filter(|line| line.contains(text)).count() >= count {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{name} never logged {text:?} {count} times");
+}
