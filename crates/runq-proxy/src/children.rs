@@ -14,7 +14,7 @@ use crate::qemu::Paths;
 
 /// virtiofsd is handed an already listening socket, so QEMU can connect at once: nothing
 /// waits for its socket file to appear.
-pub fn start_virtiofsd(paths: &Paths, log: &Path) -> Result<Child> {
+pub fn start_virtiofsd(paths: &Paths) -> Result<Child> {
     let _ = std::fs::remove_file(&paths.virtiofsd_socket);
     let listener = UnixListener::bind(&paths.virtiofsd_socket)
         .with_context(|| format!("listen on {}", paths.virtiofsd_socket.display()))?;
@@ -35,7 +35,7 @@ pub fn start_virtiofsd(paths: &Paths, log: &Path) -> Result<Child> {
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log_file(log)?);
+        .stderr(log_file(&paths.virtiofsd_log)?);
     // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor that
     // stays open in the parent until spawn returns.
     unsafe {
@@ -54,7 +54,6 @@ pub fn start_virtiofsd(paths: &Paths, log: &Path) -> Result<Child> {
 pub fn start_qemu(
     paths: &Paths,
     args: &[String],
-    log: &Path,
     debug: bool,
     nics: &[crate::qemu::Nic],
 ) -> Result<Child> {
@@ -85,7 +84,9 @@ pub fn start_qemu(
         let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
         command.stdout(Stdio::from(owned)).stderr(Stdio::inherit());
     } else {
-        command.stdout(log_file(log)?).stderr(log_file(log)?);
+        command
+            .stdout(log_file(&paths.qemu_log)?)
+            .stderr(log_file(&paths.qemu_log)?);
     }
     command.spawn().context("start QEMU")
 }

@@ -24,7 +24,7 @@ use std::sync::mpsc;
 
 use anyhow::{Context, Result};
 use runq_shared::config::{RootFs, VmConfig};
-use runq_shared::layout::{CONFIG_DIR_IN_CONTAINER, RUNQ_DIR, VM_CONFIG_FILE};
+use runq_shared::layout::{CONFIG_DIR_IN_CONTAINER, VM_CONFIG_FILE};
 use runq_shared::protocol::Message;
 
 use crate::channel::ChannelWriter;
@@ -75,11 +75,8 @@ fn run() -> Result<i32> {
         .with_context(|| format!("listen on {}", paths.agent_socket.display()))?;
     channel::spawn_reader(agent, events).context("start the channel thread")?;
 
-    let run_dir = Path::new(RUNQ_DIR);
-    let virtiofsd_log = run_dir.join("virtiofsd.log");
-    let qemu_log = run_dir.join("qemu.log");
     let virtiofsd = match config.vm.root_fs {
-        RootFs::Virtiofs => Some(children::start_virtiofsd(&paths, &virtiofsd_log)?),
+        RootFs::Virtiofs => Some(children::start_virtiofsd(&paths)?),
         RootFs::NineP { .. } => None,
     };
     let (guest_network, taps) = network::take_over().context("take over the network")?;
@@ -92,10 +89,10 @@ fn run() -> Result<i32> {
         })
         .collect();
     let qemu_args = qemu::args(&config.vm, host, &paths, &nics);
-    let qemu = children::start_qemu(&paths, &qemu_args, &qemu_log, config.vm.debug, &nics)?;
+    let qemu = children::start_qemu(&paths, &qemu_args, config.vm.debug, &nics)?;
     drop(taps);
 
-    Supervisor::new(config, qemu, virtiofsd, paths, qemu_log, virtiofsd_log).run(queue)
+    Supervisor::new(config, qemu, virtiofsd, paths).run(queue)
 }
 
 /// Reads the VM config, then unmounts it: it holds the application's environment, which

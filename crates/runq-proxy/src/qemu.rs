@@ -14,6 +14,9 @@ pub struct Paths {
     pub virtiofsd_socket: PathBuf,
     pub agent_socket: PathBuf,
     pub console_log: PathBuf,
+    /// Where QEMU's and virtiofsd's own messages go, for error reports.
+    pub qemu_log: PathBuf,
+    pub virtiofsd_log: PathBuf,
     /// The directory the guest's root comes from (for 9p; virtiofsd is told separately).
     pub shared_root: PathBuf,
 }
@@ -37,6 +40,8 @@ impl Paths {
             virtiofsd_socket: run.join("virtiofsd.sock"),
             agent_socket: run.join("agent.sock"),
             console_log: run.join("console.log"),
+            qemu_log: run.join("qemu.log"),
+            virtiofsd_log: run.join("virtiofsd.log"),
             shared_root: run.join("root"),
         }
     }

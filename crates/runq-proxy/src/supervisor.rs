@@ -1,6 +1,6 @@
 //! The proxy's main loop: one state machine fed by the channel, signal and child events.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -36,8 +36,6 @@ pub struct Supervisor {
     qemu: Child,
     virtiofsd: Option<Child>,
     paths: Paths,
-    qemu_log: PathBuf,
-    virtiofsd_log: PathBuf,
     phase: Phase,
     channel: Option<ChannelWriter>,
     stdin_credit: Credit,
@@ -52,16 +50,12 @@ impl Supervisor {
         qemu: Child,
         virtiofsd: Option<Child>,
         paths: Paths,
-        qemu_log: PathBuf,
-        virtiofsd_log: PathBuf,
     ) -> Supervisor {
         Supervisor {
             config,
             qemu,
             virtiofsd,
             paths,
-            qemu_log,
-            virtiofsd_log,
             phase: Phase::Booting,
             channel: None,
             stdin_credit: Credit::new(STREAM_WINDOW),
@@ -128,7 +122,7 @@ impl Supervisor {
                     bail!(
                         "virtiofsd (the root file system server) ended with {status} while the \
                          VM was running{}",
-                        self.log_excerpt(&self.virtiofsd_log, "virtiofsd")
+                        self.log_excerpt(&self.paths.virtiofsd_log, "virtiofsd")
                     );
                 }
             }
@@ -226,7 +220,7 @@ impl Supervisor {
             Phase::Failed => Ok(1),
             Phase::Booting | Phase::Running | Phase::ChannelLost => bail!(
                 "QEMU ended with {status} before the application did{}{}",
-                self.log_excerpt(&self.qemu_log, "QEMU"),
+                self.log_excerpt(&self.paths.qemu_log, "QEMU"),
                 self.log_excerpt(&self.paths.console_log, "guest console")
             ),
         }
