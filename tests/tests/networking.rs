@@ -3,47 +3,10 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::docker::{docker, run, Name, Runtime, IMAGE};
-
-/// A busybox server that answers every connection on port 8080 with a greeting.
-fn start_server(runtime: Runtime, name: &Name, greeting: &str, publish: Option<&str>) -> String {
-    let mut args = vec!["run", "-d", "--name", &name.0];
-    if runtime == Runtime::Runq {
-        args.extend(["--runtime", "runq"]);
-    }
-    if let Some(publish) = publish {
-        args.extend(["-p", publish]);
-    }
-    let script = format!("while true; do echo {greeting} | nc -l -p 8080; done");
-    args.extend([IMAGE, "sh", "-c", &script]);
-    let started = docker(&args);
-    assert_eq!(started.code(), 0, "{started:?}");
-    docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &name.0])
-        .stdout_text()
-        .trim()
-        .to_string()
-}
-
-/// Connects until the greeting comes back: the server needs a boot to start listening.
-fn wait_for_greeting(address: &str, greeting: &str) {
-    let deadline = Instant::now() + common::RUN_DEADLINE;
-    loop {
-        let mut answer = String::new();
-        if let Ok(mut stream) = TcpStream::connect(address) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = stream.read_to_string(&mut answer);
-        }
-        if answer.trim() == greeting {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no {greeting:?} from {address}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use common::net::{fetch_script, start_server, wait_for_greeting, Network};
 
 #[test]
 fn the_vm_has_the_containers_address_mac_and_default_route() {
@@ -94,7 +57,7 @@ fn a_published_port_answers_from_the_host() {
         Runtime::Runq,
         &name,
         "hello-from-vm",
-        Some("127.0.0.1::8080"),
+        &["-p", "127.0.0.1::8080"],
     );
     let port = docker(&["port", &name.0, "8080/tcp"]).stdout_text();
     let address = port.lines().next().unwrap_or_default().trim().to_string();
@@ -103,24 +66,62 @@ fn a_published_port_answers_from_the_host() {
 }
 
 #[test]
+fn an_exposed_port_is_published_by_dash_capital_p() {
+    let name = Name::new();
+    start_server(
+        Runtime::Runq,
+        &name,
+        "hello-exposed",
+        &["--expose", "8080", "-P"],
+    );
+    let port = docker(&["port", &name.0, "8080/tcp"]).stdout_text();
+    let host_port = port
+        .lines()
+        .next()
+        .and_then(|line| line.rsplit_once(':'))
+        .map(|(_, port)| port.trim().to_string())
+        .unwrap_or_default();
+    assert!(host_port.parse::<u16>().is_ok(), "docker port: {port:?}");
+    wait_for_greeting(&format!("127.0.0.1:{host_port}"), "hello-exposed");
+}
+
+#[test]
+fn a_linked_container_is_reached_by_its_alias() {
+    let server = Name::new();
+    let server_ip = start_server(Runtime::Runq, &server, "hello-link", &[]);
+    wait_for_greeting(&format!("{server_ip}:8080"), "hello-link");
+    let link = format!("{}:db", server.0);
+    let outcome = run(
+        Runtime::Runq,
+        &["--link", &link],
+        &[
+            "sh",
+            "-c",
+            &format!("grep -w db /etc/hosts | cut -f1; {}", fetch_script("db")),
+        ],
+    );
+    assert_eq!(
+        outcome.stdout_text(),
+        format!("{server_ip}\nhello-link\n"),
+        "{outcome:?}"
+    );
+}
+
+#[test]
 fn runq_and_runc_containers_reach_each_other() {
     let vm = Name::new();
-    let vm_ip = start_server(Runtime::Runq, &vm, "from-runq", None);
+    let vm_ip = start_server(Runtime::Runq, &vm, "from-runq", &[]);
     let plain = Name::new();
-    let plain_ip = start_server(Runtime::Runc, &plain, "from-runc", None);
+    let plain_ip = start_server(Runtime::Runc, &plain, "from-runc", &[]);
     wait_for_greeting(&format!("{vm_ip}:8080"), "from-runq");
 
-    // The servers re-listen after each answer: a client retries through that gap.
-    let fetch = |ip: &str| {
-        format!("for i in $(seq 100); do nc -w 5 {ip} 8080 && exit 0; sleep 0.2; done; exit 1")
-    };
-    let outcome = run(Runtime::Runc, &[], &["sh", "-c", &fetch(&vm_ip)]);
+    let outcome = run(Runtime::Runc, &[], &["sh", "-c", &fetch_script(&vm_ip)]);
     assert_eq!(
         outcome.stdout_text().trim(),
         "from-runq",
         "runc to runq: {outcome:?}"
     );
-    let outcome = run(Runtime::Runq, &[], &["sh", "-c", &fetch(&plain_ip)]);
+    let outcome = run(Runtime::Runq, &[], &["sh", "-c", &fetch_script(&plain_ip)]);
     assert_eq!(
         outcome.stdout_text().trim(),
         "from-runc",
@@ -137,28 +138,6 @@ fn network_none_gives_loopback_only() {
     );
     assert_eq!(outcome.code(), 0, "{outcome:?}");
     assert_eq!(outcome.stdout_text(), "lo ");
-}
-
-/// A user-defined Docker network, removed on drop.
-struct Network(String);
-
-impl Network {
-    fn create(extra: &[&str]) -> Network {
-        let name = Name::new();
-        let network = Network(format!("{}-net", name.0));
-        let mut args = vec!["network", "create"];
-        args.extend(extra);
-        args.push(&network.0);
-        let created = docker(&args);
-        assert_eq!(created.code(), 0, "{created:?}");
-        network
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        let _ = docker(&["network", "rm", &self.0]);
-    }
 }
 
 /// The interfaces, addresses and IPv6 routes of a container on three networks, one with

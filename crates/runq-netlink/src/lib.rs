@@ -10,7 +10,9 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVtapMode,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -268,6 +270,37 @@ impl Netlink {
             &format!("rename link {index} to {name}"),
             RouteNetlinkMessage::SetLink(message),
             NLM_F_ACK,
+        )
+        .map(drop)
+    }
+
+    /// Creates a macvtap on `parent` in bridge mode with the given MAC. Bridge mode, unlike
+    /// passthru, also works where the parent is itself a macvlan (Docker's macvlan driver):
+    /// the kernel then stacks the macvtap beside it on the real device.
+    pub fn add_macvtap(
+        &mut self,
+        parent: u32,
+        name: &str,
+        mac: [u8; 6],
+        mtu: u32,
+    ) -> Result<(), NetlinkError> {
+        let mut message = LinkMessage::default();
+        message.attributes = vec![
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::Link(parent),
+            LinkAttribute::Address(mac.to_vec()),
+            LinkAttribute::Mtu(mtu),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::MacVtap),
+                LinkInfo::Data(InfoData::MacVtap(vec![InfoMacVtap::Mode(
+                    MacVtapMode::Bridge,
+                )])),
+            ]),
+        ];
+        self.request(
+            &format!("add macvtap {name} on link {parent}"),
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
     }

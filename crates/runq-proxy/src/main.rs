@@ -79,7 +79,8 @@ fn run() -> Result<i32> {
         RootFs::Virtiofs => Some(children::start_virtiofsd(&paths)?),
         RootFs::NineP { .. } => None,
     };
-    let (guest_network, taps) = network::take_over().context("take over the network")?;
+    let (guest_network, taps) =
+        network::take_over(config.vm.net).context("take over the network")?;
     config.guest.network = guest_network;
     let nics: Vec<qemu::Nic> = taps
         .iter()

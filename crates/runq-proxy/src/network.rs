@@ -1,14 +1,20 @@
-//! The container's network, handed to the VM. Docker wired a veth into the container's
-//! namespace in a prestart hook; the proxy records each interface's MAC, addresses, routes and
-//! MTU, joins it to a tap device by tc ingress redirects in both directions, and removes the
-//! addresses from the host side, so that only the guest, with the same MAC, answers.
+//! The container's network, handed to the VM. Docker wired a veth (or a macvlan) into the
+//! container's namespace in a prestart hook; the proxy records each interface's MAC,
+//! addresses, routes and MTU, connects it to a VM NIC, and removes the addresses from the host
+//! side, so that only the guest, with the same MAC, answers.
+//!
+//! Two ways to connect: a tap device joined to the interface by tc ingress redirects in both
+//! directions (the default), or a macvtap stacked on the interface. Both live in the
+//! container's namespace and go with it.
 
+use std::io::Read;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
-use runq_netlink::{format_mac, Netlink};
+use runq_netlink::{format_mac, Link, Netlink};
 use runq_shared::config::{GuestNetwork, GuestNic, GuestRoute};
+use runq_shared::options::NetMode;
 
 /// A NIC for QEMU: the tap's file descriptor and the MAC the guest NIC gets.
 pub struct Tap {
@@ -16,7 +22,7 @@ pub struct Tap {
     pub mac: String,
 }
 
-pub fn take_over() -> Result<(GuestNetwork, Vec<Tap>)> {
+pub fn take_over(mode: NetMode) -> Result<(GuestNetwork, Vec<Tap>)> {
     let mut netlink = Netlink::open().context("open a netlink socket")?;
     let links = netlink.links()?;
     let addresses = netlink.addresses()?;
@@ -25,12 +31,9 @@ pub fn take_over() -> Result<(GuestNetwork, Vec<Tap>)> {
     let mut taps = Vec::new();
     let container_links = links.iter().filter(|l| !l.loopback);
     for (number, link) in container_links.enumerate() {
-        let Some(mac) = link.mac else { continue };
-        let mac = format_mac(mac);
-        let tap_name = format!("runq{number}");
-        let fd = open_tap(&tap_name)?;
-        let tap_index = nix::net::if_::if_nametoindex(tap_name.as_str())
-            .with_context(|| format!("find {tap_name}"))?;
+        let Some(raw_mac) = link.mac else { continue };
+        let mac = format_mac(raw_mac);
+        let nic_name = format!("runq{number}");
 
         let own: Vec<_> = addresses
             .iter()
@@ -65,18 +68,82 @@ pub fn take_over() -> Result<(GuestNetwork, Vec<Tap>)> {
         }
 
         // The host side must stay silent: no addresses, no IPv6 of its own.
-        for name in [link.name.as_str(), tap_name.as_str()] {
-            disable_ipv6(name);
-        }
+        disable_ipv6(&link.name);
         for address in own.iter().filter(|a| a.ip.is_ipv4()) {
             netlink.delete_address(address)?;
         }
-        netlink.set_link(tap_index, true, Some(link.mtu), None)?;
-        netlink.redirect(link.index, tap_index)?;
-        netlink.redirect(tap_index, link.index)?;
+        let fd = match mode {
+            NetMode::Tap => connect_tap(&mut netlink, link, &nic_name)?,
+            NetMode::Macvtap => connect_macvtap(&mut netlink, link, raw_mac, &nic_name)?,
+        };
         taps.push(Tap { fd, mac });
     }
     Ok((network, taps))
+}
+
+/// A tap device, with everything the interface receives redirected to it and back.
+fn connect_tap(netlink: &mut Netlink, link: &Link, name: &str) -> Result<OwnedFd> {
+    let fd = open_tap(name)?;
+    let index = nix::net::if_::if_nametoindex(name).with_context(|| format!("find {name}"))?;
+    disable_ipv6(name);
+    netlink.set_link(index, true, Some(link.mtu), None)?;
+    netlink.redirect(link.index, index)?;
+    netlink.redirect(index, link.index)?;
+    Ok(fd)
+}
+
+/// A macvtap on the interface that takes over its MAC, so frames for the container reach the
+/// guest without a detour through tc. The interface itself gets a random MAC: the kernel
+/// refuses two macvlans with one address on a device.
+fn connect_macvtap(
+    netlink: &mut Netlink,
+    link: &Link,
+    mac: [u8; 6],
+    name: &str,
+) -> Result<OwnedFd> {
+    netlink.set_link(link.index, true, None, Some(random_local_mac()?))?;
+    netlink.add_macvtap(link.index, name, mac, link.mtu)?;
+    let index = nix::net::if_::if_nametoindex(name).with_context(|| format!("find {name}"))?;
+    disable_ipv6(name);
+    netlink.set_link(index, true, None, None)?;
+    open_macvtap(name, index)
+}
+
+/// Opens a macvtap's character device. The container's /dev has no node for it, so the
+/// proxy makes one from the numbers sysfs gives, opens it and removes it again.
+fn open_macvtap(name: &str, index: u32) -> Result<OwnedFd> {
+    let sysfs = format!("/sys/class/net/{name}/macvtap/tap{index}/dev");
+    let numbers = std::fs::read_to_string(&sysfs).with_context(|| format!("read {sysfs}"))?;
+    let (major, minor) = numbers
+        .trim()
+        .split_once(':')
+        .and_then(|(major, minor)| Some((major.parse().ok()?, minor.parse().ok()?)))
+        .with_context(|| format!("{sysfs}: not MAJOR:MINOR but {numbers:?}"))?;
+    let node = format!("/dev/{name}");
+    nix::sys::stat::mknod(
+        node.as_str(),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(major, minor),
+    )
+    .with_context(|| format!("make the device node {node}"))?;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&node)
+        .with_context(|| format!("open {node}"));
+    let _ = std::fs::remove_file(&node);
+    Ok(opened?.into())
+}
+
+/// A unicast, locally administered MAC nobody else will pick.
+fn random_local_mac() -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut mac))
+        .context("read /dev/urandom")?;
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Ok(mac)
 }
 
 fn netlink_family_inet6() -> netlink_packet_route::AddressFamily {

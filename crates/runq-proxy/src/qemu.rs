@@ -209,6 +209,7 @@ mod tests {
             accel: Accel::Tcg,
             cpu_model: None,
             root_fs: RootFs::Virtiofs,
+            net: runq_shared::options::NetMode::Tap,
             boot_timeout_secs: 60,
             nested_vm: false,
             debug: false,

@@ -22,6 +22,8 @@ pub struct VmSettings {
     /// QEMU `-cpu` value; `None` picks the accelerator's default.
     pub cpu_model: Option<String>,
     pub root_fs: RootFs,
+    /// How the container's interfaces reach the VM's NICs.
+    pub net: crate::options::NetMode,
     /// Seconds the guest has to report that the application started.
     pub boot_timeout_secs: u32,
     /// QEMU settings for running inside another VM.
@@ -199,6 +201,7 @@ mod tests {
                 root_fs: RootFs::NineP {
                     cache: NinePCache::Mmap,
                 },
+                net: crate::options::NetMode::Macvtap,
                 boot_timeout_secs: 60,
                 nested_vm: false,
                 debug: false,

@@ -76,7 +76,8 @@ pub enum FsKind {
     NineP,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NetMode {
     Tap,
     Macvtap,

@@ -109,6 +109,7 @@ fn prepare_bundle(dir: &Path, invocation: &Invocation, logger: &Logger) -> Resul
         assets_dir,
         accel,
         tun: host::has_tun(),
+        macvtap_major: host::macvtap_major(),
         rlimits: host::own_rlimits(),
     };
     let rewritten = rewrite::rewrite(&original, options, &facts, &bundle.runq_dir())?;

@@ -100,6 +100,23 @@ pub fn has_tun() -> bool {
     Path::new("/dev/net/tun").exists()
 }
 
+/// The major number the kernel gave macvtap's character devices, if it has macvtap.
+pub fn macvtap_major() -> Option<i64> {
+    let devices = std::fs::read_to_string("/proc/devices").ok()?;
+    character_major(&devices, "macvtap")
+}
+
+/// Finds a driver in the "Character devices:" part of /proc/devices.
+fn character_major(devices: &str, driver: &str) -> Option<i64> {
+    devices
+        .lines()
+        .skip_while(|line| !line.starts_with("Character devices"))
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.trim().split_once(' '))
+        .find(|(_, name)| name.trim() == driver)
+        .and_then(|(number, _)| number.parse().ok())
+}
+
 /// The limits runq itself runs with: what runc would hand an application whose spec sets
 /// none (they come from the engine), and so what the guest gives it.
 pub fn own_rlimits() -> Vec<runq_shared::config::Rlimit> {
@@ -120,4 +137,20 @@ pub fn own_rlimits() -> Vec<runq_shared::config::Rlimit> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::character_major;
+
+    const DEVICES: &str = "Character devices:\n  1 mem\n 10 misc\n246 macvtap\n\nBlock \
+                           devices:\n  7 loop\n247 macvtap\n";
+
+    #[test]
+    fn finds_a_character_driver_only_among_character_devices() {
+        assert_eq!(character_major(DEVICES, "macvtap"), Some(246));
+        assert_eq!(character_major(DEVICES, "misc"), Some(10));
+        assert_eq!(character_major(DEVICES, "loop"), None);
+        assert_eq!(character_major("", "macvtap"), None);
+    }
 }

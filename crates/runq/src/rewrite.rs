@@ -14,7 +14,7 @@ use runq_shared::config::{
     VmSettings,
 };
 use runq_shared::layout::{self, ASSETS_IN_CONTAINER, CONFIG_DIR_IN_CONTAINER, PROXY, RUNQ_DIR};
-use runq_shared::options::{FsKind, OptionError, RunqOptions};
+use runq_shared::options::{FsKind, NetMode, OptionError, RunqOptions};
 use thiserror::Error;
 
 /// Marks a spec runq wrote, so that a second create starts again from the original.
@@ -39,6 +39,8 @@ pub struct HostFacts {
     pub assets_dir: PathBuf,
     pub accel: Accel,
     pub tun: bool,
+    /// The macvtap character devices' major number, where the host kernel has macvtap.
+    pub macvtap_major: Option<i64>,
     /// The runtime's own limits, which the application inherits under runc for every
     /// resource its spec leaves out.
     pub rlimits: Vec<Rlimit>,
@@ -73,6 +75,11 @@ pub enum RewriteError {
          stack; use a bridge or macvlan network"
     )]
     SharedNetwork(String),
+    #[error(
+        "--net macvtap (RUNQ_NET=macvtap): this host's kernel has no macvtap (no \"macvtap\" \
+         in /proc/devices); use --net tap"
+    )]
+    NoMacvtap,
 }
 
 pub fn rewrite(
@@ -92,6 +99,9 @@ pub fn rewrite(
     add_runq_tmpfs(&mut effective, &options)?;
     // From here on, "original" includes runq's own tmpfs mounts.
     let original = &effective;
+    if options.net == NetMode::Macvtap && host.macvtap_major.is_none() {
+        return Err(RewriteError::NoMacvtap);
+    }
 
     let mut guest = guest_config(original, process, &options);
     for inherited in &host.rlimits {
@@ -176,6 +186,7 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
         accel: host.accel,
         cpu_model: options.cpu_model.clone(),
         root_fs: root_fs(options),
+        net: options.net,
         boot_timeout_secs: options.boot_timeout_secs,
         nested_vm: options.nested_vm,
         debug: options.debug,
@@ -453,7 +464,7 @@ fn host_spec(
                     .build()?,
             );
         }
-        allowed.push(allow_char_device(major, minor)?);
+        allowed.push(allow_char_device(major, Some(minor))?);
         Ok(())
     };
     if host.tun {
@@ -461,6 +472,11 @@ fn host_spec(
     }
     if host.accel == Accel::Kvm {
         add_device("/dev/kvm", 10, 232)?;
+    }
+    // The proxy creates its macvtaps at start and makes their nodes itself: minors are
+    // unknown until then.
+    if let (NetMode::Macvtap, Some(major)) = (options.net, host.macvtap_major) {
+        allowed.push(allow_char_device(major, None)?);
     }
     linux.set_devices(Some(devices));
     let mut resources = linux.resources().clone().unwrap_or_default();
@@ -497,14 +513,16 @@ fn bind(source: &Path, destination: &str) -> Result<Mount, RewriteError> {
         .build()?)
 }
 
-fn allow_char_device(major: i64, minor: i64) -> Result<LinuxDeviceCgroup, RewriteError> {
-    Ok(LinuxDeviceCgroupBuilder::default()
+fn allow_char_device(major: i64, minor: Option<i64>) -> Result<LinuxDeviceCgroup, RewriteError> {
+    let mut rule = LinuxDeviceCgroupBuilder::default()
         .allow(true)
         .typ(LinuxDeviceType::C)
         .major(major)
-        .minor(minor)
-        .access("rwm")
-        .build()?)
+        .access("rwm");
+    if let Some(minor) = minor {
+        rule = rule.minor(minor);
+    }
+    Ok(rule.build()?)
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod net;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

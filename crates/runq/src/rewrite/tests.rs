@@ -9,6 +9,7 @@ fn host(accel: Accel) -> HostFacts {
         assets_dir: PathBuf::from("/var/lib/runq/qemu"),
         accel,
         tun: true,
+        macvtap_major: Some(246),
         rlimits: vec![
             Rlimit {
                 kind: "RLIMIT_NOFILE".into(),
@@ -436,4 +437,62 @@ fn the_hosts_network_and_another_containers_are_refused() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("/proc/42/ns/net"), "{err}");
+}
+
+#[test]
+fn macvtap_mode_allows_the_macvtap_major_and_reaches_the_proxy() {
+    let options = RunqOptions {
+        net: NetMode::Macvtap,
+        ..RunqOptions::default()
+    };
+    let out = rewrite(
+        &docker_like(&[]),
+        &options,
+        &host(Accel::Tcg),
+        Path::new("/b/runq"),
+    )
+    .unwrap();
+    assert_eq!(out.vm.vm.net, NetMode::Macvtap);
+    let linux = out.spec.linux().as_ref().unwrap();
+    let rules = linux
+        .resources()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .as_ref()
+        .unwrap();
+    assert!(rules
+        .iter()
+        .any(|r| r.allow() && r.major() == Some(246) && r.minor().is_none()));
+
+    let tap = rewrite_default(&docker_like(&[]));
+    assert_eq!(tap.vm.vm.net, NetMode::Tap);
+    let rules = tap
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .as_ref()
+        .unwrap();
+    assert!(!rules
+        .devices()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|r| r.major() == Some(246)));
+}
+
+#[test]
+fn macvtap_mode_is_refused_where_the_kernel_has_none() {
+    let mut facts = host(Accel::Tcg);
+    facts.macvtap_major = None;
+    let err = rewrite(
+        &docker_like(&["RUNQ_NET=macvtap"]),
+        &RunqOptions::default(),
+        &facts,
+        Path::new("/b/runq"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("macvtap"), "{err}");
 }
