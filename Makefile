@@ -4,7 +4,7 @@
 RUNQ_ROOT ?= /var/lib/runq
 export RUNQ_ROOT
 
-.PHONY: all install demo docker test unit lint clean
+.PHONY: all install demo docker test bench unit lint clean
 
 all: install
 
@@ -23,6 +23,11 @@ docker: install
 ## test: install and set up Docker, then every test (unit tests, VM boots, Docker)
 test: docker
 	scripts/test.sh
+
+## bench: install and set up Docker, then the benchmarks (Markdown tables on stdout)
+bench: docker
+	cargo build --release --locked -p runq-bench
+	target/x86_64-unknown-linux-gnu/release/runq-bench net
 
 ## unit: the tests that need no root, QEMU or assets
 unit:

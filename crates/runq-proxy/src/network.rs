@@ -171,6 +171,7 @@ fn disable_ipv6(interface: &str) {
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
 /// A tap device created through /dev/net/tun; QEMU is handed its descriptor.
@@ -185,7 +186,7 @@ fn open_tap(name: &str) -> Result<OwnedFd> {
     for (dst, src) in request.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    request.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI;
+    request.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     // SAFETY: TUNSETIFF reads and writes the ifreq we own, on the tun fd we own.
     if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut request) } < 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("create tap {name}"));
