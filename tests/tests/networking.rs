@@ -295,7 +295,10 @@ fn containers_find_each_other_by_name_through_dockers_embedded_dns() {
         &[
             "sh",
             "-c",
-            &format!("grep nameserver /etc/resolv.conf; nslookup {}", server.0),
+            &format!(
+                "grep nameserver /etc/resolv.conf; nslookup {0}; ping -c 1 -w 60 {0}",
+                server.0
+            ),
         ],
     );
     let text = outcome.stdout_text();
@@ -303,5 +306,10 @@ fn containers_find_each_other_by_name_through_dockers_embedded_dns() {
     assert!(
         text.contains(&server_ip),
         "{server_ip} not resolved: {outcome:?}"
+    );
+    assert!(
+        text.contains(&format!("PING {} ({server_ip})", server.0))
+            && text.contains("1 packets received"),
+        "ping by name: {outcome:?}"
     );
 }
