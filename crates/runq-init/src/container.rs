@@ -12,7 +12,7 @@ use nix::fcntl::OFlag;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{ForkResult, Pid};
-use runq_shared::config::{GuestConfig, ProcessConfig};
+use runq_shared::config::{GuestConfig, ProcessConfig, SeccompFilter};
 use runq_shared::layout::GUEST_ROOTFS;
 
 use crate::{console, identity, mounts, seccomp, Context, InitError};
@@ -32,14 +32,35 @@ pub struct App {
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub fn spawn(config: &GuestConfig) -> Result<App, InitError> {
-    // Every later child of init starts in the application's PID namespace.
+    // Every later child of init starts in the application's PID namespace: exec sessions too.
     unshare(CloneFlags::CLONE_NEWPID).context(|| "new PID namespace".to_string())?;
-    let stdio = Stdio::new(config.process.terminal, config.process.terminal_onlcr)?;
+    fork_with_stdio(&config.process, || setup_and_exec(config))
+}
+
+/// Starts an exec session's process beside the application: in its PID (inherited from
+/// init), mount, IPC and UTS namespaces, with the session's own user, capabilities and
+/// limits, under the container's seccomp filter, as `runc exec` does.
+pub fn spawn_exec(
+    app: Pid,
+    process: &ProcessConfig,
+    seccomp: Option<&SeccompFilter>,
+) -> Result<App, InitError> {
+    fork_with_stdio(process, || {
+        enter_namespaces(app)?;
+        become_process(process, seccomp)
+    })
+}
+
+fn fork_with_stdio(
+    process: &ProcessConfig,
+    setup_and_exec: impl FnOnce() -> Result<(), ChildFailure>,
+) -> Result<App, InitError> {
+    let stdio = Stdio::new(process.terminal, process.terminal_onlcr)?;
     // SAFETY: runq-init is single-threaded, so the child has a consistent copy of the heap and
     // of every lock; it either execs or exits.
-    match unsafe { nix::unistd::fork() }.context(|| "fork the application".to_string())? {
+    match unsafe { nix::unistd::fork() }.context(|| "fork".to_string())? {
         ForkResult::Child => {
-            let failure = stdio.attach_child().and_then(|()| setup_and_exec(config));
+            let failure = stdio.attach_child().and_then(|()| setup_and_exec());
             let (code, message) = failure.unwrap_err_or_exit();
             let _ = writeln!(std::io::stderr(), "runq: {message}");
             // SAFETY: _exit ends the child without running the parent's atexit handlers or
@@ -47,10 +68,32 @@ pub fn spawn(config: &GuestConfig) -> Result<App, InitError> {
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            console::debug(&format!("application started as {child}"));
+            console::debug(&format!("{:?} started as {child}", process.args));
             Ok(stdio.into_app(child))
         }
     }
+}
+
+/// Joins the application's namespaces. Joining its mount namespace lands on the container
+/// root, which the application's init moved onto /.
+fn enter_namespaces(app: Pid) -> Result<(), ChildFailure> {
+    let namespaces = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    // All opened first: /proc is another one once the mount namespace changes.
+    let mut opened = Vec::new();
+    for (name, flag) in namespaces {
+        let path = format!("/proc/{app}/ns/{name}");
+        let file = std::fs::File::open(&path)
+            .map_err(fail(format!("open {path} (has the application ended?)")))?;
+        opened.push((name, flag, file));
+    }
+    for (name, flag, file) in opened {
+        nix::sched::setns(file, flag).map_err(fail(format!("join the {name} namespace")))?;
+    }
+    std::env::set_current_dir("/").map_err(fail("chdir /"))
 }
 
 /// A failure in the child before exec: the exit code to report and what went wrong.
@@ -201,19 +244,27 @@ fn setup_and_exec(config: &GuestConfig) -> Result<(), ChildFailure> {
         nix::unistd::sethostname(hostname).map_err(fail(format!("set hostname {hostname:?}")))?;
     }
     enter_root()?;
-    let process = &config.process;
+    if config.runqenv {
+        write_runqenv(&config.process)?;
+    }
+    become_process(&config.process, config.seccomp.as_ref())
+}
+
+/// Limits, directory, seccomp, user and capabilities of the process, then exec. Returns only
+/// on failure.
+fn become_process(
+    process: &ProcessConfig,
+    seccomp: Option<&SeccompFilter>,
+) -> Result<(), ChildFailure> {
     set_rlimits(process)?;
     if let Some(umask) = process.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
-    }
-    if config.runqenv {
-        write_runqenv(process)?;
     }
     // As root first, so a directory only its owner may enter works; again as the user below.
     let cwd_entered = std::env::set_current_dir(&process.cwd).is_ok();
     // As runc: without no_new_privs, loading a filter needs CAP_SYS_ADMIN, so it goes in
     // before the capabilities are narrowed; with it, as late as possible.
-    if let (Some(filter), false) = (&config.seccomp, process.no_new_privileges) {
+    if let (Some(filter), false) = (seccomp, process.no_new_privileges) {
         seccomp::load(filter).map_err(|e| (1, e))?;
     }
     identity::apply(process).map_err(|e| (1, e.to_string()))?;
@@ -223,7 +274,7 @@ fn setup_and_exec(config: &GuestConfig) -> Result<(), ChildFailure> {
     }
     if process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(fail("set no_new_privs"))?;
-        if let Some(filter) = &config.seccomp {
+        if let Some(filter) = seccomp {
             seccomp::load(filter).map_err(|e| (1, e))?;
         }
     }

@@ -63,7 +63,7 @@ fn run(channel: &mut Option<File>) -> Result<(), InitError> {
     let dns = dns_relay::listen_if_needed();
     let children = relay::block_child_signals()?;
     let app = container::spawn(&config)?;
-    let code = relay::run(port, app, children, dns)?;
+    let code = relay::run(port, &config, app, children, dns)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())
 }

@@ -1,9 +1,12 @@
-//! Relays the application's stdio, signals and exit over the control channel.
+//! Relays the stdio, signals and exits of the application and of every exec session over the
+//! control channel.
 //!
 //! One poll loop, no threads: init must stay single-threaded to fork safely. Each output
 //! stream is read only while the host has granted credit for it, and stdin is written without
-//! blocking, so neither a slow host nor an application that ignores its stdin stalls the loop.
+//! blocking, so neither a slow host nor a process that ignores its stdin stalls the loop, and
+//! one session never holds up another.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -14,11 +17,13 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use runq_shared::config::{GuestConfig, ProcessConfig};
 use runq_shared::protocol::{
     Decoder, Message, StreamKind, DATA_CHUNK, MAIN_SESSION, STREAM_WINDOW,
 };
 
-use crate::container::App;
+use crate::container::{self, App};
 use crate::dns_relay::DnsRelay;
 use crate::{console, Context, InitError};
 
@@ -38,71 +43,122 @@ struct Output {
     credit: u32,
 }
 
-struct Relay {
-    port: File,
-    decoder: Decoder,
-    app: App,
+/// A process whose stdio the relay carries: the application (session 0) or an exec.
+struct Session {
+    pid: Pid,
+    terminal: bool,
+    /// The pty master with a terminal, for resizing.
+    pty: Option<OwnedFd>,
     stdin: Option<OwnedFd>,
     stdin_buf: Vec<u8>,
     stdin_eof: bool,
     outputs: Vec<Output>,
     exit_code: Option<i32>,
+}
+
+impl Session {
+    fn new(mut app: App) -> Result<Session, InitError> {
+        let stdin = app
+            .stdin
+            .take()
+            .ok_or_else(|| InitError::Channel(std::io::Error::other("stdin already taken")))?;
+        if !app.terminal {
+            fcntl(stdin.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .context(|| "make stdin non-blocking".to_string())?;
+        }
+        let pty = if app.terminal {
+            Some(
+                app.stdout
+                    .try_clone()
+                    .context(|| "dup the pty".to_string())?,
+            )
+        } else {
+            None
+        };
+        let mut outputs = vec![Output {
+            stream: StreamKind::Stdout,
+            fd: Some(app.stdout),
+            credit: STREAM_WINDOW,
+        }];
+        if let Some(stderr) = app.stderr {
+            outputs.push(Output {
+                stream: StreamKind::Stderr,
+                fd: Some(stderr),
+                credit: STREAM_WINDOW,
+            });
+        }
+        Ok(Session {
+            pid: app.pid,
+            terminal: app.terminal,
+            pty,
+            stdin: Some(stdin),
+            stdin_buf: Vec::new(),
+            stdin_eof: false,
+            outputs,
+            exit_code: None,
+        })
+    }
+
+    /// The process exited and everything it wrote is delivered.
+    fn finished(&self) -> Option<i32> {
+        self.exit_code
+            .filter(|_| self.outputs.iter().all(|o| o.fd.is_none()))
+    }
+
+    fn close_stdin(&mut self) {
+        // A terminal has no end of input of its own; the pty stays for the output.
+        if !self.terminal {
+            self.stdin = None;
+        }
+    }
+}
+
+/// A descriptor the poll loop waits on for a session.
+#[derive(Clone, Copy)]
+enum Slot {
+    Stdin(u32),
+    Output(u32, usize),
+}
+
+struct Relay<'a> {
+    port: File,
+    decoder: Decoder,
+    config: &'a GuestConfig,
+    sessions: BTreeMap<u32, Session>,
     dns: Option<DnsRelay>,
 }
 
 /// Runs until the application has exited and its output is delivered; returns its exit code.
 pub fn run(
     port: File,
-    mut app: App,
+    config: &GuestConfig,
+    app: App,
     children: SignalFd,
     dns: Option<DnsRelay>,
 ) -> Result<i32, InitError> {
-    let stdin = app
-        .stdin
-        .take()
-        .ok_or_else(|| InitError::Channel(std::io::Error::other("stdin already taken")))?;
-    if !app.terminal {
-        fcntl(stdin.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-            .context(|| "make stdin non-blocking".to_string())?;
-    }
-    let mut outputs = vec![Output {
-        stream: StreamKind::Stdout,
-        fd: Some(
-            app.stdout
-                .try_clone()
-                .context(|| "dup stdout".to_string())?,
-        ),
-        credit: STREAM_WINDOW,
-    }];
-    if let Some(stderr) = &app.stderr {
-        outputs.push(Output {
-            stream: StreamKind::Stderr,
-            fd: Some(stderr.try_clone().context(|| "dup stderr".to_string())?),
-            credit: STREAM_WINDOW,
-        });
-    }
     let mut relay = Relay {
         port,
         decoder: Decoder::default(),
-        app,
-        stdin: Some(stdin),
-        stdin_buf: Vec::new(),
-        stdin_eof: false,
-        outputs,
-        exit_code: None,
+        config,
+        sessions: BTreeMap::from([(MAIN_SESSION, Session::new(app)?)]),
         dns,
     };
     relay.send(&Message::Started {
         session: MAIN_SESSION,
     })?;
     loop {
-        if let Some(code) = relay.exit_code {
-            if relay.outputs.iter().all(|o| o.fd.is_none()) {
+        let finished: Vec<(u32, i32)> = relay
+            .sessions
+            .iter()
+            .filter_map(|(&id, session)| session.finished().map(|code| (id, code)))
+            .collect();
+        for (session, code) in finished {
+            relay.sessions.remove(&session);
+            if session == MAIN_SESSION {
                 nix::unistd::sync();
-                relay.send(&Message::Exit {
-                    session: MAIN_SESSION,
-                    code,
-                })?;
+            }
+            relay.send(&Message::Exit { session, code })?;
+            if session == MAIN_SESSION {
                 return Ok(code);
             }
         }
@@ -110,7 +166,7 @@ pub fn run(
     }
 }
 
-impl Relay {
+impl Relay<'_> {
     fn send(&mut self, message: &Message) -> Result<(), InitError> {
         self.port
             .write_all(&message.encode())
@@ -118,7 +174,7 @@ impl Relay {
     }
 
     fn poll_once(&mut self, children: &SignalFd) -> Result<(), InitError> {
-        let (port_ready, children_ready, stdin_ready, outputs_ready, dns_ready) = {
+        let (port_ready, children_ready, dns_ready, slots_ready) = {
             let mut fds = vec![
                 PollFd::new(self.port.as_fd(), PollFlags::POLLIN),
                 PollFd::new(children.as_fd(), PollFlags::POLLIN),
@@ -127,18 +183,17 @@ impl Relay {
                 fds.push(PollFd::new(dns.socket.as_fd(), PollFlags::POLLIN));
                 fds.len() - 1
             });
-            let stdin_slot = match &self.stdin {
-                Some(fd) if !self.stdin_buf.is_empty() => {
+            let mut slots = Vec::new();
+            for (&id, session) in &self.sessions {
+                if let (Some(fd), false) = (&session.stdin, session.stdin_buf.is_empty()) {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLOUT));
-                    Some(fds.len() - 1)
+                    slots.push((Slot::Stdin(id), fds.len() - 1));
                 }
-                _ => None,
-            };
-            let mut output_slots = Vec::new();
-            for (index, output) in self.outputs.iter().enumerate() {
-                if let (Some(fd), true) = (&output.fd, output.credit > 0) {
-                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                    output_slots.push((index, fds.len() - 1));
+                for (index, output) in session.outputs.iter().enumerate() {
+                    if let (Some(fd), true) = (&output.fd, output.credit > 0) {
+                        fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                        slots.push((Slot::Output(id, index), fds.len() - 1));
+                    }
                 }
             }
             match poll(&mut fds, PollTimeout::NONE) {
@@ -154,13 +209,12 @@ impl Relay {
             (
                 ready(0),
                 ready(1),
-                stdin_slot.is_some_and(ready),
-                output_slots
-                    .into_iter()
-                    .filter(|&(_, slot)| ready(slot))
-                    .map(|(index, _)| index)
-                    .collect::<Vec<_>>(),
                 dns_slot.is_some_and(ready),
+                slots
+                    .into_iter()
+                    .filter(|&(_, index)| ready(index))
+                    .map(|(slot, _)| slot)
+                    .collect::<Vec<_>>(),
             )
         };
         if dns_ready {
@@ -171,11 +225,11 @@ impl Relay {
         if children_ready {
             self.reap(children);
         }
-        for index in outputs_ready {
-            self.forward_output(index)?;
-        }
-        if stdin_ready {
-            self.feed_stdin()?;
+        for slot in slots_ready {
+            match slot {
+                Slot::Output(id, index) => self.forward_output(id, index)?,
+                Slot::Stdin(id) => self.feed_stdin(id)?,
+            }
         }
         if port_ready {
             self.read_port()?;
@@ -186,21 +240,26 @@ impl Relay {
     fn reap(&mut self, children: &SignalFd) {
         while let Ok(Some(_)) = children.read_signal() {}
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == self.app.pid => {
-                    self.exit_code = Some(code)
-                }
-                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == self.app.pid => {
-                    self.exit_code = Some(128 + signal as i32)
-                }
+            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
+                Ok(_) => continue,
+            };
+            if let Some(session) = self.sessions.values_mut().find(|s| s.pid == pid) {
+                session.exit_code = Some(code);
             }
         }
     }
 
-    fn forward_output(&mut self, index: usize) -> Result<(), InitError> {
-        let output = &mut self.outputs[index];
+    fn forward_output(&mut self, id: u32, index: usize) -> Result<(), InitError> {
+        let Some(output) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|session| session.outputs.get_mut(index))
+        else {
+            return Ok(());
+        };
         let Some(fd) = &output.fd else {
             return Ok(());
         };
@@ -212,7 +271,7 @@ impl Relay {
                 // EIO: the pty's last slave is closed.
                 output.fd = None;
                 Message::Eof {
-                    session: MAIN_SESSION,
+                    session: id,
                     stream,
                 }
             }
@@ -220,17 +279,17 @@ impl Relay {
                 output.credit -= n as u32;
                 buf.truncate(n);
                 Message::Data {
-                    session: MAIN_SESSION,
+                    session: id,
                     stream,
                     bytes: buf,
                 }
             }
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => return Ok(()),
             Err(e) => {
-                console::log(&format!("read {stream:?}: {e}"));
+                console::log(&format!("read {stream:?} of session {id}: {e}"));
                 output.fd = None;
                 Message::Eof {
-                    session: MAIN_SESSION,
+                    session: id,
                     stream,
                 }
             }
@@ -238,35 +297,31 @@ impl Relay {
         self.send(&message)
     }
 
-    fn feed_stdin(&mut self) -> Result<(), InitError> {
-        let Some(fd) = &self.stdin else {
+    fn feed_stdin(&mut self, id: u32) -> Result<(), InitError> {
+        let Some(session) = self.sessions.get_mut(&id) else {
             return Ok(());
         };
-        let written = match nix::unistd::write(fd, &self.stdin_buf) {
+        let Some(fd) = &session.stdin else {
+            return Ok(());
+        };
+        let written = match nix::unistd::write(fd, &session.stdin_buf) {
             Ok(n) => n,
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => return Ok(()),
             Err(_) => {
-                // The application closed its stdin: what is left will never be read.
-                self.stdin = None;
-                self.stdin_buf.len()
+                // The process closed its stdin: what is left will never be read.
+                session.stdin = None;
+                session.stdin_buf.len()
             }
         };
-        self.stdin_buf.drain(..written);
-        if self.stdin_buf.is_empty() && self.stdin_eof {
-            self.close_stdin();
+        session.stdin_buf.drain(..written);
+        if session.stdin_buf.is_empty() && session.stdin_eof {
+            session.close_stdin();
         }
         self.send(&Message::Credit {
-            session: MAIN_SESSION,
+            session: id,
             stream: StreamKind::Stdin,
             bytes: written as u32,
         })
-    }
-
-    fn close_stdin(&mut self) {
-        // A terminal has no end of input of its own; the pty stays for the output.
-        if !self.app.terminal {
-            self.stdin = None;
-        }
     }
 
     fn read_port(&mut self) -> Result<(), InitError> {
@@ -285,18 +340,54 @@ impl Relay {
     }
 
     fn handle(&mut self, message: Message) -> Result<(), InitError> {
+        if let Message::Exec { session, json } = message {
+            return self.start_exec(session, &json);
+        }
+        if let Message::DnsAnswer { id, packet } = message {
+            if let Some(dns) = self.dns.as_mut() {
+                dns.answer(id, &packet);
+            }
+            return Ok(());
+        }
+        let id = match &message {
+            Message::Data { session, .. }
+            | Message::Eof { session, .. }
+            | Message::Credit { session, .. }
+            | Message::Signal { session, .. }
+            | Message::Resize { session, .. } => *session,
+            other => {
+                console::log(&format!("unexpected message {other:?}"));
+                return Ok(());
+            }
+        };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            // A session that just ended; stdin for it has nowhere to go.
+            if let Message::Data {
+                stream: StreamKind::Stdin,
+                bytes,
+                ..
+            } = message
+            {
+                self.send(&Message::Credit {
+                    session: id,
+                    stream: StreamKind::Stdin,
+                    bytes: bytes.len() as u32,
+                })?;
+            }
+            return Ok(());
+        };
         match message {
             Message::Data {
                 stream: StreamKind::Stdin,
                 bytes,
                 ..
             } => {
-                if self.stdin.is_some() {
-                    self.stdin_buf.extend_from_slice(&bytes);
+                if session.stdin.is_some() {
+                    session.stdin_buf.extend_from_slice(&bytes);
                 } else {
                     // Nobody reads them any more; keep the host's window open.
                     self.send(&Message::Credit {
-                        session: MAIN_SESSION,
+                        session: id,
                         stream: StreamKind::Stdin,
                         bytes: bytes.len() as u32,
                     })?;
@@ -306,30 +397,19 @@ impl Relay {
                 stream: StreamKind::Stdin,
                 ..
             } => {
-                self.stdin_eof = true;
-                if self.stdin_buf.is_empty() {
-                    self.close_stdin();
+                session.stdin_eof = true;
+                if session.stdin_buf.is_empty() {
+                    session.close_stdin();
                 }
             }
             Message::Credit { stream, bytes, .. } => {
-                if let Some(output) = self.outputs.iter_mut().find(|o| o.stream == stream) {
+                if let Some(output) = session.outputs.iter_mut().find(|o| o.stream == stream) {
                     output.credit = output.credit.saturating_add(bytes).min(STREAM_WINDOW);
                 }
             }
-            Message::Signal { signal, .. } => {
-                match Signal::try_from(signal) {
-                    Ok(signal) => {
-                        let _ = kill(self.app.pid, signal);
-                    }
-                    Err(_) => {
-                        // Real-time signals are not in nix's enum.
-                        // SAFETY: kill takes plain integers.
-                        unsafe { libc::kill(self.app.pid.as_raw(), signal) };
-                    }
-                }
-            }
+            Message::Signal { signal, .. } => send_signal(session.pid, signal),
             Message::Resize { rows, cols, .. } => {
-                if self.app.terminal {
+                if let Some(pty) = &session.pty {
                     let size = libc::winsize {
                         ws_row: rows,
                         ws_col: cols,
@@ -337,16 +417,58 @@ impl Relay {
                         ws_ypixel: 0,
                     };
                     // SAFETY: TIOCSWINSZ reads the winsize we pass; the fd is the pty master.
-                    unsafe { libc::ioctl(self.app.stdout.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+                    unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) };
                 }
             }
-            Message::DnsAnswer { id, packet } => {
-                if let Some(dns) = self.dns.as_mut() {
-                    dns.answer(id, &packet);
-                }
-            }
-            other => console::log(&format!("unexpected message {other:?}")),
+            _ => {}
         }
         Ok(())
+    }
+
+    fn start_exec(&mut self, id: u32, json: &[u8]) -> Result<(), InitError> {
+        let started = if self.config.noexec {
+            Err("exec is disabled for this container (--noexec / RUNQ_NOEXEC)".to_string())
+        } else if id == MAIN_SESSION || self.sessions.contains_key(&id) {
+            Err(format!("exec session {id} exists already"))
+        } else {
+            self.spawn_exec(json)
+        };
+        match started {
+            Ok(session) => {
+                self.sessions.insert(id, session);
+                self.send(&Message::Started { session: id })
+            }
+            Err(message) => self.send(&Message::Error {
+                session: id,
+                message,
+            }),
+        }
+    }
+
+    fn spawn_exec(&self, json: &[u8]) -> Result<Session, String> {
+        let process: ProcessConfig =
+            serde_json::from_slice(json).map_err(|e| format!("invalid exec process: {e}"))?;
+        let app = self
+            .sessions
+            .get(&MAIN_SESSION)
+            .filter(|main| main.exit_code.is_none())
+            .ok_or("the container's application has ended")?
+            .pid;
+        container::spawn_exec(app, &process, self.config.seccomp.as_ref())
+            .and_then(Session::new)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn send_signal(pid: Pid, signal: i32) {
+    match Signal::try_from(signal) {
+        Ok(signal) => {
+            let _ = kill(pid, signal);
+        }
+        Err(_) => {
+            // Real-time signals are not in nix's enum.
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid.as_raw(), signal) };
+        }
     }
 }

@@ -1,27 +1,13 @@
 //! The control channel's host end: QEMU connects to our listening socket at start-up; one
-//! thread reads frames into the event queue, and every sender writes whole frames under a
-//! lock so they never interleave.
+//! thread reads frames into the event queue; senders share a [`FrameWriter`].
 
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
 
-use runq_shared::protocol::{read_message, Message};
+use runq_shared::protocol::read_message;
+use runq_stdio::FrameWriter;
 
 use crate::Event;
-
-#[derive(Clone)]
-pub struct ChannelWriter(Arc<Mutex<UnixStream>>);
-
-impl ChannelWriter {
-    pub fn send(&self, message: &Message) -> std::io::Result<()> {
-        let mut stream = self
-            .0
-            .lock()
-            .map_err(|_| std::io::Error::other("channel writer lock poisoned"))?;
-        message.write_to(&mut *stream)
-    }
-}
 
 pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -40,9 +26,7 @@ pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::R
             };
             drop(listener);
             if events
-                .send(Event::Connected(ChannelWriter(Arc::new(Mutex::new(
-                    writer,
-                )))))
+                .send(Event::Connected(FrameWriter::new(writer)))
                 .is_err()
             {
                 return;

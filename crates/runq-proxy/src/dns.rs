@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use runq_shared::protocol::Message;
 
-use crate::channel::ChannelWriter;
+use runq_stdio::FrameWriter;
 
 const EMBEDDED_DNS: (&str, u16) = ("127.0.0.11", 53);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Asks the embedded server on a thread of its own; an unanswered query gets no reply, and
 /// the resolver in the guest retries as it would with any lost packet.
-pub fn resolve_in_background(id: u32, query: Vec<u8>, channel: ChannelWriter) {
+pub fn resolve_in_background(id: u32, query: Vec<u8>, channel: FrameWriter) {
     let _ = std::thread::Builder::new()
         .name("dns".into())
         .spawn(move || {

@@ -8,12 +8,12 @@
 mod channel;
 mod children;
 mod dns;
+mod exec;
 mod fds;
 mod network;
 mod qemu;
 mod share;
 mod signals;
-mod stdio;
 mod supervisor;
 
 use std::os::fd::AsRawFd;
@@ -27,18 +27,36 @@ use runq_shared::config::{RootFs, VmConfig};
 use runq_shared::layout::{CONFIG_DIR_IN_CONTAINER, VM_CONFIG_FILE};
 use runq_shared::protocol::Message;
 
-use crate::channel::ChannelWriter;
 use crate::qemu::{HostFacts, Paths};
 use crate::supervisor::Supervisor;
+use runq_stdio::FrameWriter;
 
 /// What the proxy's threads report to its main loop.
 pub enum Event {
-    Connected(ChannelWriter),
+    Connected(FrameWriter),
     Guest(Message),
     ChannelClosed(Option<String>),
-    ChildExited { pid: i32, status: String },
+    ChildExited {
+        pid: i32,
+        status: String,
+    },
     Signal(i32),
     WindowChanged,
+    /// A client on the exec socket asks for a session running this process.
+    ExecRequest {
+        session: u32,
+        json: Vec<u8>,
+        client: FrameWriter,
+    },
+    /// A frame from an exec client for its session.
+    ExecClient {
+        session: u32,
+        message: Message,
+    },
+    /// The exec client hung up.
+    ExecClientGone {
+        session: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,8 +82,8 @@ fn run() -> Result<i32> {
     let guest_mounts = config.guest.mounts.iter().map(|m| m.destination.as_str());
     share::prepare(&paths.shared_root, guest_mounts)?;
     if config.guest.process.terminal {
-        config.guest.process.terminal_onlcr = stdio::terminal_onlcr();
-        stdio::make_raw();
+        config.guest.process.terminal_onlcr = runq_stdio::terminal_onlcr();
+        runq_stdio::make_raw();
     }
 
     let (events, queue) = mpsc::channel();
@@ -73,6 +91,10 @@ fn run() -> Result<i32> {
     let _ = std::fs::remove_file(&paths.agent_socket);
     let agent = UnixListener::bind(&paths.agent_socket)
         .with_context(|| format!("listen on {}", paths.agent_socket.display()))?;
+    if !config.guest.noexec {
+        exec::spawn_listener(Path::new(runq_shared::layout::EXEC_SOCKET), events.clone())
+            .context("listen for exec sessions")?;
+    }
     channel::spawn_reader(agent, events).context("start the channel thread")?;
 
     let virtiofsd = match config.vm.root_fs {

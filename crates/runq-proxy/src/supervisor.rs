@@ -1,5 +1,6 @@
 //! The proxy's main loop: one state machine fed by the channel, signal and child events.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Child;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -9,11 +10,15 @@ use anyhow::{anyhow, bail, Result};
 use runq_shared::config::VmConfig;
 use runq_shared::protocol::{Message, StreamKind, MAIN_SESSION, PROTOCOL_VERSION, STREAM_WINDOW};
 
-use crate::channel::ChannelWriter;
 use crate::children::tail;
 use crate::qemu::Paths;
-use crate::stdio::{self, Credit, Output};
 use crate::Event;
+use runq_stdio::FrameWriter;
+use runq_stdio::{self as stdio, Credit, Output};
+
+/// What an exec session ends with when the container ends under it: killed, as the PID
+/// namespace's end kills it under runc.
+const EXEC_KILLED: i32 = 128 + libc::SIGKILL;
 
 /// How long a guest that reported the exit may take to power off before QEMU is killed.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
@@ -37,11 +42,13 @@ pub struct Supervisor {
     virtiofsd: Option<Child>,
     paths: Paths,
     phase: Phase,
-    channel: Option<ChannelWriter>,
+    channel: Option<FrameWriter>,
     stdin_credit: Credit,
     stdout: Option<Output>,
     stderr: Option<Output>,
     pending_signals: Vec<i32>,
+    /// Exec sessions by number, each with the connection of its client.
+    exec_clients: HashMap<u32, FrameWriter>,
 }
 
 impl Supervisor {
@@ -62,6 +69,7 @@ impl Supervisor {
             stdout: None,
             stderr: None,
             pending_signals: Vec::new(),
+            exec_clients: HashMap::new(),
         }
     }
 
@@ -95,6 +103,12 @@ impl Supervisor {
             }
         };
         self.finish_output();
+        for (session, client) in self.exec_clients.drain() {
+            let _ = client.send(&Message::Exit {
+                session,
+                code: EXEC_KILLED,
+            });
+        }
         self.stop_children();
         result
     }
@@ -135,11 +149,79 @@ impl Supervisor {
                 Phase::Exited(_) | Phase::Failed | Phase::ChannelLost => {}
             },
             Event::WindowChanged => self.send_window_size()?,
+            Event::ExecRequest {
+                session,
+                json,
+                client,
+            } => self.start_exec(session, json, client)?,
+            Event::ExecClient { session, message } => {
+                if self.exec_clients.contains_key(&session) {
+                    if let Some(message) = crate::exec::for_session(message, session) {
+                        self.send(&message)?;
+                    }
+                }
+            }
+            Event::ExecClientGone { session } => {
+                // Nobody is left to see its output or its exit: as with a killed `runc exec`
+                // relay, the process goes too.
+                if self.exec_clients.remove(&session).is_some() {
+                    self.send(&Message::Signal {
+                        session,
+                        signal: libc::SIGKILL,
+                    })?;
+                }
+            }
         }
         Ok(None)
     }
 
+    fn start_exec(&mut self, session: u32, json: Vec<u8>, client: FrameWriter) -> Result<()> {
+        let refusal = if self.config.guest.noexec {
+            Some("exec is disabled for this container (--noexec / RUNQ_NOEXEC)")
+        } else if self.phase != Phase::Running {
+            Some("the container is not running")
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            let _ = client.send(&Message::Error {
+                session,
+                message: message.into(),
+            });
+            return Ok(());
+        }
+        self.exec_clients.insert(session, client);
+        self.send(&Message::Exec { session, json })
+    }
+
+    /// Passes a guest message of an exec session to its client.
+    fn route_to_client(&mut self, session: u32, message: Message) -> Result<()> {
+        let ends = matches!(message, Message::Exit { .. } | Message::Error { .. });
+        let delivered = match self.exec_clients.get(&session) {
+            Some(client) => client.send(&message).is_ok(),
+            None => false,
+        };
+        if ends {
+            self.exec_clients.remove(&session);
+        } else if !delivered {
+            // The client is gone; keep the session's window open until its kill lands.
+            if let Message::Data { stream, bytes, .. } = message {
+                self.send(&Message::Credit {
+                    session,
+                    stream,
+                    bytes: bytes.len() as u32,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     fn handle_guest(&mut self, message: Message) -> Result<()> {
+        if let Some(session) =
+            crate::exec::session_of(&message).filter(|&session| session != MAIN_SESSION)
+        {
+            return self.route_to_client(session, message);
+        }
         match message {
             Message::Hello { version } => {
                 if version != PROTOCOL_VERSION {
@@ -199,9 +281,17 @@ impl Supervisor {
             .clone()
             .ok_or_else(|| anyhow!("guest started before the channel connected"))?;
         self.phase = Phase::Running;
-        self.stdout = Some(Output::spawn(StreamKind::Stdout, channel.clone())?);
-        self.stderr = Some(Output::spawn(StreamKind::Stderr, channel.clone())?);
-        stdio::spawn_stdin_pump(channel, self.stdin_credit.clone())?;
+        self.stdout = Some(Output::spawn(
+            MAIN_SESSION,
+            StreamKind::Stdout,
+            channel.clone(),
+        )?);
+        self.stderr = Some(Output::spawn(
+            MAIN_SESSION,
+            StreamKind::Stderr,
+            channel.clone(),
+        )?);
+        stdio::spawn_stdin_pump(MAIN_SESSION, channel, self.stdin_credit.clone())?;
         if self.config.guest.process.terminal {
             self.send_window_size()?;
         }

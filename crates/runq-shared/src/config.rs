@@ -92,6 +92,9 @@ pub struct GuestConfig {
     /// Write the environment to /.runqenv (mode 0400, owned by the user) for login shells.
     #[serde(default)]
     pub runqenv: bool,
+    /// Refuse exec sessions (`--noexec`): the guest runs no exec service.
+    #[serde(default)]
+    pub noexec: bool,
     /// The container's interfaces, as the proxy found them in its network namespace.
     #[serde(default)]
     pub network: GuestNetwork,

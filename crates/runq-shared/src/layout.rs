@@ -27,6 +27,13 @@ pub const BUNDLE_RUNQ_DIR: &str = "runq";
 /// The proxy binary, relative to the assets directory.
 pub const PROXY: &str = "proxy";
 
+/// The proxy's exec socket inside the container (root only): `runq exec`'s relay and the
+/// `runq-exec` command connect here. From the host: `/proc/<proxy pid>/root` + this.
+pub const EXEC_SOCKET: &str = "/.runq/exec.sock";
+
+/// The exec client binary, relative to the assets directory.
+pub const EXEC_CLIENT: &str = "runq-exec";
+
 /// Name of the virtio-serial port that carries the control channel.
 pub const AGENT_PORT_NAME: &str = "runq.agent";
 

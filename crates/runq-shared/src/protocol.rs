@@ -82,6 +82,10 @@ pub enum Message {
     DnsQuery { id: u32, packet: Vec<u8> },
     /// Host to guest: the answer to the query with this id.
     DnsAnswer { id: u32, packet: Vec<u8> },
+    /// Start an exec session: a [`crate::config::ProcessConfig`] as JSON, to run inside the
+    /// application's namespaces. From an exec client to the proxy the session is ignored; the
+    /// proxy numbers sessions and forwards the request to the guest.
+    Exec { session: u32, json: Vec<u8> },
 }
 
 #[derive(Debug, Error)]
@@ -118,6 +122,7 @@ const TAG_EXIT: u8 = 9;
 const TAG_ERROR: u8 = 10;
 const TAG_DNS_QUERY: u8 = 11;
 const TAG_DNS_ANSWER: u8 = 12;
+const TAG_EXEC: u8 = 13;
 
 impl Message {
     /// The frame for this message, length prefix included.
@@ -195,6 +200,11 @@ impl Message {
                 body.extend_from_slice(&id.to_be_bytes());
                 body.extend_from_slice(packet);
                 TAG_DNS_ANSWER
+            }
+            Message::Exec { session, json } => {
+                body.extend_from_slice(&session.to_be_bytes());
+                body.extend_from_slice(json);
+                TAG_EXEC
             }
         };
         let len = u32::try_from(body.len() + 1).unwrap_or(u32::MAX);
@@ -280,6 +290,10 @@ impl Message {
                     Message::DnsAnswer { id, packet }
                 }
             }
+            TAG_EXEC => Message::Exec {
+                session: fields.take::<4>("at least 4").map(u32::from_be_bytes)?,
+                json: fields.body.to_vec(),
+            },
             other => return Err(ProtocolError::UnknownTag(other)),
         };
         Ok(message)
@@ -463,6 +477,10 @@ mod tests {
             Message::DnsAnswer {
                 id: 9,
                 packet: vec![],
+            },
+            Message::Exec {
+                session: 21,
+                json: br#"{"args":["true"]}"#.to_vec(),
             },
         ]
     }

@@ -219,33 +219,38 @@ fn root_fs(options: &RunqOptions) -> RootFs {
     }
 }
 
+/// What the guest needs of an OCI process: the container's main one, or an exec's.
+pub fn process_config(process: &Process) -> ProcessConfig {
+    let user = process.user();
+    ProcessConfig {
+        args: process.args().clone().unwrap_or_default(),
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().to_string_lossy().into_owned(),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask(),
+        terminal: process.terminal().unwrap_or(false),
+        terminal_onlcr: true,
+        capabilities: capabilities(process.capabilities().as_ref()),
+        rlimits: process
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|limit| Rlimit {
+                kind: limit.typ().to_string(),
+                soft: limit.soft(),
+                hard: limit.hard(),
+            })
+            .collect(),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+    }
+}
+
 fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestConfig {
     let linux = spec.linux().as_ref();
-    let user = process.user();
     GuestConfig {
-        process: ProcessConfig {
-            args: process.args().clone().unwrap_or_default(),
-            env: process.env().clone().unwrap_or_default(),
-            cwd: process.cwd().to_string_lossy().into_owned(),
-            uid: user.uid(),
-            gid: user.gid(),
-            additional_gids: user.additional_gids().clone().unwrap_or_default(),
-            umask: user.umask(),
-            terminal: process.terminal().unwrap_or(false),
-            terminal_onlcr: true,
-            capabilities: capabilities(process.capabilities().as_ref()),
-            rlimits: process
-                .rlimits()
-                .iter()
-                .flatten()
-                .map(|limit| Rlimit {
-                    kind: limit.typ().to_string(),
-                    soft: limit.soft(),
-                    hard: limit.hard(),
-                })
-                .collect(),
-            no_new_privileges: process.no_new_privileges().unwrap_or(false),
-        },
+        process: process_config(process),
         root_fs: root_fs(options),
         hostname: spec.hostname().clone(),
         mounts: spec
@@ -267,6 +272,7 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
             .collect::<BTreeMap<_, _>>(),
         seccomp: None,
         runqenv: options.runqenv,
+        noexec: options.noexec,
         // Known only once the engine's hooks ran: the proxy fills it in at start.
         network: Default::default(),
         dns: if options.dns_preserve {

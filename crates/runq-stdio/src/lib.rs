@@ -1,4 +1,5 @@
-//! The main process's stdio on the host side: the container's fds 0, 1 and 2.
+//! The host end of a session's stdio: this process's fds 0, 1 and 2, carried as frames of one
+//! session. runq-proxy serves the application's with it, runq-exec an exec session's.
 //!
 //! stdin is read only as far as the guest has granted credit; output chunks are written by
 //! one thread per stream, which returns credit once a chunk is out, so a slow reader of stdout
@@ -6,14 +7,32 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use nix::sys::termios::{self, SetArg};
-use runq_shared::protocol::{Message, StreamKind, DATA_CHUNK, MAIN_SESSION};
+use runq_shared::protocol::{Message, StreamKind, DATA_CHUNK};
 
-use crate::channel::ChannelWriter;
+/// The sending end of a framed connection, shared by threads: every sender writes whole
+/// frames under a lock so they never interleave.
+#[derive(Clone)]
+pub struct FrameWriter(Arc<Mutex<UnixStream>>);
+
+impl FrameWriter {
+    pub fn new(stream: UnixStream) -> FrameWriter {
+        FrameWriter(Arc::new(Mutex::new(stream)))
+    }
+
+    pub fn send(&self, message: &Message) -> std::io::Result<()> {
+        let mut stream = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("frame writer lock poisoned"))?;
+        message.write_to(&mut *stream)
+    }
+}
 
 /// Bytes of stdin the guest will still accept.
 #[derive(Clone, Default)]
@@ -51,7 +70,7 @@ impl Credit {
 }
 
 /// Forwards fd 0 to the guest until end of file.
-pub fn spawn_stdin_pump(channel: ChannelWriter, credit: Credit) -> std::io::Result<()> {
+pub fn spawn_stdin_pump(session: u32, channel: FrameWriter, credit: Credit) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
@@ -64,13 +83,13 @@ pub fn spawn_stdin_pump(channel: ChannelWriter, credit: Credit) -> std::io::Resu
                 }
                 let message = match stdin.read(&mut buf[..allowed]) {
                     Ok(0) | Err(_) => Message::Eof {
-                        session: MAIN_SESSION,
+                        session,
                         stream: StreamKind::Stdin,
                     },
                     Ok(n) => {
                         credit.add((allowed - n) as u32);
                         Message::Data {
-                            session: MAIN_SESSION,
+                            session,
                             stream: StreamKind::Stdin,
                             bytes: buf[..n].to_vec(),
                         }
@@ -85,20 +104,24 @@ pub fn spawn_stdin_pump(channel: ChannelWriter, credit: Credit) -> std::io::Resu
         .map(drop)
 }
 
-/// One output stream (stdout or stderr) of the main process.
+/// One output stream (stdout or stderr) of the session.
 pub struct Output {
     chunks: Option<Sender<Vec<u8>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Output {
-    pub fn spawn(stream: StreamKind, channel: ChannelWriter) -> std::io::Result<Output> {
+    pub fn spawn(
+        session: u32,
+        stream: StreamKind,
+        channel: FrameWriter,
+    ) -> std::io::Result<Output> {
         // Unbounded in chunks but not in bytes: the guest never has more than a window of
         // this stream in flight. Blocking here would stall the channel reader.
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("{stream:?}"))
-            .spawn(move || write_chunks(stream, receiver, channel))?;
+            .spawn(move || write_chunks(session, stream, receiver, channel))?;
         Ok(Output {
             chunks: Some(sender),
             thread: Some(thread),
@@ -120,7 +143,7 @@ impl Output {
     }
 }
 
-fn write_chunks(stream: StreamKind, chunks: Receiver<Vec<u8>>, channel: ChannelWriter) {
+fn write_chunks(session: u32, stream: StreamKind, chunks: Receiver<Vec<u8>>, channel: FrameWriter) {
     let mut out: Box<dyn Write> = match stream {
         StreamKind::Stderr => Box::new(std::io::stderr()),
         _ => Box::new(std::io::stdout()),
@@ -132,7 +155,7 @@ fn write_chunks(stream: StreamKind, chunks: Receiver<Vec<u8>>, channel: ChannelW
             broken = out.write_all(&chunk).and_then(|()| out.flush()).is_err();
         }
         let _ = channel.send(&Message::Credit {
-            session: MAIN_SESSION,
+            session,
             stream,
             bytes: chunk.len() as u32,
         });
