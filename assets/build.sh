@@ -1,8 +1,8 @@
 #!/bin/bash
-# build.sh DESTDIR INIT_BINARY PROXY_BINARY
+# build.sh DESTDIR INIT_BINARY PROXY_BINARY EXEC_BINARY
 #
 # Lays out the runq asset tree (normally DESTDIR=/var/lib/runq/qemu):
-#   DESTDIR/proxy
+#   DESTDIR/proxy  DESTDIR/runq-exec (the exec relay, also the host command)
 #   DESTDIR/bin/{qemu-system-x86_64,virtiofsd}  DESTDIR/lib/*  DESTDIR/share/qemu/*
 #   DESTDIR/kernel/{vmlinux,initrd,release}     DESTDIR/kernel/modules/<release>/...
 # It builds in DESTDIR.new (seeded with hard links to the current tree, so
@@ -19,7 +19,7 @@ set -euo pipefail
 
 HERE=$(dirname "$(readlink -f "$0")")
 
-usage() { die "usage: $0 DESTDIR INIT_BINARY PROXY_BINARY"; }
+usage() { die "usage: $0 DESTDIR INIT_BINARY PROXY_BINARY EXEC_BINARY"; }
 
 # Start DESTDIR.new from the live tree (hard links), or empty. Every step below
 # replaces files by rename or unlink+create, never by writing into them, so
@@ -38,7 +38,7 @@ seed() {
 check_layout() {
 	local d=$1 f rel
 	rel=$(cat "$d/kernel/release")
-	for f in proxy bin/qemu-system-x86_64 bin/virtiofsd lib/ld-linux-x86-64.so.2 \
+	for f in proxy runq-exec bin/qemu-system-x86_64 bin/virtiofsd lib/ld-linux-x86-64.so.2 \
 		share/qemu/bios-microvm.bin kernel/vmlinux kernel/initrd "kernel/modules/$rel/modules.dep"; do
 		[[ -e $d/$f ]] || die "incomplete tree: $d/$f missing"
 	done
@@ -58,10 +58,11 @@ swap_in() {
 }
 
 main() {
-	[[ $# -eq 3 ]] || usage
-	local dest init=$2 proxy=$3
+	[[ $# -eq 4 ]] || usage
+	local dest init=$2 proxy=$3 exec_client=$4
 	[[ -f $init ]] || die "init binary $init not found (build runq-init first)"
 	[[ -f $proxy ]] || die "proxy binary $proxy not found (build runq-proxy first)"
+	[[ -f $exec_client ]] || die "exec binary $exec_client not found (build runq-exec first)"
 	[[ $(id -u) -eq 0 ]] || die "must run as root (the tree is made root-owned)"
 	mkdir -p "$(dirname "$1")"
 	dest=$(readlink -f "$1")
@@ -73,6 +74,7 @@ main() {
 	"$HERE/build-initrd.sh" "$init" "$new/kernel/modules" "$(cat "$new/kernel/release")" "$new/kernel/initrd"
 	"$HERE/copy-qemu.sh" "$new"
 	install -C -m 0755 "$proxy" "$new/proxy"
+	install -C -m 0755 "$exec_client" "$new/runq-exec"
 
 	check_layout "$new"
 	fix_permissions "$new"

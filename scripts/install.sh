@@ -57,9 +57,11 @@ install_runq() {
 	step "laying out $RUNQ_ROOT"
 	mkdir -p "$RUNQ_ROOT" "$CACHE"
 	VIRTIOFSD=$CACHE/virtiofsd/bin/virtiofsd RUNQ_CACHE=$CACHE \
-		"$top/assets/build.sh" "$RUNQ_ROOT/qemu" "$release/runq-init" "$release/runq-proxy"
+		"$top/assets/build.sh" "$RUNQ_ROOT/qemu" "$release/runq-init" "$release/runq-proxy" \
+		"$release/runq-exec"
 	install -m 0755 "$release/runq" "$RUNQ_ROOT/runq.new"
 	mv -f "$RUNQ_ROOT/runq.new" "$RUNQ_ROOT/runq"
+	ln -sfn qemu/runq-exec "$RUNQ_ROOT/runq-exec"
 	chmod 0755 "$RUNQ_ROOT"
 }
 

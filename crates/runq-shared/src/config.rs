@@ -226,6 +226,7 @@ mod tests {
                 sysctl: BTreeMap::new(),
                 seccomp: None,
                 runqenv: false,
+                noexec: true,
                 network: GuestNetwork::default(),
                 dns: Default::default(),
             },

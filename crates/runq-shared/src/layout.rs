@@ -31,6 +31,13 @@ pub const PROXY: &str = "proxy";
 /// `runq-exec` command connect here. From the host: `/proc/<proxy pid>/root` + this.
 pub const EXEC_SOCKET: &str = "/.runq/exec.sock";
 
+/// Where `runq exec` leaves an exec session's process for the relay, below a container's
+/// root as the host sees it (`/proc/<proxy pid>/root`) or as the relay does (`/`).
+pub fn exec_request_file(root: &std::path::Path, token: &str) -> std::path::PathBuf {
+    root.join(RUNQ_DIR.trim_start_matches('/'))
+        .join(format!("exec-{token}.json"))
+}
+
 /// The exec client binary, relative to the assets directory.
 pub const EXEC_CLIENT: &str = "runq-exec";
 

@@ -85,6 +85,24 @@ impl Bundle {
         write_json(&self.config_path(), &rewritten.spec, mode)
     }
 
+    /// The VM config `create` wrote.
+    pub fn vm_config(&self) -> Result<runq_shared::config::VmConfig, BundleError> {
+        let path = self.runq_dir().join(VM_CONFIG_FILE);
+        let bytes = fs::read(&path).map_err(|source| io(&path, source))?;
+        serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse { path, source })
+    }
+
+    /// Writes a root-only file into the bundle's runq directory; returns its path.
+    pub fn write_private(
+        &self,
+        name: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<PathBuf, BundleError> {
+        let path = self.runq_dir().join(name);
+        write_json(&path, value, 0o600)?;
+        Ok(path)
+    }
+
     /// Puts the engine's config.json back and removes what runq and runc added for it.
     pub fn restore(&self) -> Result<(), BundleError> {
         let dir = self.runq_dir();
@@ -151,7 +169,11 @@ fn read_spec(path: &Path) -> Result<Spec, BundleError> {
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
-fn write_json(path: &Path, value: &impl serde::Serialize, mode: u32) -> Result<(), BundleError> {
+pub fn write_json(
+    path: &Path,
+    value: &impl serde::Serialize,
+    mode: u32,
+) -> Result<(), BundleError> {
     let text = serde_json::to_vec_pretty(value).map_err(|source| BundleError::Parse {
         path: path.to_path_buf(),
         source,

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 
 use crate::bundle::Bundle;
@@ -69,10 +69,7 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             Ok(exit_code(status))
         }
         "kill" => Err(runc.exec(command, &kill_args(args)).into()),
-        "exec" => bail!(
-            "exec into a runq container is not supported yet: the application runs in a VM \
-             that runc cannot enter"
-        ),
+        "exec" => crate::exec::exec(&runc, args),
         _ => Err(runc.exec(command, args).into()),
     }
 }

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod commands;
+pub mod exec;
 pub mod host;
 pub mod log;
 pub mod rewrite;

@@ -20,6 +20,13 @@ pub enum RuncError {
     State { id: String, message: String },
 }
 
+pub struct ContainerState {
+    pub bundle: PathBuf,
+    /// The container's PID 1 on the host: runq's proxy.
+    pub pid: i32,
+    pub status: String,
+}
+
 pub struct Runc {
     pub path: PathBuf,
     pub globals: Vec<OsString>,
@@ -82,6 +89,11 @@ impl Runc {
 
     /// The bundle path runc recorded for a container, if it knows the container.
     pub fn bundle_of(&self, id: &str) -> Result<PathBuf, RuncError> {
+        self.state(id).map(|state| state.bundle)
+    }
+
+    /// What runc knows of a container.
+    pub fn state(&self, id: &str) -> Result<ContainerState, RuncError> {
         let output = self
             .command("state", &[OsString::from(id)])
             .stdin(Stdio::null())
@@ -102,10 +114,14 @@ impl Runc {
         }
         let state: serde_json::Value =
             serde_json::from_slice(&output.stdout).map_err(|e| state_error(e.to_string()))?;
-        state["bundle"]
-            .as_str()
-            .map(PathBuf::from)
-            .ok_or_else(|| state_error("no bundle in the state".into()))
+        Ok(ContainerState {
+            bundle: state["bundle"]
+                .as_str()
+                .map(PathBuf::from)
+                .ok_or_else(|| state_error("no bundle in the state".into()))?,
+            pid: state["pid"].as_i64().unwrap_or(0) as i32,
+            status: state["status"].as_str().unwrap_or("unknown").to_string(),
+        })
     }
 }
 
