@@ -56,6 +56,14 @@ fn env_user_workdir_and_hostname_match_runc() {
 }
 
 #[test]
+fn home_comes_from_the_users_passwd_entry_as_under_runc() {
+    for user in ["root", "nobody", "4242"] {
+        let text = same_as_runc(&["-u", user], &["sh", "-c", "echo $HOME"]);
+        assert!(text.starts_with('/'), "{user}: {text}");
+    }
+}
+
+#[test]
 fn capabilities_and_seccomp_match_runc_bit_for_bit() {
     let status = [
         "sh",

@@ -377,8 +377,7 @@ fn exec(process: &ProcessConfig) -> Result<(), ChildFailure> {
         .iter()
         .map(to_c)
         .collect::<Result<Vec<_>, _>>()?;
-    let env = process
-        .env
+    let env = with_home(&process.env, process.uid)
         .iter()
         .map(to_c)
         .collect::<Result<Vec<_>, _>>()?;
@@ -397,6 +396,27 @@ fn exec(process: &ProcessConfig) -> Result<(), ChildFailure> {
     ))
 }
 
+/// The environment with HOME added, as runc adds it, where the process was given none: the
+/// user's home from the container's /etc/passwd, or /.
+fn with_home(env: &[String], uid: u32) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        env.push(format!("HOME={}", home_of(&passwd, uid)));
+    }
+    env
+}
+
+fn home_of(passwd: &str, uid: u32) -> &str {
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.get(2).and_then(|f| f.parse::<u32>().ok()) == Some(uid))
+        .and_then(|fields| fields.get(5).copied())
+        .filter(|home| !home.is_empty())
+        .unwrap_or("/")
+}
+
 /// Like Go's exec.LookPath, which runc uses: the first regular file with an execute bit.
 fn look_path(program: &str, search: &str) -> Option<String> {
     search
@@ -408,4 +428,18 @@ fn look_path(program: &str, search: &str) -> Option<String> {
                 .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 .unwrap_or(false)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::home_of;
+
+    #[test]
+    fn home_comes_from_passwd_or_is_the_root() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/home:/bin/false\nbad";
+        assert_eq!(home_of(passwd, 0), "/root");
+        assert_eq!(home_of(passwd, 65534), "/home");
+        assert_eq!(home_of(passwd, 4242), "/");
+        assert_eq!(home_of("", 0), "/");
+    }
 }
