@@ -231,14 +231,7 @@ fn a_tty_container_gets_a_terminal() {
         "{} run --rm -t --runtime runq {IMAGE} tty",
         common::docker::DOCKER
     );
-    let child = std::process::Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (bsdutils)");
-    let outcome = common::finish(child, Vec::new(), common::RUN_DEADLINE);
+    let outcome = common::under_script(&inner);
     assert_eq!(outcome.code(), 0, "{outcome:?}");
     let text = outcome.stdout_text();
     assert!(text.contains("/dev/pts/"), "{text:?}");

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::docker::{docker, docker_with_input, start_detached, Name, DOCKER, IMAGE};
-use common::{finish, runq_root, Outcome, TestBundle, RUN_DEADLINE};
+use common::{finish, runq_root, under_script, Outcome, TestBundle, RUN_DEADLINE};
 
 /// A container that idles until removed, under runc or runq; waits until exec works in it.
 fn idle_container(runtime_options: &[&str]) -> Name {
@@ -164,14 +164,7 @@ fn a_terminal_session_gets_the_clients_window_size() {
              s=$(stty size); [ \"$s\" = \"31 101\" ] && break; sleep 0.1; done; echo $s'",
             name.0
         );
-        let child = Command::new("script")
-            .args(["-qec", &inner, "/dev/null"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("script (bsdutils)");
-        finish(child, Vec::new(), RUN_DEADLINE)
+        under_script(&inner)
     };
     let expected = size_of(&reference);
     assert!(expected.stdout_text().contains("31 101"), "{expected:?}");
@@ -292,16 +285,7 @@ fn runq_exec_reaches_a_docker_container_by_name() {
 #[test]
 fn runq_exec_reaches_a_plain_runq_container_with_user_names_and_signals() {
     let bundle = TestBundle::busybox(&["sleep", "100000"]);
-    let create = bundle
-        .runq(&[], &["run", "--detach", "--bundle"])
-        .arg(bundle.path())
-        .arg(&bundle.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(create.success());
+    bundle.run_detached();
     let session = |options: &[&str], command: &[&str]| {
         runq_exec()
             .arg("--root")

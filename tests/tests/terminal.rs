@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
-use common::{runq_binary, TestBundle, RUN_DEADLINE};
+use common::{runq_binary, TestBundle};
 
 #[test]
 fn the_application_gets_a_terminal_of_the_callers_size() {
@@ -19,14 +17,7 @@ fn the_application_gets_a_terminal_of_the_callers_size() {
         bundle.path().display(),
         bundle.id
     );
-    let child = Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script (bsdutils)");
-    let outcome = common::finish(child, Vec::new(), RUN_DEADLINE);
+    let outcome = common::under_script(&inner);
     assert_eq!(outcome.code(), 0, "{outcome:?}");
     let text = outcome.stdout_text();
     assert!(text.contains("/dev/pts/"), "not a pty: {text:?}");

@@ -193,11 +193,9 @@ fn finish(output: &mut Option<Output>) {
 fn forward_signals(events: mpsc::Sender<Event>) {
     let set = SigSet::all();
     loop {
-        let mut signal: libc::c_int = 0;
-        // SAFETY: sigwait reads the set and writes one int we own.
-        if unsafe { libc::sigwait(set.as_ref(), &mut signal) } != 0 {
+        let Some(signal) = runq_stdio::wait_for_signal(&set) else {
             continue;
-        }
+        };
         let event = match signal {
             libc::SIGCHLD | libc::SIGPIPE => continue,
             libc::SIGWINCH => Event::WindowChanged,

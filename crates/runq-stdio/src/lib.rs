@@ -195,3 +195,10 @@ pub fn window_size() -> Option<(u16, u16)> {
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
     (rc == 0 && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
 }
+
+/// Waits for the next of the signals in `set`, which the calling thread must have blocked.
+pub fn wait_for_signal(set: &nix::sys::signal::SigSet) -> Option<libc::c_int> {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: sigwait reads the set and writes one int we own.
+    (unsafe { libc::sigwait(set.as_ref(), &mut signal) } == 0).then_some(signal)
+}

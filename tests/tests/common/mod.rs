@@ -199,6 +199,20 @@ impl TestBundle {
         self.run_with(&[], b"")
     }
 
+    /// `runq run --detach`: the container keeps running after this returns.
+    pub fn run_detached(&self) {
+        let status = self
+            .runq(&[], &["run", "--detach", "--bundle"])
+            .arg(self.path())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("runq run --detach");
+        assert!(status.success(), "runq run --detach: {status}");
+    }
+
     /// The same bundle under plain runc, for comparison; the bundle is left as it was.
     pub fn run_under_runc(&self) -> Outcome {
         let child = Command::new("runc")
@@ -225,6 +239,19 @@ impl Drop for TestBundle {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Runs a shell command line under `script`, which gives it a terminal as an interactive shell
+/// would have.
+pub fn under_script(command_line: &str) -> Outcome {
+    let child = Command::new("script")
+        .args(["-qec", command_line, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    finish(child, Vec::new(), RUN_DEADLINE)
 }
 
 /// Feeds stdin, collects stdout and stderr, and waits for the exit; kills the process and
