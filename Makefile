@@ -28,6 +28,7 @@ test: docker
 bench: docker
 	cargo build --release --locked -p runq-bench
 	target/x86_64-unknown-linux-gnu/release/runq-bench net
+	target/x86_64-unknown-linux-gnu/release/runq-bench storage
 
 ## unit: the tests that need no root, QEMU or assets
 unit:

@@ -10,7 +10,9 @@ CACHE=${RUNQ_CACHE:-/var/cache/runq}
 VIRTIOFSD_VERSION=1.14.0
 TARGET=x86_64-unknown-linux-gnu
 PACKAGES=(qemu-system-x86 runc busybox-static libseccomp-dev libcap-ng-dev cpio kmod
-	xz-utils zstd iproute2 binutils ca-certificates python3)
+	xz-utils zstd iproute2 binutils ca-certificates python3
+	# to make runq disks: qcow2 images and the file systems the guest mounts
+	qemu-utils e2fsprogs xfsprogs btrfs-progs)
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 step() { printf 'runq-install: %s\n' "$*" >&2; }

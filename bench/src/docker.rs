@@ -74,6 +74,31 @@ impl Container {
         Ok(container)
     }
 
+    /// Starts the container and waits until `docker exec` works in it (the VM has booted).
+    pub fn start_ready(
+        setup: &Setup,
+        name: String,
+        probe: &Path,
+        command: &[&str],
+    ) -> Result<Self> {
+        let container = Container::start(setup, name, probe, command)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        while docker(&["exec", &container.name, PROBE, "--version"]).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("{} never became ready for docker exec", container.name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ok(container)
+    }
+
+    /// `docker exec` of the probe binary; its standard output.
+    pub fn exec_probe(&self, args: &[&str]) -> Result<String> {
+        let mut command = vec!["exec", &self.name, PROBE];
+        command.extend(args);
+        docker(&command)
+    }
+
     pub fn address(&self) -> Result<String> {
         let text = docker(&[
             "inspect",

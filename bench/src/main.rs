@@ -6,6 +6,7 @@ mod docker;
 mod net;
 mod probe;
 mod stats;
+mod storage;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,11 @@ enum Command {
     /// TCP throughput and round trips, host to container and container to container, for
     /// runc and for runq with tap and macvtap NICs.
     Net(net::Settings),
+    /// The container's root under runc, and under runq with virtio-fs and 9p in each cache
+    /// mode: sequential write and read, and a tree of small files.
+    Storage(storage::Settings),
+    /// The storage probe: one job, timed (runs in a container).
+    Fs(storage::Job),
     /// The probe's server: a TCP sink and an echo for round trips (runs in a container).
     Serve {
         #[arg(long, default_value_t = probe::PORT)]
@@ -39,6 +45,8 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Net(settings) => net::run(&settings),
+        Command::Storage(settings) => storage::run(&settings),
+        Command::Fs(job) => storage::probe(&job),
         Command::Serve { port } => probe::serve(port),
         Command::Client { address, load } => {
             let result = probe::measure(&address, &load)?;

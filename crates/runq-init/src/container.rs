@@ -15,6 +15,7 @@ use nix::unistd::{ForkResult, Pid};
 use runq_shared::config::{GuestConfig, ProcessConfig, SeccompFilter};
 use runq_shared::layout::GUEST_ROOTFS;
 
+use crate::disks::Attached;
 use crate::{console, identity, mounts, seccomp, Context, InitError};
 
 /// The running application and the host ends of its stdio.
@@ -31,10 +32,10 @@ pub struct App {
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub fn spawn(config: &GuestConfig) -> Result<App, InitError> {
+pub fn spawn(config: &GuestConfig, disks: &[Attached]) -> Result<App, InitError> {
     // Every later child of init starts in the application's PID namespace: exec sessions too.
     unshare(CloneFlags::CLONE_NEWPID).context(|| "new PID namespace".to_string())?;
-    fork_with_stdio(&config.process, || setup_and_exec(config))
+    fork_with_stdio(&config.process, || setup_and_exec(config, disks))
 }
 
 /// Starts an exec session's process beside the application: in its PID (inherited from
@@ -236,10 +237,10 @@ fn set_cloexec(fd: &OwnedFd) -> Result<(), InitError> {
 }
 
 /// Everything between fork and exec. Returns only on failure.
-fn setup_and_exec(config: &GuestConfig) -> Result<(), ChildFailure> {
+fn setup_and_exec(config: &GuestConfig, disks: &[Attached]) -> Result<(), ChildFailure> {
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
         .map_err(fail("new mount, IPC and UTS namespaces"))?;
-    mounts::prepare_root(config).map_err(|e| (1, e.to_string()))?;
+    mounts::prepare_root(config, disks).map_err(|e| (1, e.to_string()))?;
     if let Some(hostname) = &config.hostname {
         nix::unistd::sethostname(hostname).map_err(fail(format!("set hostname {hostname:?}")))?;
     }

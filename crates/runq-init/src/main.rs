@@ -6,6 +6,7 @@
 
 mod console;
 mod container;
+mod disks;
 mod dns_relay;
 mod identity;
 mod modules;
@@ -14,6 +15,7 @@ mod mounts;
 mod net;
 mod port;
 mod relay;
+mod rootdisk;
 mod rootfs;
 mod seccomp;
 mod system;
@@ -59,10 +61,16 @@ fn run(channel: &mut Option<File>) -> Result<(), InitError> {
     let config = receive_config(&mut port)?;
     rootfs::mount(&config)?;
     rootfs::share_module_tree();
+    let disks = disks::find(&config.disks)?;
+    let root_disk = config.root_disk.as_ref().map(|root| root.id.as_str());
+    if let Some(root) = &config.root_disk {
+        rootdisk::switch(root, &config, &disks)?;
+    }
+    disks::mount_all(&config.disks, &disks, root_disk)?;
     net::configure(&config.network)?;
     let dns = dns_relay::listen_if_needed();
     let children = relay::block_child_signals()?;
-    let app = container::spawn(&config)?;
+    let app = container::spawn(&config, &disks)?;
     let code = relay::run(port, &config, app, children, dns)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())
@@ -102,6 +110,8 @@ pub enum InitError {
     BadConfig(serde_json::Error),
     #[error("network: {0}")]
     Network(String),
+    #[error("{0}")]
+    Disk(String),
     #[error("no virtio-serial port named {0} (is virtio_console loaded?)")]
     NoPort(String),
 }

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use runq_shared::config::{GuestConfig, GuestMount};
+use runq_shared::disks::BY_ID_DIR;
 use runq_shared::layout::GUEST_ROOTFS;
 
+use crate::disks::Attached;
 use crate::{console, mount_options, Context, InitError};
 
-pub fn prepare_root(config: &GuestConfig) -> Result<(), InitError> {
+pub fn prepare_root(config: &GuestConfig, disks: &[Attached]) -> Result<(), InitError> {
     mount(
         None::<&str>,
         "/",
@@ -24,6 +26,7 @@ pub fn prepare_root(config: &GuestConfig) -> Result<(), InitError> {
         mount_one(spec_mount)?;
     }
     populate_dev()?;
+    add_disks(disks)?;
     if config.dns.changes_anything() {
         write_resolv_conf(&config.dns)?;
     }
@@ -95,6 +98,30 @@ fn mount_one(spec_mount: &GuestMount) -> Result<(), InitError> {
             None::<&str>,
         )
         .context(|| format!("set propagation of {}", spec_mount.destination))?;
+    }
+    Ok(())
+}
+
+/// Each runq disk's node, and its link by id, as the guest's udev-less /dev would lack them.
+fn add_disks(disks: &[Attached]) -> Result<(), InitError> {
+    if disks.is_empty() {
+        return Ok(());
+    }
+    let by_id = in_root(BY_ID_DIR);
+    std::fs::create_dir_all(&by_id).context(|| format!("mkdir {BY_ID_DIR}"))?;
+    for disk in disks {
+        let node = in_root(&format!("/dev/{}", disk.name));
+        if !node.exists() {
+            mknod(
+                &node,
+                SFlag::S_IFBLK,
+                Mode::from_bits_truncate(0o660),
+                disk.rdev,
+            )
+            .context(|| format!("mknod /dev/{}", disk.name))?;
+        }
+        symlink(format!("../../{}", disk.name), by_id.join(&disk.id))
+            .context(|| format!("link {BY_ID_DIR}/{}", disk.id))?;
     }
     Ok(())
 }

@@ -111,11 +111,35 @@ fn run() -> Result<i32> {
             mac: tap.mac.clone(),
         })
         .collect();
-    let qemu_args = qemu::args(&config.vm, host, &paths, &nics);
+    let disks = config
+        .vm
+        .disks
+        .iter()
+        .map(|disk| {
+            Ok(qemu::Disk {
+                path: disk.path.clone(),
+                format: image_format(&disk.path)?,
+                cache: disk.cache,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let qemu_args = qemu::args(&config.vm, host, &paths, &nics, &disks);
     let qemu = children::start_qemu(&paths, &qemu_args, config.vm.debug, &nics)?;
     drop(taps);
 
     Supervisor::new(config, qemu, virtiofsd, paths).run(queue)
+}
+
+/// qcow2 or raw, from the disk's first bytes.
+fn image_format(path: &str) -> Result<&'static str> {
+    use std::io::Read;
+    let mut first = [0u8; 4];
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("open the runq disk {path}"))?;
+    let read = file
+        .read(&mut first)
+        .with_context(|| format!("read the runq disk {path}"))?;
+    Ok(runq_shared::disks::format_of(&first[..read]))
 }
 
 /// Reads the VM config, then unmounts it: it holds the application's environment, which

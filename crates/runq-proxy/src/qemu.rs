@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use runq_shared::config::{Accel, RootFs, VmSettings};
+use runq_shared::disks::DiskCache;
 use runq_shared::layout::{self, assets, AGENT_PORT_NAME, ROOTFS_TAG};
 
 /// Where QEMU finds what it needs, as seen from inside the container.
@@ -80,8 +81,22 @@ pub struct Nic {
     pub mac: String,
 }
 
+/// A runq disk of the VM: the file or block device in the container and its image format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: String,
+    pub format: &'static str,
+    pub cache: DiskCache,
+}
+
 /// Arguments after the loader's own (see [`Paths::loader_args`]).
-pub fn args(vm: &VmSettings, host: HostFacts, paths: &Paths, nics: &[Nic]) -> Vec<String> {
+pub fn args(
+    vm: &VmSettings,
+    host: HostFacts,
+    paths: &Paths,
+    nics: &[Nic],
+    disks: &[Disk],
+) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
     let mem = format!("{}M", vm.mem_mib);
@@ -142,6 +157,23 @@ pub fn args(vm: &VmSettings, host: HostFacts, paths: &Paths, nics: &[Nic]) -> Ve
             &format!("tap,id=net{number},fd={},vhost=off", nic.fd),
             "-device",
             &format!("virtio-net-device,netdev=net{number},mac={}", nic.mac),
+        ]);
+    }
+    for (number, disk) in disks.iter().enumerate() {
+        push(&[
+            "-drive",
+            &format!(
+                "file={},if=none,id=disk{number},format={},cache={}",
+                // QEMU's option syntax doubles a comma inside a value.
+                disk.path.replace(',', ",,"),
+                disk.format,
+                disk.cache.as_str()
+            ),
+            "-device",
+            &format!(
+                "virtio-blk-device,drive=disk{number},serial={}",
+                runq_shared::disks::serial(number)
+            ),
         ]);
     }
     push(&[
@@ -210,6 +242,7 @@ mod tests {
             cpu_model: None,
             root_fs: RootFs::Virtiofs,
             net: runq_shared::options::NetMode::Tap,
+            disks: vec![],
             boot_timeout_secs: 60,
             nested_vm: false,
             debug: false,
@@ -235,6 +268,7 @@ mod tests {
                 tsc_khz: Some(2445404),
             },
             &paths,
+            &[],
             &[],
         );
         assert_eq!(value_of(&args, "-accel"), ["tcg"]);
@@ -274,7 +308,27 @@ mod tests {
                 fd: 7,
                 mac: "02:42:ac:11:00:02".into(),
             }],
+            &[
+                Disk {
+                    path: "/dev/runq/data/none/ext4/data".into(),
+                    format: "qcow2",
+                    cache: DiskCache::None,
+                },
+                Disk {
+                    path: "/dev/runq/odd,name/unsafe".into(),
+                    format: "raw",
+                    cache: DiskCache::Unsafe,
+                },
+            ],
         );
+        assert_eq!(
+            value_of(&args, "-drive"),
+            [
+                "file=/dev/runq/data/none/ext4/data,if=none,id=disk0,format=qcow2,cache=none",
+                "file=/dev/runq/odd,,name/unsafe,if=none,id=disk1,format=raw,cache=unsafe"
+            ]
+        );
+        assert!(value_of(&args, "-device").contains(&"virtio-blk-device,drive=disk1,serial=runq1"));
         assert_eq!(value_of(&args, "-netdev"), ["tap,id=net0,fd=7,vhost=off"]);
         assert!(value_of(&args, "-device")
             .contains(&"virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02"));
@@ -296,6 +350,7 @@ mod tests {
             &vm,
             HostFacts { tsc_khz: None },
             &Paths::in_container(&vm),
+            &[],
             &[],
         );
         assert_eq!(value_of(&args, "-cpu"), ["max,pmu=off"]);

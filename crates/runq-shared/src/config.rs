@@ -24,6 +24,9 @@ pub struct VmSettings {
     pub root_fs: RootFs,
     /// How the container's interfaces reach the VM's NICs.
     pub net: crate::options::NetMode,
+    /// runq disks, in the order of their serials (see [`crate::disks::serial`]).
+    #[serde(default)]
+    pub disks: Vec<crate::disks::VmDisk>,
     /// Seconds the guest has to report that the application started.
     pub boot_timeout_secs: u32,
     /// QEMU settings for running inside another VM.
@@ -73,6 +76,13 @@ impl NinePCache {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootDisk {
+    pub id: String,
+    /// Absolute paths left out when the image is first copied onto the disk.
+    pub exclude: Vec<String>,
+}
+
 /// What runq-init applies inside the guest: the application and its surroundings, as the
 /// OCI spec asked for them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +105,16 @@ pub struct GuestConfig {
     /// Refuse exec sessions (`--noexec`): the guest runs no exec service.
     #[serde(default)]
     pub noexec: bool,
+    /// runq disks, in the order of their serials, as the guest links and mounts them.
+    #[serde(default)]
+    pub disks: Vec<crate::disks::DiskSpec>,
+    /// The runq disk that becomes the root (`RUNQ_ROOTDISK`), instead of the shared root.
+    #[serde(default)]
+    pub root_disk: Option<RootDisk>,
+    /// Where the shared root has the host's bind mounts (volumes, /etc/hosts, ...): on a root
+    /// disk these are bound from the shared root, never copied.
+    #[serde(default)]
+    pub binds: Vec<String>,
     /// The container's interfaces, as the proxy found them in its network namespace.
     #[serde(default)]
     pub network: GuestNetwork,
@@ -205,6 +225,10 @@ mod tests {
                     cache: NinePCache::Mmap,
                 },
                 net: crate::options::NetMode::Macvtap,
+                disks: vec![crate::disks::VmDisk {
+                    path: "/dev/runq/d/none/xfs/data".into(),
+                    cache: crate::disks::DiskCache::None,
+                }],
                 boot_timeout_secs: 60,
                 nested_vm: false,
                 debug: false,
@@ -227,6 +251,14 @@ mod tests {
                 seccomp: None,
                 runqenv: false,
                 noexec: true,
+                disks: vec![crate::disks::parse("/dev/runq/d/none/xfs/data")
+                    .unwrap()
+                    .unwrap()],
+                root_disk: Some(RootDisk {
+                    id: "d".into(),
+                    exclude: vec!["/tmp".into()],
+                }),
+                binds: vec!["/etc/hosts".into()],
                 network: GuestNetwork::default(),
                 dns: Default::default(),
             },

@@ -5,6 +5,7 @@
 //! defined in [`protocol`]. Both sides compile this crate, so they cannot disagree.
 
 pub mod config;
+pub mod disks;
 pub mod dns;
 pub mod layout;
 pub mod options;

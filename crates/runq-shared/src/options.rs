@@ -31,6 +31,10 @@ pub struct RunqOptions {
     pub assets: Option<PathBuf>,
     pub boot_timeout_secs: u32,
     pub debug: bool,
+    /// The runq disk that becomes the guest's root (`RUNQ_ROOTDISK`).
+    pub root_disk: Option<String>,
+    /// Absolute paths not copied onto a new root disk (`RUNQ_ROOTDISK_EXCLUDE`).
+    pub root_disk_exclude: Vec<String>,
 }
 
 impl Default for RunqOptions {
@@ -58,6 +62,8 @@ impl Default for RunqOptions {
             assets: None,
             boot_timeout_secs: DEFAULT_BOOT_TIMEOUT_SECS,
             debug: false,
+            root_disk: None,
+            root_disk_exclude: Vec::new(),
         }
     }
 }
@@ -129,6 +135,8 @@ enum Key {
     Assets,
     BootTimeout,
     Debug,
+    RootDisk,
+    RootDiskExclude,
 }
 
 struct OptionSpec {
@@ -182,6 +190,13 @@ const OPTIONS: &[OptionSpec] = &[
         false,
     ),
     spec(Key::Debug, Some("--runq-debug"), &["RUNQ_DEBUG"], true),
+    spec(Key::RootDisk, None, &["RUNQ_ROOTDISK"], false),
+    spec(
+        Key::RootDiskExclude,
+        None,
+        &["RUNQ_ROOTDISK_EXCLUDE"],
+        false,
+    ),
 ];
 
 const fn spec(
@@ -332,6 +347,21 @@ impl RunqOptions {
             Key::BootTimeout => {
                 self.boot_timeout_secs = parse_in_range(value, 1, 3600)
                     .ok_or_else(|| invalid("a whole number of seconds from 1 to 3600"))?
+            }
+            Key::RootDisk => {
+                self.root_disk = match value.trim() {
+                    "" => None,
+                    id => Some(id.to_string()),
+                }
+            }
+            Key::RootDiskExclude => {
+                let paths = split_list(value);
+                if paths.iter().any(|p| !p.starts_with('/')) {
+                    return Err(invalid(
+                        "comma-separated absolute paths, e.g. /var/cache,/tmp",
+                    ));
+                }
+                self.root_disk_exclude = paths;
             }
         }
         Ok(())

@@ -10,9 +10,10 @@ use oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, Process, Spec, UserBuilder,
 };
 use runq_shared::config::{
-    Accel, Capabilities, GuestConfig, GuestMount, ProcessConfig, Rlimit, RootFs, VmConfig,
-    VmSettings,
+    Accel, Capabilities, GuestConfig, GuestMount, ProcessConfig, Rlimit, RootDisk, RootFs,
+    VmConfig, VmSettings,
 };
+use runq_shared::disks::{DiskError, DiskSpec, FsType, VmDisk};
 use runq_shared::layout::{self, ASSETS_IN_CONTAINER, CONFIG_DIR_IN_CONTAINER, PROXY, RUNQ_DIR};
 use runq_shared::options::{FsKind, NetMode, OptionError, RunqOptions};
 use thiserror::Error;
@@ -80,6 +81,15 @@ pub enum RewriteError {
          in /proc/devices); use --net tap"
     )]
     NoMacvtap,
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(
+        "RUNQ_ROOTDISK={0}: no runq disk has that id; add one with \
+         -v FILE:/dev/runq/{0}/<cache> or --device BLKDEV:/dev/runq/{0}/<cache>"
+    )]
+    RootDisk(String),
+    #[error("RUNQ_ROOTDISK={0}: a root disk holds ext2 or ext4, not {1}")]
+    RootDiskFs(String, &'static str),
 }
 
 pub fn rewrite(
@@ -120,10 +130,36 @@ pub fn rewrite(
         .and_then(|l| l.seccomp().as_ref())
         .map(crate::seccomp::compile)
         .transpose()?;
-    let vm = VmConfig {
+    let disks = runq_disks(original)?;
+    guest.disks = disks.iter().map(|(_, disk)| disk.clone()).collect();
+    guest.binds = bind_destinations(original);
+    if let Some(id) = &options.root_disk {
+        let disk = guest
+            .disks
+            .iter()
+            .find(|d| &d.id == id)
+            .ok_or_else(|| RewriteError::RootDisk(id.clone()))?;
+        if let Some((fstype, _)) = &disk.mount {
+            if !matches!(fstype, FsType::Ext2 | FsType::Ext4) {
+                return Err(RewriteError::RootDiskFs(id.clone(), fstype.as_str()));
+            }
+        }
+        guest.root_disk = Some(RootDisk {
+            id: id.clone(),
+            exclude: options.root_disk_exclude.clone(),
+        });
+    }
+    let mut vm = VmConfig {
         vm: vm_settings(original, &options, host),
         guest,
     };
+    vm.vm.disks = disks
+        .into_iter()
+        .map(|(path, disk)| VmDisk {
+            path,
+            cache: disk.cache,
+        })
+        .collect();
     let spec = host_spec(
         original,
         process,
@@ -187,6 +223,7 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
         cpu_model: options.cpu_model.clone(),
         root_fs: root_fs(options),
         net: options.net,
+        disks: Vec::new(),
         boot_timeout_secs: options.boot_timeout_secs,
         nested_vm: options.nested_vm,
         debug: options.debug,
@@ -217,6 +254,39 @@ fn root_fs(options: &RunqOptions) -> RootFs {
             cache: options.ninep_cache,
         },
     }
+}
+
+/// The runq disks among the spec's bind mounts (files, `-v`) and devices (`--device`).
+fn runq_disks(spec: &Spec) -> Result<Vec<(String, DiskSpec)>, DiskError> {
+    let mounts = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| m.destination().to_string_lossy().into_owned());
+    let devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+        .map(|d| d.path().to_string_lossy().into_owned());
+    let paths: Vec<String> = mounts.chain(devices).collect();
+    runq_shared::disks::parse_all(paths.iter().map(String::as_str))
+}
+
+/// Where the shared root has bind mounts: the spec's, outside /dev (a tmpfs of the guest's
+/// own), and the guest kernel's module tree runq binds in.
+fn bind_destinations(spec: &Spec) -> Vec<String> {
+    let mut binds: Vec<String> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| guest_mount(m).is_none())
+        .map(|m| m.destination().to_string_lossy().into_owned())
+        .filter(|d| d != "/dev" && !d.starts_with("/dev/"))
+        .collect();
+    binds.push(GUEST_MODULES.to_string());
+    binds
 }
 
 /// What the guest needs of an OCI process: the container's main one, or an exec's.
@@ -273,6 +343,9 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
         seccomp: None,
         runqenv: options.runqenv,
         noexec: options.noexec,
+        disks: Vec::new(),
+        root_disk: None,
+        binds: Vec::new(),
         // Known only once the engine's hooks ran: the proxy fills it in at start.
         network: Default::default(),
         dns: if options.dns_preserve {

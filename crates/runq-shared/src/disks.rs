@@ -1,0 +1,255 @@
+//! runq disks: a file or block device the engine puts at
+//! `/dev/runq/<id>/<cache>[/<fstype>/<mountpoint>]` in the container becomes a virtio-blk disk
+//! of the VM, linked as `/dev/disk/by-runq-id/<id>` in the guest and mounted at `<mountpoint>`
+//! when a file system is named.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Where the engine puts runq disks in the container.
+pub const DISK_DIR: &str = "/dev/runq/";
+
+/// Where the guest links each disk by its id.
+pub const BY_ID_DIR: &str = "/dev/disk/by-runq-id";
+
+/// QEMU's cache modes, by their QEMU names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskCache {
+    None,
+    Writeback,
+    Writethrough,
+    Unsafe,
+}
+
+impl DiskCache {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskCache::None => "none",
+            DiskCache::Writeback => "writeback",
+            DiskCache::Writethrough => "writethrough",
+            DiskCache::Unsafe => "unsafe",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    Ext2,
+    Ext3,
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl FsType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Ext2 => "ext2",
+            FsType::Ext3 => "ext3",
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+        }
+    }
+}
+
+/// A disk as its container path describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    pub id: String,
+    pub cache: DiskCache,
+    /// The file system and the absolute mount point, when the guest mounts the disk.
+    pub mount: Option<(FsType, String)>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DiskError {
+    #[error("runq disk {path}: expected /dev/runq/<id>/<cache>[/<fstype>/<mountpoint>]")]
+    Shape { path: String },
+    #[error("runq disk {path}: id {id:?} must match ^[a-zA-Z0-9_-]{{1,36}}$")]
+    Id { path: String, id: String },
+    #[error(
+        "runq disk {path}: cache mode {cache:?} is not one of none, writeback, writethrough, \
+         unsafe"
+    )]
+    Cache { path: String, cache: String },
+    #[error("runq disk {path}: file system {fstype:?} is not one of ext2, ext3, ext4, xfs, btrfs")]
+    FsType { path: String, fstype: String },
+    #[error("runq disk {path}: a file system needs a mount point after it")]
+    NoMountPoint { path: String },
+    #[error("runq disk id {id:?} is used twice ({first} and {second})")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// Parses a container path; `Ok(None)` when it is not below /dev/runq/.
+pub fn parse(path: &str) -> Result<Option<DiskSpec>, DiskError> {
+    let Some(rest) = path.strip_prefix(DISK_DIR) else {
+        return Ok(None);
+    };
+    let shape = || DiskError::Shape {
+        path: path.to_string(),
+    };
+    let mut parts = rest.splitn(4, '/');
+    let id = parts.next().filter(|id| !id.is_empty()).ok_or_else(shape)?;
+    let cache = parts.next().filter(|c| !c.is_empty()).ok_or_else(shape)?;
+    let fstype = parts.next().filter(|f| !f.is_empty());
+    let mount_point = parts
+        .next()
+        .map(|m| format!("/{}", m.trim_end_matches('/')));
+
+    let id_ok = (1..=36).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !id_ok {
+        return Err(DiskError::Id {
+            path: path.to_string(),
+            id: id.to_string(),
+        });
+    }
+    let cache = match cache {
+        "none" => DiskCache::None,
+        "writeback" => DiskCache::Writeback,
+        "writethrough" => DiskCache::Writethrough,
+        "unsafe" => DiskCache::Unsafe,
+        other => {
+            return Err(DiskError::Cache {
+                path: path.to_string(),
+                cache: other.to_string(),
+            })
+        }
+    };
+    let mount = match fstype {
+        None => None,
+        Some(fstype) => {
+            let fstype = match fstype {
+                "ext2" => FsType::Ext2,
+                "ext3" => FsType::Ext3,
+                "ext4" => FsType::Ext4,
+                "xfs" => FsType::Xfs,
+                "btrfs" => FsType::Btrfs,
+                other => {
+                    return Err(DiskError::FsType {
+                        path: path.to_string(),
+                        fstype: other.to_string(),
+                    })
+                }
+            };
+            let mount_point =
+                mount_point
+                    .filter(|m| m != "/")
+                    .ok_or_else(|| DiskError::NoMountPoint {
+                        path: path.to_string(),
+                    })?;
+            Some((fstype, mount_point))
+        }
+    };
+    Ok(Some(DiskSpec {
+        id: id.to_string(),
+        cache,
+        mount,
+    }))
+}
+
+/// Parses every runq disk among container paths, refusing an id used twice.
+pub fn parse_all<'a>(
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(String, DiskSpec)>, DiskError> {
+    let mut disks: Vec<(String, DiskSpec)> = Vec::new();
+    for path in paths {
+        let Some(disk) = parse(path)? else { continue };
+        if let Some((first, _)) = disks.iter().find(|(_, d)| d.id == disk.id) {
+            return Err(DiskError::Duplicate {
+                id: disk.id,
+                first: first.clone(),
+                second: path.to_string(),
+            });
+        }
+        disks.push((path.to_string(), disk));
+    }
+    Ok(disks)
+}
+
+/// The virtio-blk serial of the disk at this position: the guest finds each disk by it. Ids
+/// themselves may be longer than the 20 bytes a serial holds.
+pub fn serial(index: usize) -> String {
+    format!("runq{index}")
+}
+
+/// What the proxy needs of a disk: where it is in the container and how QEMU caches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDisk {
+    pub path: String,
+    pub cache: DiskCache,
+}
+
+/// The disk image format, told from its first bytes: qcow2 has a magic number, anything
+/// else is taken as raw.
+pub fn format_of(first_bytes: &[u8]) -> &'static str {
+    if first_bytes.starts_with(b"QFI\xfb") {
+        "qcow2"
+    } else {
+        "raw"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_and_short_specs() {
+        assert_eq!(
+            parse("/dev/runq/data-1/writeback/ext4/var/lib/data").unwrap(),
+            Some(DiskSpec {
+                id: "data-1".into(),
+                cache: DiskCache::Writeback,
+                mount: Some((FsType::Ext4, "/var/lib/data".into())),
+            })
+        );
+        assert_eq!(
+            parse("/dev/runq/raw_0/none").unwrap(),
+            Some(DiskSpec {
+                id: "raw_0".into(),
+                cache: DiskCache::None,
+                mount: None,
+            })
+        );
+        assert_eq!(parse("/data").unwrap(), None);
+        assert_eq!(parse("/dev/runqx/a/none").unwrap(), None);
+    }
+
+    #[test]
+    fn bad_specs_name_what_is_wrong() {
+        let error = |path: &str| parse(path).unwrap_err().to_string();
+        assert!(error("/dev/runq/a.b/none").contains("id \"a.b\""));
+        assert!(error(&format!("/dev/runq/{}/none", "x".repeat(37))).contains("must match"));
+        assert!(error("/dev/runq/a/fast").contains("cache mode \"fast\""));
+        assert!(error("/dev/runq/a/none/zfs/mnt").contains("file system \"zfs\""));
+        assert!(error("/dev/runq/a/none/ext4").contains("mount point"));
+        assert!(error("/dev/runq/a/none/ext4/").contains("mount point"));
+        assert!(error("/dev/runq/a").contains("expected /dev/runq/<id>/<cache>"));
+        assert!(error("/dev/runq//none").contains("expected"));
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let error = parse_all(["/dev/runq/a/none", "/tmp", "/dev/runq/a/unsafe"]).unwrap_err();
+        assert!(error.to_string().contains("\"a\" is used twice"), "{error}");
+        let disks = parse_all(["/dev/runq/a/none", "/dev/runq/b/unsafe"]).unwrap();
+        assert_eq!(disks.len(), 2);
+    }
+
+    #[test]
+    fn qcow2_is_told_from_raw() {
+        assert_eq!(format_of(b"QFI\xfb\x00\x00\x00\x03"), "qcow2");
+        assert_eq!(format_of(&[0u8; 512]), "raw");
+        assert_eq!(format_of(b""), "raw");
+    }
+}

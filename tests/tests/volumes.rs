@@ -1,0 +1,117 @@
+//! Docker volumes and bind mounts in runq containers: the guest's writes are on the host at
+//! once, read-only mounts stay read-only, and a shared writable mmap works on the shared root
+//! and on volumes.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::docker::{docker, run, same_as_runc, start_detached, Name, Runtime};
+
+/// A directory on the host for a bind mount, removed on drop.
+fn host_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("runq-volume-")
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
+fn wait_for_file(path: &Path, text: &str) {
+    let deadline = Instant::now() + common::RUN_DEADLINE;
+    while std::fs::read_to_string(path).unwrap_or_default() != text {
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {text:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A named Docker volume, removed on drop.
+struct Volume(String);
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = docker(&["volume", "rm", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn writes_to_binds_and_named_volumes_are_on_the_host_while_the_container_runs() {
+    let bind = host_dir();
+    let name = Name::new();
+    let volume = Volume(format!("{}-vol", name.0));
+    assert_eq!(docker(&["volume", "create", &volume.0]).code(), 0);
+    let mount = format!("type=bind,src={},dst=/bound", bind.path().display());
+    let named = format!("{}:/named", volume.0);
+    start_detached(
+        &name,
+        &["--mount", &mount, "-v", &named],
+        &[
+            "sh",
+            "-c",
+            "echo from-guest > /bound/file; echo in-volume > /named/file; exec sleep 100000",
+        ],
+    );
+    wait_for_file(&bind.path().join("file"), "from-guest\n");
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume.0]);
+    wait_for_file(
+        &Path::new(mountpoint.stdout_text().trim()).join("file"),
+        "in-volume\n",
+    );
+
+    // And the other way: the host's change is in the guest.
+    std::fs::write(bind.path().join("from-host"), "host\n").unwrap();
+    let seen = docker(&["exec", &name.0, "cat", "/bound/from-host"]);
+    assert_eq!(seen.stdout_text(), "host\n", "{seen:?}");
+
+    let other = run(
+        Runtime::Runq,
+        &["--volumes-from", &name.0],
+        &["cat", "/bound/file", "/named/file"],
+    );
+    assert_eq!(other.stdout_text(), "from-guest\nin-volume\n", "{other:?}");
+}
+
+#[test]
+fn read_only_binds_stay_read_only_as_under_runc() {
+    let bind = host_dir();
+    std::fs::write(bind.path().join("file"), "ro\n").unwrap();
+    let volume = format!("{}:/ro:ro", bind.path().display());
+    let text = same_as_runc(
+        &["-v", &volume],
+        &[
+            "sh",
+            "-c",
+            "cat /ro/file; (echo x > /ro/file) 2>&1; echo status=$?; touch /ro/new 2>&1; \
+             echo status=$?",
+        ],
+    );
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(bind.path().join("file")).unwrap(),
+        "ro\n"
+    );
+}
+
+#[test]
+fn a_shared_writable_mmap_works_on_the_root_and_on_a_volume() {
+    let bind = host_dir();
+    let helper = env!("CARGO_BIN_EXE_runq-test-mmap");
+    let tool = format!("{helper}:/runq-test-mmap:ro");
+    let volume = format!("{}:/vol", bind.path().display());
+    let outcome = run(
+        Runtime::Runq,
+        &["-v", &tool, "-v", &volume],
+        &[
+            "sh",
+            "-c",
+            "/runq-test-mmap /root/mapped && /runq-test-mmap /vol/mapped",
+        ],
+    );
+    assert_eq!(outcome.stdout_text(), "mmap-ok\nmmap-ok\n", "{outcome:?}");
+    let on_host = std::fs::read(bind.path().join("mapped")).unwrap();
+    assert!(on_host.starts_with(b"written-through-mmap\n"));
+}
