@@ -115,3 +115,32 @@ fn a_shared_writable_mmap_works_on_the_root_and_on_a_volume() {
     let on_host = std::fs::read(bind.path().join("mapped")).unwrap();
     assert!(on_host.starts_with(b"written-through-mmap\n"));
 }
+
+#[test]
+fn each_9p_cache_mode_shows_in_the_mount_table_and_virtiofs_is_the_default() {
+    let root = || ["sh", "-c", "grep ' / ' /proc/mounts | cut -d' ' -f3,4"];
+    let default = run(Runtime::Runq, &[], &root());
+    assert!(
+        default.stdout_text().starts_with("virtiofs "),
+        "{default:?}"
+    );
+    // cache=none is 9p's default and shows as no cache option: reads and writes go through.
+    for (mode, shown) in [
+        ("none", ",sync,"),
+        ("loose", ",loose,"),
+        ("fscache", ",fscache,"),
+        ("mmap", ",mmap,"),
+    ] {
+        let variable = format!("RUNQ_9PCACHE={mode}");
+        let outcome = run(
+            Runtime::Runq,
+            &["-e", "RUNQ_FS=9p", "-e", &variable],
+            &root(),
+        );
+        let text = outcome.stdout_text();
+        assert!(
+            text.starts_with("9p ") && text.contains(shown),
+            "{mode}: {outcome:?}"
+        );
+    }
+}
