@@ -16,7 +16,7 @@ use crate::stats::median;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// MiB written and read back.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     pub mib: u64,
     /// Small files in the metadata job.
     #[arg(long, default_value_t = 2000)]
@@ -34,7 +34,7 @@ pub struct Job {
     pub job: String,
     #[arg(long, default_value = "/runq-bench-data")]
     pub dir: String,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     pub mib: u64,
     #[arg(long, default_value_t = 2000)]
     pub files: usize,
