@@ -30,3 +30,31 @@ fn docker_registration_keeps_every_other_setting() {
         common::runq_root().join("runq").to_str().unwrap()
     );
 }
+
+#[test]
+fn runq_check_reports_the_installed_host_fit_and_names_whats_missing() {
+    let runq = common::runq_binary();
+    let output = Command::new(&runq).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    for item in [
+        "KVM",
+        "TCG",
+        "QEMU emulator version",
+        "guest kernel",
+        "runc",
+        "tun",
+    ] {
+        assert!(text.contains(item), "{item}: {text}");
+    }
+    let broken = Command::new(&runq)
+        .args(["--assets", "/nonexistent", "check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&broken.stdout);
+    assert_eq!(broken.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("NEEDED") && text.contains("make install"),
+        "{text}"
+    );
+}

@@ -70,6 +70,7 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
         }
         "kill" => Err(runc.exec(command, &kill_args(args)).into()),
         "exec" => crate::exec::exec(&runc, args),
+        "check" => Ok(crate::check::report(&invocation.options)),
         _ => Err(runc.exec(command, args).into()),
     }
 }

@@ -2,6 +2,7 @@
 //! rewriting the bundle's spec, and hands everything else to runc.
 
 pub mod bundle;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod exec;
