@@ -23,6 +23,11 @@ pub fn prepare_root(config: &GuestConfig, disks: &[Attached]) -> Result<(), Init
     )
     .context(|| "make mounts private".to_string())?;
     for spec_mount in &config.mounts {
+        let cgroups = matches!(spec_mount.fstype.as_str(), "cgroup" | "cgroup2");
+        if cgroups && config.systemd {
+            // systemd mounts the hierarchy it wants itself.
+            continue;
+        }
         mount_one(spec_mount)?;
     }
     populate_dev()?;

@@ -246,8 +246,13 @@ impl Relay<'_> {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             };
+            let main = self.sessions.get(&MAIN_SESSION).map(|s| s.pid);
             if let Some(session) = self.sessions.values_mut().find(|s| s.pid == pid) {
-                session.exit_code = Some(code);
+                session.exit_code = Some(if self.config.systemd && main == Some(pid) {
+                    systemd_exit_code(code)
+                } else {
+                    code
+                });
             }
         }
     }
@@ -407,7 +412,16 @@ impl Relay<'_> {
                     output.credit = output.credit.saturating_add(bytes).min(STREAM_WINDOW);
                 }
             }
-            Message::Signal { signal, .. } => send_signal(session.pid, signal),
+            Message::Signal { signal, .. } => {
+                let signal = if self.config.systemd && id == MAIN_SESSION && signal == libc::SIGTERM
+                {
+                    // systemd's request to power off, where SIGTERM would only re-execute it.
+                    libc::SIGRTMIN() + 4
+                } else {
+                    signal
+                };
+                send_signal(session.pid, signal)
+            }
             Message::Resize { rows, cols, .. } => {
                 if let Some(pty) = &session.pty {
                     let size = libc::winsize {
@@ -460,6 +474,17 @@ impl Relay<'_> {
     }
 }
 
+/// systemd as the application: poweroff and halt are a clean end, anything else is not. In a
+/// PID namespace systemd-shutdown exits 0 where it would power off; a reboot(2) for poweroff
+/// or halt from inside the namespace ends its PID 1 with SIGINT (and a restart with SIGHUP).
+fn systemd_exit_code(code: i32) -> i32 {
+    if code == 0 || code == 128 + libc::SIGINT {
+        0
+    } else {
+        1
+    }
+}
+
 fn send_signal(pid: Pid, signal: i32) {
     match Signal::try_from(signal) {
         Ok(signal) => {
@@ -470,5 +495,19 @@ fn send_signal(pid: Pid, signal: i32) {
             // SAFETY: kill takes plain integers.
             unsafe { libc::kill(pid.as_raw(), signal) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::systemd_exit_code;
+
+    #[test]
+    fn only_poweroff_and_halt_are_clean_systemd_ends() {
+        assert_eq!(systemd_exit_code(0), 0);
+        assert_eq!(systemd_exit_code(128 + libc::SIGINT), 0);
+        assert_eq!(systemd_exit_code(128 + libc::SIGHUP), 1);
+        assert_eq!(systemd_exit_code(137), 1);
+        assert_eq!(systemd_exit_code(3), 1);
     }
 }

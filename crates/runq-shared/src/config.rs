@@ -105,6 +105,10 @@ pub struct GuestConfig {
     /// Refuse exec sessions (`--noexec`): the guest runs no exec service.
     #[serde(default)]
     pub noexec: bool,
+    /// The application is systemd (`RUNQ_SYSTEMD`): SIGTERM becomes SIGRTMIN+4, poweroff and
+    /// halt exit 0 and anything else 1, and systemd mounts its own cgroups.
+    #[serde(default)]
+    pub systemd: bool,
     /// runq disks, in the order of their serials, as the guest links and mounts them.
     #[serde(default)]
     pub disks: Vec<crate::disks::DiskSpec>,
@@ -251,6 +255,7 @@ mod tests {
                 seccomp: None,
                 runqenv: false,
                 noexec: true,
+                systemd: false,
                 disks: vec![crate::disks::parse("/dev/runq/d/none/xfs/data")
                     .unwrap()
                     .unwrap()],

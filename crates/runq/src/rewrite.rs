@@ -343,6 +343,7 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
         seccomp: None,
         runqenv: options.runqenv,
         noexec: options.noexec,
+        systemd: options.systemd,
         disks: Vec::new(),
         root_disk: None,
         binds: Vec::new(),
