@@ -59,3 +59,37 @@ fn virtiofsd_killed_ends_the_container_and_names_virtiofsd() {
     assert!(stderr.contains("virtiofsd"), "{stderr}");
     assert_all_gone(&everything);
 }
+
+/// A line of /proc/PID/status.
+fn status_field(pid: i32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .map(|value| value.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn qemu_runs_under_its_seccomp_sandbox_with_almost_no_capabilities() {
+    for (flags, bounding) in [
+        // CAP_DAC_OVERRIDE only: disk images may belong to anyone.
+        (&[][..], "0000000000000002"),
+        // A 9p root adds what its passthrough file server needs: chown, dac_override,
+        // dac_read_search, fowner, fsetid, setgid, setuid, mknod.
+        (&["--fs", "9p"][..], "00000000080000df"),
+    ] {
+        let bundle = TestBundle::busybox(&["sh", "-c", "echo ready; exec sleep 1000"]);
+        let (running, first) = bundle.start_and_wait_for_line(flags);
+        assert_eq!(first, "ready");
+        let qemu = descendants_running(running.pid(), "qemu-system-x86_64");
+        assert_eq!(qemu.len(), 1);
+        assert_eq!(status_field(qemu[0], "CapBnd:"), bounding, "{flags:?}");
+        assert_eq!(status_field(qemu[0], "CapEff:"), bounding, "{flags:?}");
+        assert_eq!(status_field(qemu[0], "Seccomp:"), "2", "{flags:?}");
+        assert_eq!(status_field(qemu[0], "NoNewPrivs:"), "1", "{flags:?}");
+        let killed = bundle.runq(&[], &["kill", &bundle.id, "KILL"]).status();
+        assert!(killed.is_ok_and(|s| s.success()));
+        assert_eq!(running.finish().code(), 137);
+    }
+}

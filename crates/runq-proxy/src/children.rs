@@ -51,20 +51,55 @@ pub fn start_virtiofsd(paths: &Paths) -> Result<Child> {
     Ok(child)
 }
 
+/// The capabilities QEMU keeps: opening disk images whoever owns them, and for a 9p root,
+/// what its passthrough file server does to files for the guest. Everything else leaves
+/// QEMU's bounding set before it runs, so that root in QEMU is not root on the host.
+fn qemu_capabilities(ninep: bool) -> Vec<i32> {
+    use caps::Capability::*;
+    let mut keep = vec![CAP_DAC_OVERRIDE];
+    if ninep {
+        keep.extend([
+            CAP_CHOWN,
+            CAP_DAC_READ_SEARCH,
+            CAP_FOWNER,
+            CAP_FSETID,
+            CAP_MKNOD,
+            CAP_SETGID,
+            CAP_SETUID,
+        ]);
+    }
+    keep.into_iter().map(|cap| i32::from(cap.index())).collect()
+}
+
 pub fn start_qemu(
     paths: &Paths,
     args: &[String],
     debug: bool,
+    ninep: bool,
     nics: &[crate::qemu::Nic],
 ) -> Result<Child> {
     let mut command = Command::new(paths.loader());
     let inherited: Vec<i32> = nics.iter().map(|nic| nic.fd).collect();
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that
-    // stay open in the parent until spawn returns.
+    let keep = qemu_capabilities(ninep);
+    let last_cap: i32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(40);
+    let dropped: Vec<i32> = (0..=last_cap).filter(|cap| !keep.contains(cap)).collect();
+    // SAFETY: the closure only calls fcntl and prctl, which are async-signal-safe, on
+    // descriptors that stay open in the parent until spawn returns, and allocates nothing.
     unsafe {
         command.pre_exec(move || {
             for fd in &inherited {
                 if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for cap in &dropped {
+                // EINVAL: a capability this kernel does not know; nothing to drop.
+                if libc::prctl(libc::PR_CAPBSET_DROP, *cap, 0, 0, 0) < 0
+                    && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+                {
                     return Err(std::io::Error::last_os_error());
                 }
             }

@@ -124,7 +124,8 @@ fn run() -> Result<i32> {
         })
         .collect::<Result<Vec<_>>>()?;
     let qemu_args = qemu::args(&config.vm, host, &paths, &nics, &disks);
-    let qemu = children::start_qemu(&paths, &qemu_args, config.vm.debug, &nics)?;
+    let ninep = matches!(config.vm.root_fs, RootFs::NineP { .. });
+    let qemu = children::start_qemu(&paths, &qemu_args, config.vm.debug, ninep, &nics)?;
     drop(taps);
 
     Supervisor::new(config, qemu, virtiofsd, paths).run(queue)

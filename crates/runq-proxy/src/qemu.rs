@@ -117,6 +117,12 @@ pub fn args(
     push(&["-cpu", &cpu]);
     push(&["-m", &mem, "-smp", &vm.cpus.to_string()]);
     push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    // QEMU's own seccomp filter: no obsolete system calls, no privilege changes, no new
+    // processes, no scheduler or resource games.
+    push(&[
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    ]);
     if vm.debug {
         push(&["-serial", "stdio"]);
     } else {
@@ -286,6 +292,10 @@ mod tests {
         assert!(cmdline.contains("tsc_early_khz=2445404"), "{cmdline}");
         assert!(cmdline.contains("quiet"), "{cmdline}");
         assert!(!args.iter().any(|a| a.contains("vhost=on")));
+        assert_eq!(
+            value_of(&args, "-sandbox"),
+            ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        );
     }
 
     #[test]
