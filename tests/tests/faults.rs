@@ -93,3 +93,97 @@ fn qemu_runs_under_its_seccomp_sandbox_with_almost_no_capabilities() {
         assert_eq!(running.finish().code(), 137);
     }
 }
+
+#[test]
+fn the_proxy_killed_takes_qemu_and_virtiofsd_with_it() {
+    let bundle = TestBundle::busybox(&["sh", "-c", "echo ready; exec sleep 1000"]);
+    let (running, first) = bundle.start_and_wait_for_line(&[]);
+    assert_eq!(first, "ready");
+    let state = bundle.runq(&[], &["state", &bundle.id]).output().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    let proxy = state["pid"].as_i64().unwrap() as i32;
+    let everything = descendants(proxy);
+    assert!(
+        !descendants_running(proxy, "qemu-system-x86_64").is_empty()
+            && !descendants_running(proxy, "virtiofsd").is_empty(),
+        "{everything:?}"
+    );
+    // SAFETY: kill with the pid runc reported for this test's container.
+    unsafe { libc::kill(proxy, libc::SIGKILL) };
+    // As the container's PID 1 its end takes the whole PID namespace: runc reports it.
+    let outcome = running.finish();
+    assert_eq!(outcome.code(), 137, "{outcome:?}");
+    assert_all_gone(&everything);
+}
+
+#[test]
+fn a_guest_kernel_panic_ends_the_container_with_the_panic_in_the_message() {
+    let outcome = common::docker::run(
+        common::docker::Runtime::Runq,
+        &["--privileged"],
+        &["sh", "-c", "echo c > /proc/sysrq-trigger; sleep 100"],
+    );
+    assert_eq!(outcome.code(), 1, "{outcome:?}");
+    let text = outcome.stderr_text();
+    assert!(text.contains("QEMU ended"), "{text}");
+    assert!(text.contains("Kernel panic"), "{text}");
+}
+
+#[test]
+fn a_guest_out_of_memory_kill_is_named() {
+    let outcome = common::docker::run(
+        common::docker::Runtime::Runq,
+        &["-e", "RUNQ_MEM=128"],
+        // A string that doubles until the guest has no memory left.
+        &[
+            "awk",
+            "BEGIN { s = \"0123456789abcdef\"; while (1) s = s s }",
+        ],
+    );
+    assert_eq!(outcome.code(), 137, "{outcome:?}");
+    let text = outcome.stderr_text();
+    assert!(text.contains("ran out of memory"), "{text}");
+    assert!(text.contains("RUNQ_MEM"), "{text}");
+}
+
+#[test]
+fn a_full_host_file_system_is_the_applications_error_as_under_runc() {
+    let dir = tempfile::Builder::new()
+        .prefix("runq-full-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "runq-test-full"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path().to_path_buf());
+    let volume = format!("{}:/full", dir.path().display());
+    let script = "dd if=/dev/zero of=/full/big bs=1M count=64 2>&1 | grep -o 'No space left on \
+                  device'; echo still-running";
+    let reference = common::docker::run(
+        common::docker::Runtime::Runc,
+        &["-v", &volume],
+        &["sh", "-c", script],
+    );
+    std::fs::remove_file(dir.path().join("big")).unwrap();
+    let outcome = common::docker::run(
+        common::docker::Runtime::Runq,
+        &["-v", &volume],
+        &["sh", "-c", script],
+    );
+    assert_eq!(outcome.code(), reference.code(), "{outcome:?}");
+    assert_eq!(
+        outcome.stdout_text(),
+        "No space left on device\nstill-running\n",
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.stdout_text(), reference.stdout_text());
+}

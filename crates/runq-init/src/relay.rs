@@ -156,6 +156,18 @@ pub fn run(
             relay.sessions.remove(&session);
             if session == MAIN_SESSION {
                 nix::unistd::sync();
+                if code == 128 + libc::SIGKILL && out_of_memory_kills() > 0 {
+                    relay.send(&Message::Data {
+                        session,
+                        stream: StreamKind::Stderr,
+                        bytes: format!(
+                            "runq: the guest ran out of memory and its kernel killed the \
+                             application ({} MiB of guest memory: raise RUNQ_MEM or docker -m)\n",
+                            guest_memory_mib()
+                        )
+                        .into_bytes(),
+                    })?;
+                }
             }
             relay.send(&Message::Exit { session, code })?;
             if session == MAIN_SESSION {
@@ -472,6 +484,25 @@ impl Relay<'_> {
             .and_then(Session::new)
             .map_err(|e| e.to_string())
     }
+}
+
+/// How many processes the guest kernel's OOM killer has killed since boot.
+fn out_of_memory_kills() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn guest_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
 }
 
 /// systemd as the application: poweroff and halt are a clean end, anything else is not. In a

@@ -242,11 +242,19 @@ impl Supervisor {
                 };
                 match output {
                     Some(output) => output.push(bytes),
-                    None => self.send(&Message::Credit {
-                        session: MAIN_SESSION,
-                        stream,
-                        bytes: bytes.len() as u32,
-                    })?,
+                    None => {
+                        // What the guest init itself says after the application's stderr
+                        // ended (why it ended, say) still belongs on the container's stderr.
+                        if stream == StreamKind::Stderr {
+                            use std::io::Write;
+                            let _ = std::io::stderr().write_all(&bytes);
+                        }
+                        self.send(&Message::Credit {
+                            session: MAIN_SESSION,
+                            stream,
+                            bytes: bytes.len() as u32,
+                        })?
+                    }
                 }
             }
             Message::Eof { stream, .. } => match stream {
@@ -309,7 +317,10 @@ impl Supervisor {
             Phase::Exited(code) => Ok(code),
             Phase::Failed => Ok(1),
             Phase::Booting | Phase::Running | Phase::ChannelLost => bail!(
-                "QEMU ended with {status} before the application did{}{}",
+                "QEMU ended with {status} before the application did{}{}{}",
+                panic_line(&self.paths.console_log)
+                    .map(|line| format!(": the guest kernel panicked ({line})"))
+                    .unwrap_or_default(),
                 self.log_excerpt(&self.paths.qemu_log, "QEMU"),
                 self.log_excerpt(&self.paths.console_log, "guest console")
             ),
@@ -376,6 +387,14 @@ impl Supervisor {
             format!("\n--- last lines of the {name} log ---\n{text}")
         }
     }
+}
+
+/// The guest kernel's panic message, if the console log has one.
+fn panic_line(console_log: &Path) -> Option<String> {
+    let log = std::fs::read_to_string(console_log).ok()?;
+    log.lines()
+        .find_map(|line| line.split_once("Kernel panic - ").map(|(_, rest)| rest))
+        .map(|rest| format!("Kernel panic - {}", rest.trim()))
 }
 
 fn finish(output: &mut Option<Output>) {
