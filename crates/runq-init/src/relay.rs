@@ -162,7 +162,7 @@ pub fn run(
                         stream: StreamKind::Stderr,
                         bytes: format!(
                             "runq: the guest ran out of memory and its kernel killed the \
-                             application ({} MiB of guest memory: raise RUNQ_MEM or docker -m)\n",
+                             application ({} MiB usable in the guest: raise RUNQ_MEM or docker -m)\n",
                             guest_memory_mib()
                         )
                         .into_bytes(),
