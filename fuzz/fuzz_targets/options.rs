@@ -1,0 +1,19 @@
+//! A container's environment and runq's flags, as anyone may set them: refused or accepted,
+//! never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use runq_shared::options::RunqOptions;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let _ = RunqOptions::default().apply_env(&lines);
+    for line in &lines {
+        if let Some((flag, value)) = line.split_once(' ') {
+            let _ = RunqOptions::default().set_flag(flag, Some(value));
+        }
+    }
+});
