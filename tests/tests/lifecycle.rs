@@ -34,6 +34,12 @@ fn create_start_pause_resume_kill_delete() {
         .unwrap();
     assert!(create.success());
     assert_eq!(state_of(&bundle)["status"], "created");
+    // The VM config holds the application's environment: root only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: std::path::PathBuf| std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(bundle.path().join("runq")), 0o700);
+    assert_eq!(mode(bundle.path().join("runq/vm.json")), 0o600);
     assert!(bundle
         .runq(&[], &["start", &bundle.id])
         .status()

@@ -483,4 +483,42 @@ mod tests {
             .to_string();
         assert!(err.contains("s390x"), "{err}");
     }
+
+    #[test]
+    fn huge_and_hostile_values_are_refused_by_name() {
+        let huge = "9".repeat(4096);
+        for (line, name) in [
+            (format!("RUNQ_MEM={huge}"), "RUNQ_MEM"),
+            ("RUNQ_MEM=18446744073709551616".to_string(), "RUNQ_MEM"),
+            ("RUNQ_CPU=4294967296".to_string(), "RUNQ_CPU"),
+            ("RUNQ_CPU=-1".to_string(), "RUNQ_CPU"),
+            (format!("RUNQ_BOOT_TIMEOUT={huge}"), "RUNQ_BOOT_TIMEOUT"),
+            ("RUNQ_CPUARGS=max -device evil".to_string(), "RUNQ_CPUARGS"),
+            (
+                "RUNQ_ROOTDISK_EXCLUDE=relative/path".to_string(),
+                "RUNQ_ROOTDISK_EXCLUDE",
+            ),
+            ("RUNQ_NET=\u{0}".to_string(), "RUNQ_NET"),
+        ] {
+            let err = RunqOptions::default()
+                .apply_env(&[line.as_str()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{line}: {err}");
+            assert!(err.len() < 5000 + huge.len(), "{err}");
+        }
+    }
+
+    #[test]
+    fn root_disk_variables() {
+        let mut options = RunqOptions::default();
+        options
+            .apply_env(&[
+                "RUNQ_ROOTDISK=data",
+                "RUNQ_ROOTDISK_EXCLUDE=/tmp, /var/cache",
+            ])
+            .unwrap();
+        assert_eq!(options.root_disk.as_deref(), Some("data"));
+        assert_eq!(options.root_disk_exclude, ["/tmp", "/var/cache"]);
+    }
 }

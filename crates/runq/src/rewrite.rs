@@ -88,6 +88,11 @@ pub enum RewriteError {
          -v FILE:/dev/runq/{0}/<cache> or --device BLKDEV:/dev/runq/{0}/<cache>"
     )]
     RootDisk(String),
+    #[error(
+        "config.json: the process's arguments, environment and mounts take {0} MiB; runq hands \
+         the guest at most 16 MiB"
+    )]
+    TooLarge(usize),
     #[error("RUNQ_ROOTDISK={0}: a root disk holds ext2 or ext4, not {1}")]
     RootDiskFs(String, &'static str),
 }
@@ -130,6 +135,11 @@ pub fn rewrite(
         .and_then(|l| l.seccomp().as_ref())
         .map(crate::seccomp::compile)
         .transpose()?;
+    // The guest config travels to the guest in one frame of the control channel.
+    let size = serde_json::to_vec(&guest).map_or(0, |json| json.len());
+    if size > runq_shared::protocol::MAX_FRAME_LEN - 4096 {
+        return Err(RewriteError::TooLarge(size >> 20));
+    }
     let disks = runq_disks(original)?;
     guest.disks = disks.iter().map(|(_, disk)| disk.clone()).collect();
     guest.binds = bind_destinations(original);

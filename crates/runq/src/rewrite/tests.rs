@@ -496,3 +496,16 @@ fn macvtap_mode_is_refused_where_the_kernel_has_none() {
     .unwrap_err();
     assert!(err.to_string().contains("macvtap"), "{err}");
 }
+
+#[test]
+fn a_config_too_large_for_the_channel_is_refused_at_create() {
+    let huge = format!("BIG={}", "x".repeat(17 << 20));
+    let err = rewrite(
+        &docker_like(&[huge.as_str()]),
+        &RunqOptions::default(),
+        &host(Accel::Tcg),
+        Path::new("/b/runq"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("17 MiB"), "{err}");
+}
