@@ -45,3 +45,72 @@ pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::R
         })
         .map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use runq_shared::protocol::Message;
+
+    use super::*;
+
+    /// What the channel thread reports for what a broken or hostile guest writes.
+    fn events_for(garbage: &[u8]) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!(
+            "runq-channel-test-{}-{}",
+            std::process::id(),
+            garbage.len()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (events, queue) = std::sync::mpsc::channel();
+        spawn_reader(listener, events).unwrap();
+        let mut guest = UnixStream::connect(&path).unwrap();
+        Message::Hello { version: 1 }.write_to(&mut guest).unwrap();
+        guest.write_all(garbage).unwrap();
+        drop(guest);
+        let mut seen = Vec::new();
+        while let Ok(event) = queue.recv_timeout(Duration::from_secs(10)) {
+            let (text, end) = match event {
+                Event::Connected(_) => ("connected".to_string(), false),
+                Event::Guest(message) => (format!("{message:?}"), false),
+                Event::ChannelClosed(error) => (format!("closed: {error:?}"), true),
+                _ => ("other".to_string(), false),
+            };
+            seen.push(text);
+            if end {
+                break;
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        seen
+    }
+
+    #[test]
+    fn garbage_from_the_guest_closes_the_channel_with_the_reason() {
+        let cases: [(&[u8], &str); 4] = [
+            // An unknown tag.
+            (&[0, 0, 0, 1, 99], "unknown message tag 99"),
+            // A length far beyond the limit.
+            (&[0xff, 0xff, 0xff, 0xff, 1], "exceeds the limit"),
+            // An exit frame without its code.
+            (&[0, 0, 0, 5, 9, 0, 0, 0, 0], "tag 9"),
+            // Half a frame, then the end.
+            (&[0, 0, 0, 9, 4, 0], "closed"),
+        ];
+        for (garbage, reason) in cases {
+            let seen = events_for(garbage);
+            assert_eq!(seen.first().map(String::as_str), Some("connected"));
+            assert!(seen[1].starts_with("Hello"), "{seen:?}");
+            let last = seen.last().unwrap();
+            assert!(
+                last.starts_with("closed") && last.contains(reason),
+                "{seen:?}"
+            );
+        }
+    }
+}
