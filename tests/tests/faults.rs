@@ -71,7 +71,7 @@ fn status_field(pid: i32, field: &str) -> String {
 }
 
 #[test]
-fn qemu_runs_under_its_seccomp_sandbox_with_almost_no_capabilities() {
+fn qemu_and_virtiofsd_run_sandboxed_with_almost_no_capabilities() {
     for (flags, bounding) in [
         // CAP_DAC_OVERRIDE only: disk images may belong to anyone.
         (&[][..], "0000000000000002"),
@@ -88,6 +88,16 @@ fn qemu_runs_under_its_seccomp_sandbox_with_almost_no_capabilities() {
         assert_eq!(status_field(qemu[0], "CapEff:"), bounding, "{flags:?}");
         assert_eq!(status_field(qemu[0], "Seccomp:"), "2", "{flags:?}");
         assert_eq!(status_field(qemu[0], "NoNewPrivs:"), "1", "{flags:?}");
+        // virtiofsd confines its own worker: empty bounding set, seccomp, no new privileges.
+        if flags.is_empty() {
+            let workers: Vec<i32> = descendants_running(running.pid(), "virtiofsd")
+                .into_iter()
+                .filter(|pid| status_field(*pid, "Seccomp:") == "2")
+                .collect();
+            assert_eq!(workers.len(), 1, "one sandboxed virtiofsd worker");
+            assert_eq!(status_field(workers[0], "CapBnd:"), "0000000000000000");
+            assert_eq!(status_field(workers[0], "NoNewPrivs:"), "1");
+        }
         let killed = bundle.runq(&[], &["kill", &bundle.id, "KILL"]).status();
         assert!(killed.is_ok_and(|s| s.success()));
         assert_eq!(running.finish().code(), 137);
