@@ -5,29 +5,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use common::docker::{docker, Name};
+use common::docker::{build_image, docker, Name};
 
 const IMAGE: &str = "runq-postgres:latest";
-
-fn build_image() {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/postgresql/build-image.sh"
-    );
-    let child = Command::new(script)
-        .arg(IMAGE)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("examples/postgresql/build-image.sh");
-    // debootstrap downloads a few hundred packages on a fresh machine.
-    let built = common::finish(child, Vec::new(), Duration::from_secs(1200));
-    assert_eq!(built.code(), 0, "{built:?}");
-}
 
 /// `psql` from a second runq container linked to the server, retried while the server starts.
 fn psql(server: &Name, sql: &str) -> common::Outcome {
@@ -55,7 +37,7 @@ fn psql(server: &Name, sql: &str) -> common::Outcome {
 
 #[test]
 fn postgresql_on_a_runq_disk_answers_a_linked_client_and_keeps_its_data() {
-    build_image();
+    build_image("examples/postgresql/build-image.sh", &[IMAGE]);
     let images = tempfile::Builder::new()
         .prefix("runq-pgdata-")
         .tempdir_in("/var/tmp")

@@ -4,30 +4,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::docker::{docker, run, Name, Runtime};
+use common::docker::{build_image, docker, run, Name, Runtime};
 
 const IMAGE: &str = "runq-systemd:latest";
-
-fn build_image() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/debian-image.sh");
-    let child = Command::new(script)
-        .args([
-            IMAGE,
-            "systemd,systemd-sysv",
-            "--change",
-            "CMD [\"/sbin/init\"]",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("scripts/debian-image.sh");
-    let built = common::finish(child, Vec::new(), Duration::from_secs(1200));
-    assert_eq!(built.code(), 0, "{built:?}");
-}
 
 fn inspect(name: &Name, field: &str) -> String {
     docker(&["inspect", "-f", field, &name.0])
@@ -38,7 +19,15 @@ fn inspect(name: &Name, field: &str) -> String {
 
 #[test]
 fn docker_stop_powers_systemd_off_with_exit_0_and_no_restart() {
-    build_image();
+    build_image(
+        "scripts/debian-image.sh",
+        &[
+            IMAGE,
+            "systemd,systemd-sysv",
+            "--change",
+            "CMD [\"/sbin/init\"]",
+        ],
+    );
     let name = Name::new();
     let started = docker(&[
         "run",

@@ -109,3 +109,21 @@ pub fn wait_for_log(name: &str, text: &str, count: usize) {
     }
     panic!("{name} never logged {text:?} {count} times");
 }
+
+/// Runs an image builder of this repository (a path relative to its root) with `args`: they
+/// debootstrap Debian images, which takes minutes on a fresh machine, and do nothing when the
+/// image exists.
+pub fn build_image(builder: &str, args: &[&str]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(builder);
+    let child = Command::new(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    let built = finish(child, Vec::new(), std::time::Duration::from_secs(1200));
+    assert_eq!(built.code(), 0, "{built:?}");
+}
