@@ -90,7 +90,8 @@ fn two_hundred_runs_in_a_row_and_twenty_at_once_leave_nothing_behind() {
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let after = snapshot();
-        let fds_kept = after.dockerd_fds <= before.dockerd_fds + 10;
+        // A leak would grow with the 220 runs; dockerd's idle client connections do not.
+        let fds_kept = after.dockerd_fds <= before.dockerd_fds + 40;
         let same = Snapshot {
             dockerd_fds: before.dockerd_fds,
             ..after
