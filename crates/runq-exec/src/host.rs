@@ -42,7 +42,7 @@ pub fn run(command: &Command) -> Result<i32> {
     if command.command.is_empty() {
         bail!("no command given (usage: runq-exec [OPTIONS] CONTAINER COMMAND...)");
     }
-    let runq = install_root().join("runq");
+    let runq = runq_shared::layout::install_root().join("runq");
     if let Some(bundle) = runq_bundle(&runq, &command.root, container) {
         return runq_exec(&runq, &bundle, container, command);
     }
@@ -67,13 +67,6 @@ pub fn run(command: &Command) -> Result<i32> {
             command.root.display()
         ),
     }
-}
-
-fn install_root() -> PathBuf {
-    std::env::var_os("RUNQ_ROOT")
-        .filter(|root| !root.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(runq_shared::layout::DEFAULT_INSTALL_ROOT))
 }
 
 /// Debian's client where it is there, matching its daemon; else whatever is on the PATH.

@@ -3,6 +3,14 @@
 /// Default install root on the host (`RUNQ_ROOT` or `--assets` change it).
 pub const DEFAULT_INSTALL_ROOT: &str = "/var/lib/runq";
 
+/// The install root: `RUNQ_ROOT` where set, else the default.
+pub fn install_root() -> std::path::PathBuf {
+    std::env::var_os("RUNQ_ROOT")
+        .filter(|root| !root.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_INSTALL_ROOT))
+}
+
 /// The assets directory below the install root: QEMU, its libraries, virtiofsd, kernel, initrd.
 pub const ASSETS_SUBDIR: &str = "qemu";
 

@@ -26,8 +26,8 @@ pub fn assets_dir(options: &RunqOptions) -> PathBuf {
     if let Some(dir) = &options.assets {
         return dir.clone();
     }
-    if let Some(root) = std::env::var_os("RUNQ_ROOT").filter(|r| !r.is_empty()) {
-        return PathBuf::from(root).join(ASSETS_SUBDIR);
+    if std::env::var_os("RUNQ_ROOT").is_some_and(|r| !r.is_empty()) {
+        return runq_shared::layout::install_root().join(ASSETS_SUBDIR);
     }
     if let Some(beside) = std::env::current_exe()
         .ok()
