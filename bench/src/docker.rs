@@ -99,6 +99,16 @@ impl Container {
         docker(&command)
     }
 
+    /// The container's first process on the host (for runq, the proxy).
+    pub fn pid(&self) -> Result<u32> {
+        let text = docker(&["inspect", "-f", "{{.State.Pid}}", &self.name])?;
+        text.trim()
+            .parse()
+            .ok()
+            .filter(|&pid| pid > 0)
+            .with_context(|| format!("{} has no running process", self.name))
+    }
+
     pub fn address(&self) -> Result<String> {
         let text = docker(&[
             "inspect",

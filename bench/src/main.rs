@@ -2,7 +2,11 @@
 //! also the probe inside the containers (`serve`, `client`), bind-mounted in read-only, so
 //! every figure is timed by the same code on both ends.
 
+mod boot;
+mod chart;
 mod docker;
+mod floor;
+mod memory;
 mod net;
 mod probe;
 mod stats;
@@ -20,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// `docker run true` against runc, runq's boot timeline against the bare floor VM, idle
+    /// memory, density and `docker exec` latency; writes an SVG chart of the timeline.
+    Boot(boot::Settings),
     /// TCP throughput and round trips, host to container and container to container, for
     /// runc and for runq with tap and macvtap NICs.
     Net(net::Settings),
@@ -44,6 +51,7 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Boot(settings) => boot::run(&settings),
         Command::Net(settings) => net::run(&settings),
         Command::Storage(settings) => storage::run(&settings),
         Command::Fs(job) => storage::probe(&job),

@@ -25,14 +25,17 @@ use std::process::ExitCode;
 
 use runq_shared::config::GuestConfig;
 use runq_shared::protocol::{self, Message, MAIN_SESSION, PROTOCOL_VERSION};
+use runq_shared::timeline::GuestMarks;
 
 fn main() -> ExitCode {
+    let mut marks = GuestMarks::default();
+    marks.mark("init_start");
     if std::process::id() != 1 {
         eprintln!("runq-init: must run as PID 1 of a runq guest");
         return ExitCode::FAILURE;
     }
     let mut channel = None;
-    if let Err(error) = run(&mut channel) {
+    if let Err(error) = run(&mut channel, marks) {
         console::log(&format!("fatal: {error}"));
         if let Some(port) = channel.as_mut() {
             let _ = Message::Error {
@@ -45,12 +48,15 @@ fn main() -> ExitCode {
     system::power_off()
 }
 
-fn run(channel: &mut Option<File>) -> Result<(), InitError> {
+fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitError> {
     system::mount_basics()?;
     console::set_debug(system::kernel_flag("runq.debug"));
-    modules::load_all()?;
+    let uevents = port::watch()?;
+    modules::load_transport()?;
+    marks.mark("transport_loaded");
     net::loopback_up()?;
-    let mut port = port::open(runq_shared::layout::AGENT_PORT_NAME)?;
+    let mut port = port::open(runq_shared::layout::AGENT_PORT_NAME, &uevents)?;
+    drop(uevents);
     Message::Hello {
         version: PROTOCOL_VERSION,
     }
@@ -59,6 +65,9 @@ fn run(channel: &mut Option<File>) -> Result<(), InitError> {
     *channel = Some(port.try_clone().map_err(InitError::Channel)?);
 
     let config = receive_config(&mut port)?;
+    marks.mark("config_received");
+    modules::load_for(&config)?;
+    marks.mark("modules_loaded");
     rootfs::mount(&config)?;
     rootfs::share_module_tree();
     let disks = disks::find(&config.disks)?;
@@ -67,11 +76,15 @@ fn run(channel: &mut Option<File>) -> Result<(), InitError> {
         rootdisk::switch(root, &config, &disks)?;
     }
     disks::mount_all(&config.disks, &disks, root_disk)?;
+    marks.mark("root_mounted");
     net::configure(&config.network)?;
+    marks.mark("network_ready");
     let dns = dns_relay::listen_if_needed();
     let children = relay::block_child_signals()?;
     let app = container::spawn(&config, &disks)?;
-    let code = relay::run(port, &config, app, children, dns)?;
+    marks.mark("app_exec");
+    modules::load_late();
+    let code = relay::run(port, &config, app, children, dns, marks)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())
 }

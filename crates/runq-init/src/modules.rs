@@ -1,20 +1,82 @@
 //! Loads the kernel modules the initrd carries, in the order the asset builder resolved from
-//! modules.dep (dependencies first).
+//! modules.dep (dependencies first), and only those this container needs: under TCG each
+//! module costs milliseconds to relocate and check, and a plain virtio-fs container needs
+//! half of what the initrd holds.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+
+use runq_shared::config::{GuestConfig, RootFs};
 
 use crate::{console, Context, InitError};
 
 const LOAD_LIST: &str = "/modules.load";
 
-pub fn load_all() -> Result<(), InitError> {
-    let list = std::fs::read_to_string(LOAD_LIST).context(|| format!("read {LOAD_LIST}"))?;
-    for path in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        load(path)?;
-    }
+/// Modules for a feature, by file name without `.ko`; each group after its dependencies.
+/// Modules of no group (added with `RUNQ_INITRD_EXTRA_MODULES`) load with the transport.
+const VIRTIOFS: &[&str] = &["fuse", "virtiofs"];
+const NINEP: &[&str] = &["netfs", "fscache", "9pnet", "9pnet_virtio", "9p"];
+const NET: &[&str] = &["failover", "net_failover", "virtio_net"];
+const BLOCK: &[&str] = &["virtio_blk"];
+/// Free page reporting: pages the guest touched and freed again (the unpacked initrd, boot
+/// time allocations) go back to the host. Not needed to boot, so loaded after.
+const LATE: &[&str] = &["virtio_balloon"];
+const FEATURES: &[&[&str]] = &[VIRTIOFS, NINEP, NET, BLOCK, LATE];
+
+/// What the control channel needs: the virtio transport, the serial port and the entropy
+/// device, plus any module of no feature group.
+pub fn load_transport() -> Result<(), InitError> {
+    load_matching(|name| !FEATURES.iter().any(|group| group.contains(&name)))?;
+    console::debug("transport modules loaded");
+    Ok(())
+}
+
+/// What the container's config asks for: its root's file system, NICs and disks.
+pub fn load_for(config: &GuestConfig) -> Result<(), InitError> {
+    let wanted = wanted_groups(
+        config.root_fs,
+        !config.network.nics.is_empty(),
+        !config.disks.is_empty() || config.root_disk.is_some(),
+    );
+    load_matching(|name| wanted.iter().any(|group| group.contains(&name)))?;
     console::debug("modules loaded");
     Ok(())
+}
+
+/// What can wait until the application runs; a failure only costs memory, so it is logged.
+pub fn load_late() {
+    if let Err(error) = load_matching(|name| LATE.contains(&name)) {
+        console::log(&format!("{error}"));
+    }
+}
+
+fn wanted_groups(root_fs: RootFs, nics: bool, disks: bool) -> Vec<&'static [&'static str]> {
+    let mut groups = vec![match root_fs {
+        RootFs::Virtiofs => VIRTIOFS,
+        RootFs::NineP { .. } => NINEP,
+    }];
+    if nics {
+        groups.push(NET);
+    }
+    if disks {
+        groups.push(BLOCK);
+    }
+    groups
+}
+
+fn load_matching(wanted: impl Fn(&str) -> bool) -> Result<(), InitError> {
+    let list = std::fs::read_to_string(LOAD_LIST).context(|| format!("read {LOAD_LIST}"))?;
+    for path in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if wanted(module_name(path)) {
+            load(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn module_name(path: &str) -> &str {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.strip_suffix(".ko").unwrap_or(file)
 }
 
 fn load(path: &str) -> Result<(), InitError> {
@@ -33,4 +95,34 @@ fn load(path: &str) -> Result<(), InitError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_come_from_the_file_name() {
+        assert_eq!(
+            module_name("/lib/modules/6.1.0/kernel/fs/fuse/virtiofs.ko"),
+            "virtiofs"
+        );
+        assert_eq!(module_name("virtio-rng.ko"), "virtio-rng");
+    }
+
+    #[test]
+    fn only_the_groups_the_container_uses_are_loaded() {
+        assert_eq!(wanted_groups(RootFs::Virtiofs, false, false), [VIRTIOFS]);
+        let ninep = RootFs::NineP {
+            cache: runq_shared::config::NinePCache::Mmap,
+        };
+        assert_eq!(wanted_groups(ninep, true, true), [NINEP, NET, BLOCK]);
+    }
+
+    #[test]
+    fn transport_modules_are_those_of_no_group() {
+        let grouped = |name: &str| FEATURES.iter().any(|group| group.contains(&name));
+        assert!(!grouped("virtio_mmio") && !grouped("virtio_console"));
+        assert!(grouped("virtiofs") && grouped("virtio_net") && grouped("9p"));
+    }
 }

@@ -23,6 +23,8 @@ use runq_shared::protocol::{
     Decoder, Message, StreamKind, DATA_CHUNK, MAIN_SESSION, STREAM_WINDOW,
 };
 
+use runq_shared::timeline::GuestMarks;
+
 use crate::container::{self, App};
 use crate::dns_relay::DnsRelay;
 use crate::{console, Context, InitError};
@@ -135,6 +137,7 @@ pub fn run(
     app: App,
     children: SignalFd,
     dns: Option<DnsRelay>,
+    mut marks: GuestMarks,
 ) -> Result<i32, InitError> {
     let mut relay = Relay {
         port,
@@ -146,6 +149,7 @@ pub fn run(
     relay.send(&Message::Started {
         session: MAIN_SESSION,
     })?;
+    relay.send_marks(&marks)?;
     loop {
         let finished: Vec<(u32, i32)> = relay
             .sessions
@@ -155,6 +159,8 @@ pub fn run(
         for (session, code) in finished {
             relay.sessions.remove(&session);
             if session == MAIN_SESSION {
+                marks.mark("app_exit");
+                relay.send_marks(&marks)?;
                 nix::unistd::sync();
                 if code == 128 + libc::SIGKILL && out_of_memory_kills() > 0 {
                     relay.send(&Message::Data {
@@ -183,6 +189,11 @@ impl Relay<'_> {
         self.port
             .write_all(&message.encode())
             .map_err(InitError::Channel)
+    }
+
+    fn send_marks(&mut self, marks: &GuestMarks) -> Result<(), InitError> {
+        let json = serde_json::to_vec(&marks.stamped()).unwrap_or_default();
+        self.send(&Message::Timeline { json })
     }
 
     fn poll_once(&mut self, children: &SignalFd) -> Result<(), InitError> {

@@ -26,6 +26,7 @@ use anyhow::{Context, Result};
 use runq_shared::config::{RootFs, VmConfig};
 use runq_shared::layout::{CONFIG_DIR_IN_CONTAINER, VM_CONFIG_FILE};
 use runq_shared::protocol::Message;
+use runq_shared::timeline::Timeline;
 
 use crate::qemu::{HostFacts, Paths};
 use crate::supervisor::Supervisor;
@@ -71,8 +72,19 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<i32> {
+    let started = runq_shared::timeline::wall_clock_ns();
     signals::block_all().context("block signals")?;
     let mut config = load_config()?;
+    let mut timeline = config.vm.timeline_origin_ns.map(|origin| {
+        let mut timeline = Timeline::new(origin);
+        timeline.mark_at("proxy_start", started);
+        timeline
+    });
+    let mut mark = |stage: &str| {
+        if let Some(timeline) = timeline.as_mut() {
+            timeline.mark(stage);
+        }
+    };
     let paths = Paths::in_container(&config.vm);
     let host = HostFacts {
         tsc_khz: std::fs::read_to_string("/proc/cpuinfo")
@@ -97,6 +109,7 @@ fn run() -> Result<i32> {
     }
     channel::spawn_reader(agent, events).context("start the channel thread")?;
 
+    mark("virtiofsd_exec");
     let virtiofsd = match config.vm.root_fs {
         RootFs::Virtiofs => Some(children::start_virtiofsd(&paths)?),
         RootFs::NineP { .. } => None,
@@ -125,10 +138,11 @@ fn run() -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let qemu_args = qemu::args(&config.vm, host, &paths, &nics, &disks);
     let ninep = matches!(config.vm.root_fs, RootFs::NineP { .. });
+    mark("qemu_exec");
     let qemu = children::start_qemu(&paths, &qemu_args, config.vm.debug, ninep, &nics)?;
     drop(taps);
 
-    Supervisor::new(config, qemu, virtiofsd, paths).run(queue)
+    Supervisor::new(config, qemu, virtiofsd, paths, timeline).run(queue)
 }
 
 /// qcow2 or raw, from the disk's first bytes.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use runq_shared::config::VmConfig;
 use runq_shared::protocol::{Message, StreamKind, MAIN_SESSION, PROTOCOL_VERSION, STREAM_WINDOW};
+use runq_shared::timeline::{self, GuestMarks, Timeline};
 
 use crate::children::tail;
 use crate::qemu::Paths;
@@ -49,6 +50,8 @@ pub struct Supervisor {
     pending_signals: Vec<i32>,
     /// Exec sessions by number, each with the connection of its client.
     exec_clients: HashMap<u32, FrameWriter>,
+    /// The boot timeline, when `RUNQ_TIMELINE` asked for it.
+    timeline: Option<Timeline>,
 }
 
 impl Supervisor {
@@ -57,6 +60,7 @@ impl Supervisor {
         qemu: Child,
         virtiofsd: Option<Child>,
         paths: Paths,
+        timeline: Option<Timeline>,
     ) -> Supervisor {
         Supervisor {
             config,
@@ -70,6 +74,7 @@ impl Supervisor {
             stderr: None,
             pending_signals: Vec::new(),
             exec_clients: HashMap::new(),
+            timeline,
         }
     }
 
@@ -102,7 +107,13 @@ impl Supervisor {
                 }
             }
         };
+        if let Some(timeline) = self.timeline.as_mut() {
+            timeline.mark("vm_exit");
+        }
         self.finish_output();
+        if let Some(timeline) = &self.timeline {
+            eprintln!("{}", timeline.line());
+        }
         for (session, client) in self.exec_clients.drain() {
             let _ = client.send(&Message::Exit {
                 session,
@@ -276,6 +287,17 @@ impl Supervisor {
             Message::DnsQuery { id, packet } => {
                 if let Some(channel) = self.channel.clone() {
                     crate::dns::resolve_in_background(id, packet, channel);
+                }
+            }
+            Message::Timeline { json } => {
+                let received = timeline::wall_clock_ns();
+                if let Some(timeline) = self.timeline.as_mut() {
+                    match serde_json::from_slice::<GuestMarks>(&json) {
+                        Ok(marks) => timeline.add_guest(&marks, received),
+                        Err(error) => {
+                            eprintln!("runq: unreadable timeline from the guest: {error}")
+                        }
+                    }
                 }
             }
             other => eprintln!("runq: unexpected message from the guest: {other:?}"),

@@ -36,6 +36,10 @@ pub struct VmSettings {
     /// Kernel and initrd inside the container when not the installed ones.
     pub kernel: Option<String>,
     pub initrd: Option<String>,
+    /// With `RUNQ_TIMELINE`: when `runq create` started (Unix ns), the zero of the boot
+    /// timeline the proxy prints when the container ends.
+    #[serde(default)]
+    pub timeline_origin_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +242,7 @@ mod tests {
                 debug: false,
                 kernel: None,
                 initrd: None,
+                timeline_origin_ns: Some(1_795_000_000_000_000_000),
             },
             guest: GuestConfig {
                 process: ProcessConfig {

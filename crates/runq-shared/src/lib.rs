@@ -11,3 +11,4 @@ pub mod layout;
 pub mod options;
 pub mod protocol;
 pub mod rlimits;
+pub mod timeline;

@@ -31,6 +31,8 @@ pub struct RunqOptions {
     pub assets: Option<PathBuf>,
     pub boot_timeout_secs: u32,
     pub debug: bool,
+    /// Print the boot timeline on the container's stderr when it ends (`RUNQ_TIMELINE`).
+    pub timeline: bool,
     /// The runq disk that becomes the guest's root (`RUNQ_ROOTDISK`).
     pub root_disk: Option<String>,
     /// Absolute paths not copied onto a new root disk (`RUNQ_ROOTDISK_EXCLUDE`).
@@ -62,6 +64,7 @@ impl Default for RunqOptions {
             assets: None,
             boot_timeout_secs: DEFAULT_BOOT_TIMEOUT_SECS,
             debug: false,
+            timeline: false,
             root_disk: None,
             root_disk_exclude: Vec::new(),
         }
@@ -135,6 +138,7 @@ enum Key {
     Assets,
     BootTimeout,
     Debug,
+    Timeline,
     RootDisk,
     RootDiskExclude,
 }
@@ -190,6 +194,7 @@ const OPTIONS: &[OptionSpec] = &[
         false,
     ),
     spec(Key::Debug, Some("--runq-debug"), &["RUNQ_DEBUG"], true),
+    spec(Key::Timeline, None, &["RUNQ_TIMELINE"], true),
     spec(Key::RootDisk, None, &["RUNQ_ROOTDISK"], false),
     spec(
         Key::RootDiskExclude,
@@ -318,6 +323,7 @@ impl RunqOptions {
             Key::NestedVm => self.nested_vm = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
             Key::Systemd => self.systemd = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
             Key::Debug => self.debug = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::Timeline => self.timeline = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
             Key::Fs => {
                 self.fs = match value {
                     "virtiofs" => FsKind::Virtiofs,

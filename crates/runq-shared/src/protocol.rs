@@ -86,6 +86,8 @@ pub enum Message {
     /// application's namespaces. From an exec client to the proxy the session is ignored; the
     /// proxy numbers sessions and forwards the request to the guest.
     Exec { session: u32, json: Vec<u8> },
+    /// Guest to host: boot timeline marks, a [`crate::timeline::GuestMarks`] as JSON.
+    Timeline { json: Vec<u8> },
 }
 
 #[derive(Debug, Error)]
@@ -123,6 +125,7 @@ const TAG_ERROR: u8 = 10;
 const TAG_DNS_QUERY: u8 = 11;
 const TAG_DNS_ANSWER: u8 = 12;
 const TAG_EXEC: u8 = 13;
+const TAG_TIMELINE: u8 = 14;
 
 impl Message {
     /// The frame for this message, length prefix included.
@@ -205,6 +208,10 @@ impl Message {
                 body.extend_from_slice(&session.to_be_bytes());
                 body.extend_from_slice(json);
                 TAG_EXEC
+            }
+            Message::Timeline { json } => {
+                body.extend_from_slice(json);
+                TAG_TIMELINE
             }
         };
         let len = u32::try_from(body.len() + 1).unwrap_or(u32::MAX);
@@ -293,6 +300,9 @@ impl Message {
             TAG_EXEC => Message::Exec {
                 session: fields.take::<4>("at least 4").map(u32::from_be_bytes)?,
                 json: fields.body.to_vec(),
+            },
+            TAG_TIMELINE => Message::Timeline {
+                json: body.to_vec(),
             },
             other => return Err(ProtocolError::UnknownTag(other)),
         };
@@ -481,6 +491,9 @@ mod tests {
             Message::Exec {
                 session: 21,
                 json: br#"{"args":["true"]}"#.to_vec(),
+            },
+            Message::Timeline {
+                json: br#"{"sent_ns":5,"marks":[]}"#.to_vec(),
             },
         ]
     }

@@ -239,6 +239,7 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
         debug: options.debug,
         kernel: options.kernel.as_ref().map(|_| CUSTOM_KERNEL.to_string()),
         initrd: options.initrd.as_ref().map(|_| CUSTOM_INITRD.to_string()),
+        timeline_origin_ns: options.timeline.then(runq_shared::timeline::wall_clock_ns),
     }
 }
 

@@ -1,0 +1,526 @@
+//! The boot benchmark: `docker run true` under runq and runc, runq's boot timeline from the
+//! marks its parts record (`RUNQ_TIMELINE`), the bare floor VM, idle memory, density and
+//! `docker exec` latency. runq, runc and the floor take turns in each round, so that the
+//! machine's changing load falls on all of them alike.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use runq_shared::timeline::Report;
+
+use crate::chart::{self, Bar};
+use crate::docker::{docker, Container, Setup, DOCKER, IMAGE};
+use crate::floor::Floor;
+use crate::memory;
+use crate::probe;
+use crate::stats::median;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Rounds of `docker run true` (runc, runq and the floor each once a round).
+    #[arg(long, default_value_t = 7)]
+    pub runs: usize,
+    /// Containers started at once for the density figure.
+    #[arg(long, default_value_t = 10)]
+    pub density: usize,
+    /// `docker exec true` calls per runtime.
+    #[arg(long, default_value_t = 10)]
+    pub exec_runs: usize,
+    /// Guest memory (`RUNQ_MEM`, MiB) of the idle containers and the floor.
+    #[arg(long, default_value_t = 256)]
+    pub mem: u32,
+    /// Where the boot timeline chart goes.
+    #[arg(long, default_value = "boot-timeline.svg")]
+    pub svg: PathBuf,
+}
+
+/// Under TCG on a loaded two-core machine a boot can take this long.
+const READY_DEADLINE: Duration = Duration::from_secs(180);
+/// Idle processes are measured this long after they are ready, all alike, so that the
+/// guest's last boot-time allocations are in.
+const SETTLE: Duration = Duration::from_secs(3);
+
+pub fn run(settings: &Settings) -> Result<()> {
+    let probe_binary = std::env::current_exe().context("find the runq-bench binary")?;
+    let assets = runq_shared::layout::install_root().join("qemu");
+    let runq = Setup::runq("runq", &[&format!("RUNQ_MEM={}", settings.mem)]);
+    let runc = Setup::runc();
+
+    eprintln!("runq-bench boot: idle memory");
+    let (memory, captured) = idle_memory(&runq, &runc, &probe_binary)?;
+    let floor = Floor::new(captured, assets)?;
+    let floor_idle_kib = {
+        let vm = floor.idle()?;
+        std::thread::sleep(SETTLE);
+        memory::pss_kib(vm.pid())?
+    };
+
+    eprintln!(
+        "runq-bench boot: {} rounds of docker run true",
+        settings.runs
+    );
+    let mut rounds = Vec::new();
+    for round in 0..settings.runs {
+        eprintln!("runq-bench boot: round {}", round + 1);
+        rounds.push(Round {
+            runc_s: docker_run_true(&runc)?.0,
+            runq: {
+                let (seconds, stages) = docker_run_true(&Setup {
+                    label: "runq",
+                    options: [
+                        runq.options.clone(),
+                        vec!["-e".into(), "RUNQ_TIMELINE=1".into()],
+                    ]
+                    .concat(),
+                })?;
+                (seconds, stages.context("runq printed no timeline")?)
+            },
+            floor_s: floor.boot()?,
+        });
+    }
+
+    eprintln!("runq-bench boot: docker exec latency");
+    let exec = exec_latency(&runq, &runc, &probe_binary, settings.exec_runs)?;
+    eprintln!("runq-bench boot: density");
+    let density = [
+        ("runc", density(&runc, &probe_binary, settings.density)?),
+        ("runq", density(&runq, &probe_binary, settings.density)?),
+    ];
+
+    let summary = Summary::of(&rounds);
+    std::fs::write(
+        &settings.svg,
+        chart::svg(&summary.chart_title(), &summary.bars()),
+    )
+    .with_context(|| format!("write {}", settings.svg.display()))?;
+    print_report(settings, &summary, &memory, floor_idle_kib, &exec, &density);
+    Ok(())
+}
+
+/// Stage names with milliseconds since `docker run` started.
+type Stages = Vec<(String, f64)>;
+
+struct Round {
+    runc_s: f64,
+    /// Wall time and stages.
+    runq: (f64, Stages),
+    floor_s: f64,
+}
+
+/// `docker run --rm IMAGE true`: seconds, and runq's timeline when it printed one, with
+/// stages counted from the start of `docker run`.
+fn docker_run_true(setup: &Setup) -> Result<(f64, Option<Stages>)> {
+    let mut args = vec!["run".to_string(), "--rm".to_string()];
+    args.extend(setup.options.iter().cloned());
+    args.extend([IMAGE.to_string(), "true".to_string()]);
+    let started_ns = runq_shared::timeline::wall_clock_ns();
+    let started = Instant::now();
+    let output = Command::new(DOCKER)
+        .args(&args)
+        .output()
+        .context("run docker")?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!(
+            "{} docker run true failed: {}",
+            setup.label,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let report = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .find_map(Report::parse_line);
+    let stages = report.map(|report| {
+        let offset_ms = (report.origin_unix_ns as f64 - started_ns as f64) / 1e6;
+        let mut stages = vec![
+            ("docker_run".to_string(), 0.0),
+            ("runtime_create".to_string(), offset_ms),
+        ];
+        stages.extend(
+            report
+                .stages_ms
+                .into_iter()
+                .map(|(stage, ms)| (stage, ms + offset_ms)),
+        );
+        stages.push(("docker_run_returned".to_string(), seconds * 1000.0));
+        stages
+    });
+    Ok((seconds, stages))
+}
+
+/// Median figures over the rounds.
+struct Summary {
+    runc_s: f64,
+    runq_s: f64,
+    floor_s: f64,
+    /// Stages in the order of their median times, each with its median.
+    stages: Stages,
+}
+
+impl Summary {
+    fn of(rounds: &[Round]) -> Summary {
+        let mut by_stage: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for round in rounds {
+            for (stage, ms) in &round.runq.1 {
+                by_stage.entry(stage.clone()).or_default().push(*ms);
+            }
+        }
+        let mut stages: Stages = by_stage
+            .into_iter()
+            .map(|(stage, samples)| (stage, median(&samples)))
+            .collect();
+        stages.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let seconds =
+            |pick: fn(&Round) -> f64| median(&rounds.iter().map(pick).collect::<Vec<_>>());
+        Summary {
+            runc_s: seconds(|r| r.runc_s),
+            runq_s: seconds(|r| r.runq.0),
+            floor_s: seconds(|r| r.floor_s),
+            stages,
+        }
+    }
+
+    fn stage(&self, name: &str) -> f64 {
+        self.stages
+            .iter()
+            .find(|(stage, _)| stage == name)
+            .map_or(f64::NAN, |(_, ms)| *ms)
+    }
+
+    /// QEMU's start to the application's start: runq's boot, like for like with the floor.
+    fn boot_ms(&self) -> f64 {
+        self.stage("app_exec") - self.stage("qemu_exec")
+    }
+
+    /// The runtime's start to the application's start: everything runq adds.
+    fn create_to_app_ms(&self) -> f64 {
+        self.stage("app_exec") - self.stage("runtime_create")
+    }
+
+    fn chart_title(&self) -> String {
+        format!(
+            "runq boot timeline (docker run --rm busybox true, median of stages), floor {:.0} ms",
+            self.floor_s * 1000.0
+        )
+    }
+
+    fn bars(&self) -> Vec<Bar> {
+        let mut bars: Vec<Bar> = self
+            .stages
+            .windows(2)
+            .map(|pair| Bar {
+                label: pair[1].0.replace('_', " "),
+                start_ms: pair[0].1,
+                end_ms: pair[1].1,
+                floor: false,
+            })
+            .collect();
+        let qemu = self.stage("qemu_exec");
+        bars.push(Bar {
+            label: "bare floor (QEMU start to exit)".into(),
+            start_ms: qemu,
+            end_ms: qemu + self.floor_s * 1000.0,
+            floor: true,
+        });
+        bars
+    }
+}
+
+struct IdleMemory {
+    /// (process, PSS KiB) of the runq container: proxy, QEMU, virtiofsd.
+    runq_parts: Vec<(String, u64)>,
+    runc_kib: u64,
+}
+
+/// PSS of an idle runq and an idle runc container, and the runq QEMU's command line.
+fn idle_memory(
+    runq: &Setup,
+    runc: &Setup,
+    probe_binary: &Path,
+) -> Result<(IdleMemory, Vec<String>)> {
+    let name = |kind: &str| format!("runq-bench-{}-idle-{kind}", std::process::id());
+    let runq_box = Container::start_ready(runq, name("runq"), probe_binary, &["serve"])?;
+    let runc_box = Container::start_ready(runc, name("runc"), probe_binary, &["serve"])?;
+    std::thread::sleep(SETTLE);
+
+    let mut runq_parts = Vec::new();
+    let mut captured = None;
+    for pid in memory::process_tree(runq_box.pid()?) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let part = if args.iter().any(|a| a.ends_with("/qemu-system-x86_64")) {
+            captured = Some(args);
+            "QEMU".to_string()
+        } else if args.iter().any(|a| a.ends_with("/virtiofsd")) {
+            "virtiofsd".to_string()
+        } else {
+            memory::name_of(pid)
+        };
+        runq_parts.push((part, memory::pss_kib(pid)?));
+    }
+    let runc_kib = memory::process_tree(runc_box.pid()?)
+        .into_iter()
+        .map(memory::pss_kib)
+        .sum::<Result<u64>>()?;
+    let captured = captured.context("no QEMU process in the runq container")?;
+    Ok((
+        IdleMemory {
+            runq_parts,
+            runc_kib,
+        },
+        captured,
+    ))
+}
+
+/// Median seconds of `docker exec CONTAINER true`, runq and runc in turns.
+fn exec_latency(
+    runq: &Setup,
+    runc: &Setup,
+    probe_binary: &Path,
+    runs: usize,
+) -> Result<(f64, f64)> {
+    let name = |kind: &str| format!("runq-bench-{}-exec-{kind}", std::process::id());
+    let runq_box = Container::start_ready(runq, name("runq"), probe_binary, &["serve"])?;
+    let runc_box = Container::start_ready(runc, name("runc"), probe_binary, &["serve"])?;
+    let mut runq_samples = Vec::new();
+    let mut runc_samples = Vec::new();
+    for _ in 0..runs.max(1) {
+        for (container, samples) in [
+            (&runc_box, &mut runc_samples),
+            (&runq_box, &mut runq_samples),
+        ] {
+            let started = Instant::now();
+            docker(&["exec", &container.name, "true"])?;
+            samples.push(started.elapsed().as_secs_f64());
+        }
+    }
+    Ok((median(&runq_samples), median(&runc_samples)))
+}
+
+/// Seconds until one container, and until `count` containers started at once, answer on
+/// the probe's port (an echo round trip, so the application itself answered).
+fn density(setup: &Setup, probe_binary: &Path, count: usize) -> Result<(f64, f64)> {
+    let one = start_and_reach(setup, probe_binary, 1)?;
+    let many = start_and_reach(setup, probe_binary, count)?;
+    Ok((one, many))
+}
+
+fn start_and_reach(setup: &Setup, probe_binary: &Path, count: usize) -> Result<f64> {
+    let started = Instant::now();
+    let results: Vec<Result<Container>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .map(|index| {
+                scope.spawn(move || -> Result<Container> {
+                    let name = format!(
+                        "runq-bench-{}-density-{}-{count}-{index}",
+                        std::process::id(),
+                        setup.label
+                    );
+                    let container = Container::start(setup, name, probe_binary, &["serve"])?;
+                    let address = format!("{}:{}", container.address()?, probe::PORT);
+                    wait_for_echo(&address)?;
+                    Ok(container)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a density thread panicked")))
+            })
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let containers = results.into_iter().collect::<Result<Vec<_>>>()?;
+    drop(containers);
+    Ok(seconds)
+}
+
+fn wait_for_echo(address: &str) -> Result<()> {
+    let deadline = Instant::now() + READY_DEADLINE;
+    let target = address.parse().context("a container address")?;
+    loop {
+        let answered = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+            .and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                stream.write_all(b"Lx")?;
+                let mut echo = [0u8; 1];
+                stream.read_exact(&mut echo)?;
+                Ok(echo == *b"x")
+            })
+            .unwrap_or(false);
+        if answered {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nothing answered at {address} within {READY_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn print_report(
+    settings: &Settings,
+    summary: &Summary,
+    memory: &IdleMemory,
+    floor_kib: u64,
+    exec: &(f64, f64),
+    density: &[(&str, (f64, f64)); 2],
+) {
+    println!(
+        "Boot, memory and density; {} cores, host kernel {}, guest under {}; medians of {} \
+         rounds (runc, runq and the floor in turn).\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        if Path::new("/dev/kvm").exists() {
+            "the accelerator runq chose (see runq check)"
+        } else {
+            "TCG"
+        },
+        settings.runs
+    );
+    println!("| figure | runq | runc or floor | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| `docker run --rm busybox true` (s) | {:.2} | {:.2} (runc) | {:.1}× |",
+        summary.runq_s,
+        summary.runc_s,
+        summary.runq_s / summary.runc_s
+    );
+    println!(
+        "| boot: QEMU start → application exec (s) | {:.2} | {:.2} (floor) | {:.2}× |",
+        summary.boot_ms() / 1000.0,
+        summary.floor_s,
+        summary.boot_ms() / 1000.0 / summary.floor_s
+    );
+    println!(
+        "| runtime create → application exec (s) | {:.2} | {:.2} (floor) | {:.2}× |",
+        summary.create_to_app_ms() / 1000.0,
+        summary.floor_s,
+        summary.create_to_app_ms() / 1000.0 / summary.floor_s
+    );
+    let runq_kib: u64 = memory.runq_parts.iter().map(|(_, kib)| kib).sum();
+    println!(
+        "| idle PSS, RUNQ_MEM={} (MiB) | {:.1} | {:.1} (floor) | {:+.1} MiB |",
+        settings.mem,
+        mib(runq_kib),
+        mib(floor_kib),
+        mib(runq_kib) - mib(floor_kib)
+    );
+    println!(
+        "| idle PSS against runc (MiB) | {:.1} | {:.1} (runc) | {:.0}× |",
+        mib(runq_kib),
+        mib(memory.runc_kib),
+        runq_kib as f64 / memory.runc_kib.max(1) as f64
+    );
+    println!(
+        "| `docker exec true` (s) | {:.2} | {:.2} (runc) | {:.1}× |",
+        exec.0,
+        exec.1,
+        exec.0 / exec.1
+    );
+    for (label, (one, many)) in density {
+        println!(
+            "| {label}: {} containers answering / one (s) | {many:.2} | {one:.2} (one) | {:.1}× |",
+            settings.density,
+            many / one
+        );
+    }
+    println!("\nIdle runq container, PSS by process:\n");
+    println!("| process | PSS (MiB) |");
+    println!("|---|---:|");
+    for (part, kib) in &memory.runq_parts {
+        println!("| {part} | {:.1} |", mib(*kib));
+    }
+    println!(
+        "\nBoot timeline of `docker run --rm --runtime runq busybox true` (median of each \
+         stage, ms since docker run started; chart: {}):\n",
+        settings.svg.display()
+    );
+    println!("| stage | at (ms) | step (ms) |");
+    println!("|---|---:|---:|");
+    let mut previous = 0.0;
+    for (stage, ms) in &summary.stages {
+        println!("| {stage} | {ms:.0} | {:.0} |", ms - previous);
+        previous = *ms;
+    }
+    println!(
+        "| (bare floor: QEMU start to exit) | | {:.0} |",
+        summary.floor_s * 1000.0
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(runq_s: f64, stages: &[(&str, f64)]) -> Round {
+        Round {
+            runc_s: 0.5,
+            runq: (
+                runq_s,
+                stages.iter().map(|(s, ms)| (s.to_string(), *ms)).collect(),
+            ),
+            floor_s: 2.0,
+        }
+    }
+
+    #[test]
+    fn stages_are_medians_in_time_order() {
+        let rounds = [
+            round(
+                4.0,
+                &[
+                    ("runtime_create", 100.0),
+                    ("qemu_exec", 300.0),
+                    ("app_exec", 2600.0),
+                ],
+            ),
+            round(
+                5.0,
+                &[
+                    ("runtime_create", 120.0),
+                    ("qemu_exec", 350.0),
+                    ("app_exec", 2900.0),
+                ],
+            ),
+            round(
+                4.5,
+                &[
+                    ("runtime_create", 90.0),
+                    ("qemu_exec", 310.0),
+                    ("app_exec", 2500.0),
+                ],
+            ),
+        ];
+        let summary = Summary::of(&rounds);
+        assert_eq!(summary.runq_s, 4.5);
+        assert_eq!(summary.floor_s, 2.0);
+        let names: Vec<&str> = summary.stages.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, ["runtime_create", "qemu_exec", "app_exec"]);
+        assert_eq!(summary.boot_ms(), 2600.0 - 310.0);
+        assert_eq!(summary.create_to_app_ms(), 2600.0 - 100.0);
+        let bars = summary.bars();
+        assert_eq!(bars.len(), 3);
+        assert!(bars[2].floor);
+        assert_eq!(bars[2].start_ms, 310.0);
+        assert_eq!(bars[2].end_ms, 2310.0);
+    }
+}
