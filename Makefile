@@ -29,6 +29,7 @@ bench: docker
 	cargo build --release --locked -p runq-bench
 	target/x86_64-unknown-linux-gnu/release/runq-bench net
 	target/x86_64-unknown-linux-gnu/release/runq-bench storage
+	target/x86_64-unknown-linux-gnu/release/runq-bench boot --svg bench/boot-timeline.svg
 
 ## unit: the tests that need no root, QEMU or assets
 unit:

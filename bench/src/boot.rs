@@ -23,7 +23,7 @@ use crate::stats::median;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Rounds of `docker run true` (runc, runq and the floor each once a round).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 10)]
     pub runs: usize,
     /// Containers started at once for the density figure.
     #[arg(long, default_value_t = 10)]
@@ -54,10 +54,10 @@ pub fn run(settings: &Settings) -> Result<()> {
     eprintln!("runq-bench boot: idle memory");
     let (memory, captured) = idle_memory(&runq, &runc, &probe_binary)?;
     let floor = Floor::new(captured, assets)?;
-    let floor_idle_kib = {
+    let (floor_idle_kib, floor_split) = {
         let vm = floor.idle()?;
         std::thread::sleep(SETTLE);
-        memory::pss_kib(vm.pid())?
+        (memory::pss_kib(vm.pid())?, memory::pss_split_kib(vm.pid())?)
     };
 
     eprintln!(
@@ -98,7 +98,8 @@ pub fn run(settings: &Settings) -> Result<()> {
         chart::svg(&summary.chart_title(), &summary.bars()),
     )
     .with_context(|| format!("write {}", settings.svg.display()))?;
-    print_report(settings, &summary, &memory, floor_idle_kib, &exec, &density);
+    let floor_memory = (floor_idle_kib, floor_split);
+    print_report(settings, &summary, &memory, floor_memory, &exec, &density);
     Ok(())
 }
 
@@ -158,6 +159,10 @@ struct Summary {
     runc_s: f64,
     runq_s: f64,
     floor_s: f64,
+    /// Per round: runq's boot (QEMU start → application exec) over the floor's.
+    boot_ratios: Vec<f64>,
+    /// Per round: runtime create → application exec over the floor.
+    create_ratios: Vec<f64>,
     /// Stages in the order of their median times, each with its median.
     stages: Stages,
 }
@@ -177,10 +182,30 @@ impl Summary {
         stages.sort_by(|a, b| a.1.total_cmp(&b.1));
         let seconds =
             |pick: fn(&Round) -> f64| median(&rounds.iter().map(pick).collect::<Vec<_>>());
+        // Each round's runq and floor ran back to back; their ratio is steadier on a machine
+        // whose speed drifts than the ratio of two medians.
+        let ratios = |from: &str| -> Vec<f64> {
+            rounds
+                .iter()
+                .filter_map(|round| {
+                    let at = |name: &str| {
+                        round
+                            .runq
+                            .1
+                            .iter()
+                            .find(|(s, _)| s == name)
+                            .map(|(_, ms)| *ms)
+                    };
+                    Some((at("app_exec")? - at(from)?) / 1000.0 / round.floor_s)
+                })
+                .collect()
+        };
         Summary {
             runc_s: seconds(|r| r.runc_s),
             runq_s: seconds(|r| r.runq.0),
             floor_s: seconds(|r| r.floor_s),
+            boot_ratios: ratios("qemu_exec"),
+            create_ratios: ratios("runtime_create"),
             stages,
         }
     }
@@ -234,6 +259,8 @@ impl Summary {
 struct IdleMemory {
     /// (process, PSS KiB) of the runq container: proxy, QEMU, virtiofsd.
     runq_parts: Vec<(String, u64)>,
+    /// The runq QEMU's PSS split (see [`memory::pss_split_kib`]).
+    qemu_split: [u64; 3],
     runc_kib: u64,
 }
 
@@ -250,6 +277,7 @@ fn idle_memory(
 
     let mut runq_parts = Vec::new();
     let mut captured = None;
+    let mut qemu_split = [0; 3];
     for pid in memory::process_tree(runq_box.pid()?) {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let args: Vec<String> = cmdline
@@ -259,6 +287,7 @@ fn idle_memory(
             .collect();
         let part = if args.iter().any(|a| a.ends_with("/qemu-system-x86_64")) {
             captured = Some(args);
+            qemu_split = memory::pss_split_kib(pid)?;
             "QEMU".to_string()
         } else if args.iter().any(|a| a.ends_with("/virtiofsd")) {
             "virtiofsd".to_string()
@@ -275,6 +304,7 @@ fn idle_memory(
     Ok((
         IdleMemory {
             runq_parts,
+            qemu_split,
             runc_kib,
         },
         captured,
@@ -370,6 +400,13 @@ fn wait_for_echo(address: &str) -> Result<()> {
     }
 }
 
+/// The median of paired ratios, with their range.
+fn ratio_range(ratios: &[f64]) -> String {
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.2}× ({low:.2}–{high:.2})", median(ratios))
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -378,7 +415,7 @@ fn print_report(
     settings: &Settings,
     summary: &Summary,
     memory: &IdleMemory,
-    floor_kib: u64,
+    (floor_kib, floor_split): (u64, [u64; 3]),
     exec: &(f64, f64),
     density: &[(&str, (f64, f64)); 2],
 ) {
@@ -405,16 +442,16 @@ fn print_report(
         summary.runq_s / summary.runc_s
     );
     println!(
-        "| boot: QEMU start → application exec (s) | {:.2} | {:.2} (floor) | {:.2}× |",
+        "| boot: QEMU start → application exec (s) | {:.2} | {:.2} (floor) | {} |",
         summary.boot_ms() / 1000.0,
         summary.floor_s,
-        summary.boot_ms() / 1000.0 / summary.floor_s
+        ratio_range(&summary.boot_ratios)
     );
     println!(
-        "| runtime create → application exec (s) | {:.2} | {:.2} (floor) | {:.2}× |",
+        "| runtime create → application exec (s) | {:.2} | {:.2} (floor) | {} |",
         summary.create_to_app_ms() / 1000.0,
         summary.floor_s,
-        summary.create_to_app_ms() / 1000.0 / summary.floor_s
+        ratio_range(&summary.create_ratios)
     );
     let runq_kib: u64 = memory.runq_parts.iter().map(|(_, kib)| kib).sum();
     println!(
@@ -448,6 +485,18 @@ fn print_report(
     println!("|---|---:|");
     for (part, kib) in &memory.runq_parts {
         println!("| {part} | {:.1} |", mib(*kib));
+    }
+    println!("\nQEMU's PSS, idle, runq against the floor:\n");
+    println!("| QEMU | PSS (MiB) | anonymous: heap, translated code | files: binaries, kernel image | guest RAM |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, split) in [("runq", memory.qemu_split), ("floor", floor_split)] {
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            mib(split.iter().sum()),
+            mib(split[0]),
+            mib(split[1]),
+            mib(split[2])
+        );
     }
     println!(
         "\nBoot timeline of `docker run --rm --runtime runq busybox true` (median of each \
@@ -517,6 +566,9 @@ mod tests {
         assert_eq!(names, ["runtime_create", "qemu_exec", "app_exec"]);
         assert_eq!(summary.boot_ms(), 2600.0 - 310.0);
         assert_eq!(summary.create_to_app_ms(), 2600.0 - 100.0);
+        // Per round: (2600 - 300) / 2000, (2900 - 350) / 2000, (2500 - 310) / 2000.
+        assert_eq!(summary.boot_ratios, [1.15, 1.275, 1.095]);
+        assert_eq!(ratio_range(&summary.boot_ratios), "1.15× (1.09–1.27)");
         let bars = summary.bars();
         assert_eq!(bars.len(), 3);
         assert!(bars[2].floor);

@@ -10,6 +10,16 @@ pub fn pss_kib(pid: u32) -> Result<u64> {
     field_kib(&text, "Pss:").with_context(|| format!("no Pss in {path}"))
 }
 
+/// PSS in KiB split into anonymous memory (for QEMU: its heap and translated code), file
+/// pages (binaries, and the kernel image QEMU keeps mapped) and shared memory (the guest's
+/// RAM, a memfd).
+pub fn pss_split_kib(pid: u32) -> Result<[u64; 3]> {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let field = |name: &str| field_kib(&text, name).unwrap_or(0);
+    Ok([field("Pss_Anon:"), field("Pss_File:"), field("Pss_Shmem:")])
+}
+
 fn field_kib(smaps_rollup: &str, field: &str) -> Option<u64> {
     smaps_rollup
         .lines()
@@ -67,6 +77,7 @@ mod tests {
         let text = "55d0-7ffd ---p 00000000 00:00 0  [rollup]\nRss:  1024 kB\nPss:   612 kB\n";
         assert_eq!(field_kib(text, "Pss:"), Some(612));
         assert_eq!(field_kib(text, "Swap:"), None);
+        assert_eq!(field_kib("Pss_Anon:  9 kB\n", "Pss_Anon:"), Some(9));
     }
 
     #[test]

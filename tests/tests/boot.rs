@@ -50,6 +50,59 @@ fn env_cwd_and_hostname_come_from_the_spec() {
 }
 
 #[test]
+fn runq_timeline_reports_each_stage_once_in_boot_order() {
+    let bundle = TestBundle::busybox(&["echo", "hi"]);
+    bundle.add_env(&["RUNQ_TIMELINE=1"]);
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "hi\n");
+    let stderr = outcome.stderr_text();
+    let reports: Vec<_> = stderr
+        .lines()
+        .filter_map(runq_shared::timeline::Report::parse_line)
+        .collect();
+    assert_eq!(reports.len(), 1, "{stderr}");
+    let stages: Vec<&str> = reports[0]
+        .stages_ms
+        .iter()
+        .map(|(stage, _)| stage.as_str())
+        .collect();
+    // Host stages, then the guest's (placed by their arrival), then the VM's end.
+    assert_eq!(
+        stages,
+        [
+            "proxy_start",
+            "virtiofsd_exec",
+            "qemu_exec",
+            "kernel_start",
+            "init_start",
+            "transport_loaded",
+            "config_received",
+            "modules_loaded",
+            "root_mounted",
+            "network_ready",
+            "app_exec",
+            "app_exit",
+            "vm_exit",
+        ],
+        "{stderr}"
+    );
+    let first = reports[0].stages_ms[0].1;
+    assert!(
+        first > 0.0,
+        "the proxy started before runq create: {stderr}"
+    );
+}
+
+#[test]
+fn without_runq_timeline_stderr_stays_the_applications() {
+    let bundle = TestBundle::busybox(&["sh", "-c", "echo oops >&2"]);
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stderr_text(), "oops\n");
+}
+
+#[test]
 fn thirty_boots_in_a_row_do_not_hang() {
     // Two lanes of fifteen: both cores busy, as in real use; each boot has the run deadline.
     let lanes: Vec<_> = (0..2)

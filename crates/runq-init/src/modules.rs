@@ -45,6 +45,9 @@ pub fn load_for(config: &GuestConfig) -> Result<(), InitError> {
 
 /// What can wait until the application runs; a failure only costs memory, so it is logged.
 pub fn load_late() {
+    // Lowest priority: on a one-CPU guest the application's own start comes first.
+    // SAFETY: setpriority with who = 0 changes only the calling thread's nice value.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     if let Err(error) = load_matching(|name| LATE.contains(&name)) {
         console::log(&format!("{error}"));
     }
