@@ -261,6 +261,8 @@ struct IdleMemory {
     runq_parts: Vec<(String, u64)>,
     /// The runq QEMU's PSS split (see [`memory::pss_split_kib`]).
     qemu_split: [u64; 3],
+    /// QEMU's `-accel` value.
+    accel: String,
     runc_kib: u64,
 }
 
@@ -305,6 +307,11 @@ fn idle_memory(
         IdleMemory {
             runq_parts,
             qemu_split,
+            accel: captured
+                .windows(2)
+                .find(|pair| pair[0] == "-accel")
+                .map(|pair| pair[1].clone())
+                .unwrap_or_default(),
             runc_kib,
         },
         captured,
@@ -400,6 +407,14 @@ fn wait_for_echo(address: &str) -> Result<()> {
     }
 }
 
+fn summary_accel(accel: &str) -> String {
+    match accel.split(',').next() {
+        Some("tcg") => format!("TCG (QEMU -accel {accel})"),
+        Some("kvm") => "KVM".to_string(),
+        _ => format!("QEMU -accel {accel:?}"),
+    }
+}
+
 /// The median of paired ratios, with their range.
 fn ratio_range(ratios: &[f64]) -> String {
     let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
@@ -426,11 +441,7 @@ fn print_report(
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
-        if Path::new("/dev/kvm").exists() {
-            "the accelerator runq chose (see runq check)"
-        } else {
-            "TCG"
-        },
+        summary_accel(&memory.accel),
         settings.runs
     );
     println!("| figure | runq | runc or floor | ratio |");

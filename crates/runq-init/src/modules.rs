@@ -18,13 +18,14 @@ const VIRTIOFS: &[&str] = &["fuse", "virtiofs"];
 const NINEP: &[&str] = &["netfs", "fscache", "9pnet", "9pnet_virtio", "9p"];
 const NET: &[&str] = &["failover", "net_failover", "virtio_net"];
 const BLOCK: &[&str] = &["virtio_blk"];
-/// Free page reporting: pages the guest touched and freed again (the unpacked initrd, boot
-/// time allocations) go back to the host. Not needed to boot, so loaded after.
-const LATE: &[&str] = &["virtio_balloon"];
+/// Not needed to boot, so loaded once the application runs: free page reporting (pages the
+/// guest touched and freed again go back to the host) and the entropy device (the kernel's
+/// generator is seeded from the CPU's RDRAND long before).
+const LATE: &[&str] = &["virtio_balloon", "virtio-rng"];
 const FEATURES: &[&[&str]] = &[VIRTIOFS, NINEP, NET, BLOCK, LATE];
 
-/// What the control channel needs: the virtio transport, the serial port and the entropy
-/// device, plus any module of no feature group.
+/// What the control channel needs: the virtio transport and the serial port, plus any
+/// module of no feature group.
 pub fn load_transport() -> Result<(), InitError> {
     load_matching(|name| !FEATURES.iter().any(|group| group.contains(&name)))?;
     console::debug("transport modules loaded");
