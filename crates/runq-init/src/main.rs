@@ -63,11 +63,15 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     .write_to(&mut port)
     .map_err(InitError::Channel)?;
     *channel = Some(port.try_clone().map_err(InitError::Channel)?);
+    // While the proxy answers with the config, the modules it announced load.
+    let mut loaded = modules::Loaded::default();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    modules::load_hinted(&cmdline, &mut loaded)?;
+    marks.mark("modules_loaded");
 
     let config = receive_config(&mut port)?;
     marks.mark("config_received");
-    modules::load_for(&config)?;
-    marks.mark("modules_loaded");
+    modules::load_for(&config, &mut loaded)?;
     rootfs::mount(&config)?;
     rootfs::share_module_tree();
     let disks = disks::find(&config.disks)?;

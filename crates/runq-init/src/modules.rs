@@ -32,15 +32,54 @@ pub fn load_transport() -> Result<(), InitError> {
     Ok(())
 }
 
+/// Feature groups already loaded.
+#[derive(Default)]
+pub struct Loaded(Vec<&'static [&'static str]>);
+
+/// The groups the proxy named on the kernel command line (`runq.modules=`), loaded while
+/// the config travels; [`load_for`] then finds them done.
+pub fn load_hinted(cmdline: &str, loaded: &mut Loaded) -> Result<(), InitError> {
+    let prefix = format!("{}=", runq_shared::layout::MODULES_PARAM);
+    let named = cmdline
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix(prefix.as_str()))
+        .flat_map(|list| list.split(','))
+        .filter_map(group_named);
+    load_groups(named.collect(), loaded)
+}
+
 /// What the container's config asks for: its root's file system, NICs and disks.
-pub fn load_for(config: &GuestConfig) -> Result<(), InitError> {
+pub fn load_for(config: &GuestConfig, loaded: &mut Loaded) -> Result<(), InitError> {
     let wanted = wanted_groups(
         config.root_fs,
         !config.network.nics.is_empty(),
         !config.disks.is_empty() || config.root_disk.is_some(),
     );
-    load_matching(|name| wanted.iter().any(|group| group.contains(&name)))?;
+    load_groups(wanted, loaded)?;
     console::debug("modules loaded");
+    Ok(())
+}
+
+fn group_named(feature: &str) -> Option<&'static [&'static str]> {
+    match feature {
+        "virtiofs" => Some(VIRTIOFS),
+        "9p" => Some(NINEP),
+        "net" => Some(NET),
+        "block" => Some(BLOCK),
+        _ => None,
+    }
+}
+
+fn load_groups(groups: Vec<&'static [&'static str]>, loaded: &mut Loaded) -> Result<(), InitError> {
+    let new: Vec<_> = groups
+        .into_iter()
+        .filter(|group| !loaded.0.contains(group))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    load_matching(|name| new.iter().any(|group| group.contains(&name)))?;
+    loaded.0.extend(new);
     Ok(())
 }
 
@@ -121,6 +160,23 @@ mod tests {
             cache: runq_shared::config::NinePCache::Mmap,
         };
         assert_eq!(wanted_groups(ninep, true, true), [NINEP, NET, BLOCK]);
+    }
+
+    #[test]
+    fn every_feature_the_proxy_may_name_has_a_group() {
+        for feature in runq_shared::layout::MODULE_FEATURES {
+            assert!(group_named(feature).is_some(), "{feature}");
+        }
+        assert!(group_named("floppy").is_none());
+    }
+
+    #[test]
+    fn groups_already_loaded_are_not_loaded_again() {
+        let mut loaded = Loaded(vec![VIRTIOFS, NET]);
+        // Nothing new: returns before it even reads the load list, which is not here.
+        assert!(load_groups(vec![NET, VIRTIOFS], &mut loaded).is_ok());
+        assert!(load_groups(vec![BLOCK], &mut loaded).is_err());
+        assert_eq!(loaded.0, [VIRTIOFS, NET]);
     }
 
     #[test]

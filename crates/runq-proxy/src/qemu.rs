@@ -199,11 +199,11 @@ pub fn args(
         "-initrd",
         &path(&paths.initrd),
     ]);
-    push(&["-append", &kernel_cmdline(vm, host)]);
+    push(&["-append", &kernel_cmdline(vm, host, !nics.is_empty())]);
     args
 }
 
-fn kernel_cmdline(vm: &VmSettings, host: HostFacts) -> String {
+fn kernel_cmdline(vm: &VmSettings, host: HostFacts, nics: bool) -> String {
     let mut words = vec![
         "console=ttyS0",
         "reboot=t",
@@ -226,6 +226,17 @@ fn kernel_cmdline(vm: &VmSettings, host: HostFacts) -> String {
     } else {
         words.push("quiet".into());
     }
+    let mut features = vec![match vm.root_fs {
+        RootFs::Virtiofs => "virtiofs",
+        RootFs::NineP { .. } => "9p",
+    }];
+    if nics {
+        features.push("net");
+    }
+    if !vm.disks.is_empty() {
+        features.push("block");
+    }
+    words.push(format!("{}={}", layout::MODULES_PARAM, features.join(",")));
     if let (Accel::Tcg, Some(khz)) = (vm.accel, host.tsc_khz) {
         words.push(format!("tsc_early_khz={khz}"));
     }
@@ -300,6 +311,7 @@ mod tests {
         let cmdline = value_of(&args, "-append")[0];
         assert!(cmdline.contains("tsc_early_khz=2445404"), "{cmdline}");
         assert!(cmdline.contains("quiet"), "{cmdline}");
+        assert!(cmdline.contains(" runq.modules=virtiofs "), "{cmdline}");
         assert!(!args.iter().any(|a| a.contains("vhost=on")));
         assert!(
             value_of(&args, "-device").contains(&"virtio-balloon-device,free-page-reporting=on")

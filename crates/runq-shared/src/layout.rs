@@ -49,6 +49,14 @@ pub fn exec_request_file(root: &std::path::Path, token: &str) -> std::path::Path
 /// The exec client binary, relative to the assets directory.
 pub const EXEC_CLIENT: &str = "runq-exec";
 
+/// Kernel parameter by which the proxy names the guest's device features (comma-separated
+/// [`MODULE_FEATURES`]), so that runq-init can load their modules while the config is on
+/// its way.
+pub const MODULES_PARAM: &str = "runq.modules";
+
+/// The features [`MODULES_PARAM`] may name.
+pub const MODULE_FEATURES: [&str; 4] = ["virtiofs", "9p", "net", "block"];
+
 /// Name of the virtio-serial port that carries the control channel.
 pub const AGENT_PORT_NAME: &str = "runq.agent";
 
