@@ -4,7 +4,7 @@
 RUNQ_ROOT ?= /var/lib/runq
 export RUNQ_ROOT
 
-.PHONY: all install demo docker test bench unit lint clean
+.PHONY: all install demo docker podman test bench unit lint clean
 
 all: install
 
@@ -20,8 +20,13 @@ demo: install
 docker: install
 	scripts/docker-setup.sh
 
-## test: install and set up Docker, then every test (unit tests, VM boots, Docker)
-test: docker
+## podman: install, then Debian's podman (runq is its --runtime; no daemon to set up)
+podman: install
+	scripts/podman-setup.sh
+
+## test: install and set up Docker and Podman, then every test (unit tests, VM boots,
+## Docker, containerd, Podman)
+test: docker podman
 	scripts/test.sh
 
 ## bench: install and set up Docker, then the benchmarks (Markdown tables on stdout)

@@ -71,8 +71,8 @@ pub enum RewriteError {
     )]
     HostNetwork,
     #[error(
-        "runq cannot join the existing network namespace {0}, the host's (--network host) or \
-         another container's (--network container:X): the VM has its own kernel and network \
+        "runq cannot join the network namespace {0}, the host's or another container's \
+         (--network host, --network container:X): the VM has its own kernel and network \
          stack; use a bridge or macvlan network"
     )]
     SharedNetwork(String),
@@ -183,6 +183,9 @@ pub fn rewrite(
 
 /// The proxy moves every interface of the container's network namespace into the VM: that
 /// must be a namespace of the container's own, never the host's or another container's.
+/// runc makes a fresh one when the spec names no path; Podman, CNI and CRI prepare a named
+/// one (`/run/netns/NAME`) for the container and pass its path, which is allowed unless it
+/// is the host's own. A process's namespace (`/proc/PID/ns/net`) is another container's.
 fn check_network_namespace(spec: &Spec) -> Result<(), RewriteError> {
     let network = spec
         .linux()
@@ -196,9 +199,26 @@ fn check_network_namespace(spec: &Spec) -> Result<(), RewriteError> {
     match network {
         None => Err(RewriteError::HostNetwork),
         Some(ns) => match ns.path() {
+            Some(path) if is_named_netns(path) && !is_hosts_netns(path) => Ok(()),
             Some(path) => Err(RewriteError::SharedNetwork(path.display().to_string())),
             None => Ok(()),
         },
+    }
+}
+
+fn is_named_netns(path: &Path) -> bool {
+    ["/run/netns", "/var/run/netns"]
+        .iter()
+        .any(|dir| path.parent() == Some(Path::new(dir)))
+}
+
+/// Whether `path` is the namespace runq itself runs in: the host's.
+fn is_hosts_netns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    match (identity(path), identity(Path::new("/proc/self/ns/net"))) {
+        (Some(named), Some(own)) => named == own,
+        _ => false,
     }
 }
 

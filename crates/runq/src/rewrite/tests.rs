@@ -440,6 +440,43 @@ fn the_hosts_network_and_another_containers_are_refused() {
 }
 
 #[test]
+fn a_named_network_namespace_prepared_for_the_container_is_joined() {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+    let with_path = |path: &str| {
+        let mut spec = docker_like(&[]);
+        let mut linux = spec.linux().clone().unwrap();
+        let mut namespaces: Vec<_> = linux
+            .namespaces()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+            .collect();
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path)
+                .build()
+                .unwrap(),
+        );
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
+        rewrite(
+            &spec,
+            &RunqOptions::default(),
+            &host(Accel::Tcg),
+            Path::new("/b"),
+        )
+    };
+    // Podman's and CNI's names for a namespace made for this container.
+    assert!(with_path("/run/netns/netns-25d8453f").is_ok());
+    assert!(with_path("/var/run/netns/cni-1234").is_ok());
+    // Deeper below, or a process's: not a namespace prepared for the container.
+    assert!(with_path("/run/netns/a/b").is_err());
+    assert!(with_path("/proc/1/ns/net").is_err());
+}
+
+#[test]
 fn macvtap_mode_allows_the_macvtap_major_and_reaches_the_proxy() {
     let options = RunqOptions {
         net: NetMode::Macvtap,

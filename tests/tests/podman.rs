@@ -1,0 +1,150 @@
+//! Podman with runq as its OCI runtime (`podman run --runtime /var/lib/runq/runq`): conmon
+//! calls runq with runc's command line, and the container's network namespace is one Podman
+//! prepared and named (/run/netns/...). Each test has a Podman store of its own.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{finish, Outcome, RUN_DEADLINE};
+
+const PODMAN: &str = "/usr/bin/podman";
+const IMAGE: &str = "localhost/busybox:latest";
+
+/// A private Podman store (images, containers, run state), removed on drop with all in it.
+struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let dir = tempfile::Builder::new()
+            .prefix("runq-podman-")
+            .tempdir_in("/var/tmp")
+            .expect("temporary directory");
+        let podman = Podman { dir };
+        let archive = podman.dir.path().join("busybox.tar");
+        let saved = Command::new(common::docker::DOCKER)
+            .args(["save", "-o"])
+            .arg(&archive)
+            .arg(common::docker::IMAGE)
+            .output()
+            .expect("docker save");
+        assert!(saved.status.success(), "docker save: {saved:?}");
+        let loaded = podman.podman(&["load", "-i", &archive.to_string_lossy()]);
+        assert!(loaded.status.success(), "podman load: {loaded:?}");
+        podman
+    }
+
+    fn podman_with_input(&self, args: &[&str], input: &[u8]) -> Outcome {
+        let dir = self.dir.path();
+        let child = Command::new(PODMAN)
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("podman (make test installs it)");
+        finish(child, input.to_vec(), RUN_DEADLINE)
+    }
+
+    fn podman(&self, args: &[&str]) -> Outcome {
+        self.podman_with_input(args, b"")
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
+        let _ = self.podman(&["rmi", "--all", "--force"]);
+        unmount_below(self.dir.path());
+    }
+}
+
+/// Storage mounts Podman may have left under `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(4))
+        .filter(|point| point.starts_with(prefix.as_str()))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let _ = Command::new("umount").args(["-l", point]).status();
+    }
+}
+
+fn runq() -> String {
+    common::runq_binary().to_string_lossy().into_owned()
+}
+
+#[test]
+fn podman_run_boots_a_vm_on_podmans_network_and_returns_the_exit_code() {
+    let podman = Podman::new();
+    let outcome = podman.podman(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &runq(),
+        IMAGE,
+        "sh",
+        "-c",
+        "uname -r; ip -o -4 addr show eth0 | wc -l; exit 7",
+    ]);
+    assert_eq!(outcome.code(), 7, "{outcome:?}");
+    assert_eq!(
+        outcome.stdout_text(),
+        format!("{}\n1\n", common::guest_release()),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn podman_exec_runs_beside_the_application_in_the_vm() {
+    let podman = Podman::new();
+    let name = format!("runq-test-exec-{}", std::process::id());
+    let started = podman.podman(&[
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--runtime",
+        &runq(),
+        IMAGE,
+        "sh",
+        "-c",
+        "echo booted > /tmp/ready; exec sleep 1000",
+    ]);
+    assert!(started.status.success(), "{started:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let outcome = podman.podman(&["exec", &name, "cat", "/tmp/ready"]);
+        if outcome.status.success() && outcome.stdout_text() == "booted\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container never answered an exec: {outcome:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let outcome = podman.podman(&["exec", &name, "sh", "-c", "echo $((6 * 7)); uname -r"]);
+    assert!(outcome.status.success(), "{outcome:?}");
+    assert_eq!(
+        outcome.stdout_text(),
+        format!("42\n{}\n", common::guest_release())
+    );
+    let outcome = podman.podman(&["exec", &name, "sh", "-c", "exit 5"]);
+    assert_eq!(outcome.code(), 5, "{outcome:?}");
+    let outcome = podman.podman_with_input(&["exec", "-i", &name, "cat"], b"through stdin\n");
+    assert_eq!(outcome.stdout_text(), "through stdin\n", "{outcome:?}");
+}
