@@ -109,9 +109,11 @@ fn run() -> Result<i32> {
     }
     channel::spawn_reader(agent, events).context("start the channel thread")?;
 
-    mark("virtiofsd_exec");
     let virtiofsd = match config.vm.root_fs {
-        RootFs::Virtiofs => Some(children::start_virtiofsd(&paths)?),
+        RootFs::Virtiofs => {
+            mark("virtiofsd_exec");
+            Some(children::start_virtiofsd(&paths)?)
+        }
         RootFs::NineP { .. } => None,
     };
     let (guest_network, taps) =
