@@ -1,5 +1,6 @@
 //! The runc commands engines use, on a runq container: create, start, state, ps, pause,
-//! resume, kill with names and --all, delete.
+//! resume, kill with names and --all, delete; and a Kubernetes pod sandbox, which runq leaves
+//! to runc.
 
 mod common;
 
@@ -127,4 +128,39 @@ fn wait_until(mut condition: impl FnMut() -> bool) -> Option<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+#[test]
+fn a_kubernetes_pod_sandbox_is_left_to_runc_untouched() {
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let bundle = TestBundle::busybox(&["uname", "-r"]);
+    bundle.edit(|spec| {
+        spec["annotations"] = serde_json::json!({ "io.kubernetes.cri.container-type": "sandbox" });
+    });
+    let before = std::fs::read(bundle.config_path()).unwrap();
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(
+        outcome.stdout_text(),
+        host,
+        "the sandbox ran in a VM: {outcome:?}"
+    );
+    assert_eq!(std::fs::read(bundle.config_path()).unwrap(), before);
+    assert!(!bundle.path().join("runq").exists());
+}
+
+#[test]
+fn exec_into_a_pod_sandbox_is_runcs() {
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let bundle = TestBundle::busybox(&["sleep", "1000"]);
+    bundle.edit(|spec| {
+        spec["annotations"] = serde_json::json!({ "io.kubernetes.cri.container-type": "sandbox" });
+    });
+    bundle.run_detached();
+    let output = bundle
+        .runq(&[], &["exec", &bundle.id, "uname", "-r"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), host);
 }

@@ -54,6 +54,11 @@ impl Bundle {
     }
 
     /// The engine's spec, even when config.json is already runq's output (create twice).
+    /// Whether runq rewrote this bundle (a runq container), rather than leaving it to runc.
+    pub fn is_runq(&self) -> Result<bool, BundleError> {
+        Ok(is_rewritten(&read_spec(&self.config_path())?))
+    }
+
     pub fn original_spec(&self) -> Result<Spec, BundleError> {
         let current = read_spec(&self.config_path())?;
         if !is_rewritten(&current) {

@@ -38,6 +38,9 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
     match command {
         "create" => {
             let parsed = parse_args::<CreateArgs>("create", args)?;
+            if is_pod_sandbox(&parsed.create.bundle)? {
+                return Err(runc.exec(command, args).into());
+            }
             let bundle = prepare_bundle(&parsed.create.bundle, &invocation, logger)?;
             // A child rather than exec, to put the bundle back when runc refuses: the engine
             // will not call delete for a container that was never created.
@@ -49,6 +52,9 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
         }
         "run" => {
             let parsed = parse_args::<RunArgs>("run", args)?;
+            if is_pod_sandbox(&parsed.run.bundle)? {
+                return Err(runc.exec(command, args).into());
+            }
             let bundle = prepare_bundle(&parsed.run.bundle, &invocation, logger)?;
             let status = runc.run_forwarding_signals(command, args)?;
             // A detached container lives on; `runq delete` restores its bundle.
@@ -91,6 +97,12 @@ struct RunArgs {
 
 fn parse_args<T: Parser>(command: &str, args: &[OsString]) -> Result<T> {
     T::try_parse_from(args).map_err(|e| anyhow!("{command}: {}", e.to_string().trim()))
+}
+
+/// A Kubernetes pod's sandbox is left to runc as it is (see [`crate::sandbox`]).
+fn is_pod_sandbox(dir: &Path) -> Result<bool> {
+    let spec = Bundle::new(dir)?.original_spec()?;
+    Ok(crate::sandbox::is_pod_sandbox(&spec))
 }
 
 fn prepare_bundle(dir: &Path, invocation: &Invocation, logger: &Logger) -> Result<Bundle> {

@@ -27,8 +27,8 @@ struct ExecArgs {
     exec: liboci_cli::Exec,
 }
 
-pub fn exec(runc: &Runc, args: &[OsString]) -> Result<i32> {
-    let args = ExecArgs::try_parse_from(args)
+pub fn exec(runc: &Runc, raw_args: &[OsString]) -> Result<i32> {
+    let args = ExecArgs::try_parse_from(raw_args)
         .map_err(|e| anyhow!("exec: {}", e.to_string().trim()))?
         .exec;
     let id = &args.container_id;
@@ -37,6 +37,10 @@ pub fn exec(runc: &Runc, args: &[OsString]) -> Result<i32> {
         bail!("exec: container {id} is {}, not running", state.status);
     }
     let bundle = Bundle::new(&state.bundle)?;
+    if !bundle.is_runq()? {
+        // A container runq left to runc (a pod sandbox): runc's own exec.
+        return Err(runc.exec("exec", raw_args).into());
+    }
     let vm = bundle
         .vm_config()
         .with_context(|| format!("exec: {id} is not a runq container"))?;

@@ -10,4 +10,5 @@ pub mod host;
 pub mod log;
 pub mod rewrite;
 pub mod runc;
+pub mod sandbox;
 pub mod seccomp;

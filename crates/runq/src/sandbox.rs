@@ -1,0 +1,59 @@
+//! Kubernetes pod sandboxes stay plain runc containers. The sandbox (the pause container)
+//! only holds the pod's namespaces; a VM for it would cost a boot and take over the pod's
+//! network, which belongs to the pod's application containers.
+
+use oci_spec::runtime::Spec;
+
+/// Annotations by which CRI implementations mark the sandbox container: containerd's, then
+/// CRI-O's.
+const SANDBOX_ANNOTATIONS: [&str; 2] = [
+    "io.kubernetes.cri.container-type",
+    "io.kubernetes.cri-o.ContainerType",
+];
+
+pub fn is_pod_sandbox(spec: &Spec) -> bool {
+    spec.annotations().as_ref().is_some_and(|annotations| {
+        SANDBOX_ANNOTATIONS
+            .iter()
+            .any(|key| annotations.get(*key).map(String::as_str) == Some("sandbox"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn spec_with(annotations: &[(&str, &str)]) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+        ));
+        spec
+    }
+
+    #[test]
+    fn the_cri_sandbox_is_recognised_by_containerd_and_cri_o_annotations() {
+        assert!(is_pod_sandbox(&spec_with(&[(
+            "io.kubernetes.cri.container-type",
+            "sandbox"
+        )])));
+        assert!(is_pod_sandbox(&spec_with(&[(
+            "io.kubernetes.cri-o.ContainerType",
+            "sandbox"
+        )])));
+    }
+
+    #[test]
+    fn application_containers_and_plain_ones_are_not_sandboxes() {
+        assert!(!is_pod_sandbox(&spec_with(&[(
+            "io.kubernetes.cri.container-type",
+            "container"
+        )])));
+        assert!(!is_pod_sandbox(&spec_with(&[])));
+        assert!(!is_pod_sandbox(&Spec::default()));
+    }
+}
