@@ -77,13 +77,7 @@ impl Containerd {
     /// The busybox image the tests build for Docker, moved over with `docker save`.
     fn import_busybox(&self) {
         let archive = self.dir.path().join("busybox.tar");
-        let saved = Command::new(common::docker::DOCKER)
-            .args(["save", "-o"])
-            .arg(&archive)
-            .arg(common::docker::IMAGE)
-            .output()
-            .expect("docker save");
-        assert!(saved.status.success(), "docker save: {saved:?}");
+        common::docker::save_busybox(&archive);
         let imported = self.ctr(&["images", "import", &archive.to_string_lossy()]);
         assert!(imported.status.success(), "ctr images import: {imported:?}");
     }
@@ -115,7 +109,7 @@ impl Drop for Containerd {
         }
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
-        unmount_below(self.dir.path());
+        common::unmount_below(self.dir.path());
     }
 }
 
@@ -134,21 +128,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "{dir}/containerd.sock.ttrpc"
 "#
     )
-}
-
-/// Snapshot mounts containerd may have left under `dir`, deepest first.
-fn unmount_below(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(4))
-        .filter(|point| point.starts_with(prefix.as_str()))
-        .collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
-    for point in points {
-        let _ = Command::new("umount").args(["-l", point]).status();
-    }
 }
 
 fn unique(name: &str) -> String {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,13 +25,7 @@ impl Podman {
             .expect("temporary directory");
         let podman = Podman { dir };
         let archive = podman.dir.path().join("busybox.tar");
-        let saved = Command::new(common::docker::DOCKER)
-            .args(["save", "-o"])
-            .arg(&archive)
-            .arg(common::docker::IMAGE)
-            .output()
-            .expect("docker save");
-        assert!(saved.status.success(), "docker save: {saved:?}");
+        common::docker::save_busybox(&archive);
         let loaded = podman.podman(&["load", "-i", &archive.to_string_lossy()]);
         assert!(loaded.status.success(), "podman load: {loaded:?}");
         podman
@@ -63,22 +56,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
         let _ = self.podman(&["rmi", "--all", "--force"]);
-        unmount_below(self.dir.path());
-    }
-}
-
-/// Storage mounts Podman may have left under `dir`, deepest first.
-fn unmount_below(dir: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(4))
-        .filter(|point| point.starts_with(prefix.as_str()))
-        .collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
-    for point in points {
-        let _ = Command::new("umount").args(["-l", point]).status();
+        common::unmount_below(self.dir.path());
     }
 }
 

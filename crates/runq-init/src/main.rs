@@ -50,7 +50,8 @@ fn main() -> ExitCode {
 
 fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitError> {
     system::mount_basics()?;
-    console::set_debug(system::kernel_flag("runq.debug"));
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    console::set_debug(system::kernel_flag(&cmdline, "runq.debug"));
     let uevents = port::watch()?;
     modules::load_transport()?;
     marks.mark("transport_loaded");
@@ -65,7 +66,6 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     *channel = Some(port.try_clone().map_err(InitError::Channel)?);
     // While the proxy answers with the config, the modules it announced load.
     let mut loaded = modules::Loaded::default();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     modules::load_hinted(&cmdline, &mut loaded)?;
     marks.mark("modules_loaded");
 

@@ -42,10 +42,8 @@ pub fn power_off() -> ExitCode {
 }
 
 /// Whether the kernel command line carries `flag` (the proxy adds `runq.debug` in debug mode).
-pub fn kernel_flag(flag: &str) -> bool {
-    std::fs::read_to_string("/proc/cmdline")
-        .map(|line| line.split_whitespace().any(|word| word == flag))
-        .unwrap_or(false)
+pub fn kernel_flag(cmdline: &str, flag: &str) -> bool {
+    cmdline.split_whitespace().any(|word| word == flag)
 }
 
 /// The kernel starts /init from an initramfs with fds 0, 1 and 2 closed (there is no

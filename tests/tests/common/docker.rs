@@ -127,3 +127,14 @@ pub fn build_image(builder: &str, args: &[&str]) {
     let built = finish(child, Vec::new(), std::time::Duration::from_secs(1200));
     assert_eq!(built.code(), 0, "{built:?}");
 }
+
+/// The busybox image the tests build, saved as an archive other engines can load.
+pub fn save_busybox(archive: &std::path::Path) {
+    let saved = Command::new(DOCKER)
+        .args(["save", "-o"])
+        .arg(archive)
+        .arg(IMAGE)
+        .output()
+        .expect("docker save");
+    assert!(saved.status.success(), "docker save: {saved:?}");
+}

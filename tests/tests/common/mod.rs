@@ -396,3 +396,18 @@ impl Running {
         finish(self.child, Vec::new(), RUN_DEADLINE)
     }
 }
+
+/// Mounts left under `dir` (snapshots, storage layers), unmounted deepest first.
+pub fn unmount_below(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(4))
+        .filter(|point| point.starts_with(prefix.as_str()))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    for point in points {
+        let _ = Command::new("umount").args(["-l", point]).status();
+    }
+}
