@@ -38,7 +38,7 @@ seed() {
 check_layout() {
 	local d=$1 f rel
 	rel=$(cat "$d/kernel/release")
-	for f in proxy runq-exec bin/qemu-system-x86_64 bin/virtiofsd lib/ld-linux-x86-64.so.2 \
+	for f in proxy runq-exec bin/qemu-system-x86_64 bin/virtiofsd bin/passt lib/ld-linux-x86-64.so.2 \
 		share/qemu/bios-microvm.bin kernel/vmlinux kernel/initrd "kernel/modules/$rel/modules.dep"; do
 		[[ -e $d/$f ]] || die "incomplete tree: $d/$f missing"
 	done

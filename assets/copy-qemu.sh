@@ -3,7 +3,7 @@
 #
 # Makes QEMU and virtiofsd runnable from inside any container image (no glibc
 # needed there):
-#   DESTDIR/bin/{qemu-system-x86_64,virtiofsd}
+#   DESTDIR/bin/{qemu-system-x86_64,virtiofsd,passt}
 #   DESTDIR/lib/*                       shared-library closure + ld-linux-x86-64.so.2
 #   DESTDIR/lib/x86_64-linux-gnu/qemu/  QEMU modules we need (TCG is a module on Debian)
 #   DESTDIR/share/qemu/                 firmware for -M microvm and -M q35 -nodefaults
@@ -96,7 +96,7 @@ run_copied() {
 # Every library the copies load must come from DESTDIR/lib.
 verify() {
 	local dest=$1 bin out
-	for bin in qemu-system-x86_64 virtiofsd; do
+	for bin in qemu-system-x86_64 virtiofsd passt; do
 		out=$(env -i "$dest/lib/$LOADER" --list --library-path "$dest/lib" "$dest/bin/$bin") ||
 			die "loader cannot resolve libraries of $bin: $out"
 		if grep -v -e "$dest/lib/" -e 'linux-vdso' <<<"$out" | grep -q '/'; then
@@ -117,7 +117,7 @@ verify() {
 
 main() {
 	[[ $# -ge 1 && $# -le 2 ]] || usage
-	local dest=$1 qemu vfsd mods m
+	local dest=$1 qemu vfsd passt mods m
 	need ldd install readlink
 	mkdir -p "$dest"
 	dest=$(readlink -f "$dest")
@@ -126,6 +126,8 @@ main() {
 	[[ -x $qemu ]] || die "qemu-system-x86_64 not found (install qemu-system-x86 or set QEMU)"
 	[[ -x $vfsd ]] || die "virtiofsd not found at $vfsd (cargo install virtiofsd, or pass its path / set VIRTIOFSD)"
 	vfsd=$(readlink -f "$vfsd")
+	passt=$(readlink -f "${PASST:-$(command -v passt || echo /usr/bin/passt)}")
+	[[ -x $passt ]] || die "passt not found (install passt or set PASST): pods' VMs reach the network through it"
 
 	mods=()
 	for m in ${RUNQ_QEMU_MODULES:-accel-tcg-x86_64}; do
@@ -136,10 +138,11 @@ main() {
 	log "copying qemu ($qemu), virtiofsd ($vfsd) and their libraries to $dest ..."
 	put 0755 "$qemu" "$dest/bin/qemu-system-x86_64"
 	put 0755 "$vfsd" "$dest/bin/virtiofsd"
+	put 0755 "$passt" "$dest/bin/passt"
 	for m in "${mods[@]}"; do
 		put 0644 "$m" "$dest/$QEMU_MODDIR_REL/$(basename "$m")"
 	done
-	copy_libs "$dest" "$qemu" "$vfsd" "${mods[@]}"
+	copy_libs "$dest" "$qemu" "$vfsd" "$passt" "${mods[@]}"
 	copy_firmware "$dest"
 	log "$(find "$dest/lib" -maxdepth 1 -type f | wc -l) libraries, $(find "$dest/share/qemu" -type f | wc -l) firmware files"
 	verify "$dest"

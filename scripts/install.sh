@@ -9,7 +9,7 @@ RUNQ_ROOT=${RUNQ_ROOT:-/var/lib/runq}
 CACHE=${RUNQ_CACHE:-/var/cache/runq}
 VIRTIOFSD_VERSION=1.14.0
 TARGET=x86_64-unknown-linux-gnu
-PACKAGES=(qemu-system-x86 runc busybox-static libseccomp-dev libcap-ng-dev cpio kmod
+PACKAGES=(qemu-system-x86 passt runc busybox-static libseccomp-dev libcap-ng-dev cpio kmod
 	xz-utils zstd iproute2 binutils ca-certificates python3
 	# to make runq disks: qcow2 images and the file systems the guest mounts
 	qemu-utils e2fsprogs xfsprogs btrfs-progs)

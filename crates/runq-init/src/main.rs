@@ -94,10 +94,29 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
             modules::load_late();
         }
     });
+    let writer: relay::SharedPort = std::sync::Arc::new(std::sync::Mutex::new(
+        port.try_clone().map_err(InitError::Channel)?,
+    ));
+    // Also before the PID namespace, for the same reason.
+    let mirror = if config.network.mirror_localhost {
+        let writer = writer.clone();
+        let send = Box::new(move |message: &Message| {
+            let mut port = writer
+                .lock()
+                .map_err(|_| std::io::Error::other("channel lock poisoned"))?;
+            message.write_to(&mut *port)
+        });
+        Some(
+            runq_mirror::Mirror::spawn(runq_mirror::Side::Guest, send)
+                .context(|| "start the localhost mirror".into())?,
+        )
+    } else {
+        None
+    };
     let app = container::spawn(&config, &disks)?;
     marks.mark("app_exec");
     let _ = app_started.send(());
-    let code = relay::run(port, &config, app, children, dns, marks)?;
+    let code = relay::run(port, writer, mirror, &config, app, children, dns, marks)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Relays the stdio, signals and exits of the application and of every exec session over the
 //! control channel.
 //!
-//! One poll loop, no threads: init must stay single-threaded to fork safely. Each output
+//! One poll loop, no threads of its own (forks from a busy multi-threaded process are a
+//! hazard; the late-modules and mirror threads touch nothing a child uses). Each output
 //! stream is read only while the host has granted credit for it, and stdin is written without
 //! blocking, so neither a slow host nor a process that ignores its stdin stalls the loop, and
 //! one session never holds up another.
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -18,6 +20,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use runq_mirror::Mirror;
 use runq_shared::config::{GuestConfig, ProcessConfig};
 use runq_shared::protocol::{
     Decoder, Message, StreamKind, DATA_CHUNK, MAIN_SESSION, STREAM_WINDOW,
@@ -122,8 +125,13 @@ enum Slot {
     Output(u32, usize),
 }
 
+/// The channel's writing end, shared with the mirror's thread: whole frames under the lock.
+pub type SharedPort = Arc<Mutex<File>>;
+
 struct Relay<'a> {
     port: File,
+    writer: SharedPort,
+    mirror: Option<Mirror>,
     decoder: Decoder,
     config: &'a GuestConfig,
     sessions: BTreeMap<u32, Session>,
@@ -131,8 +139,11 @@ struct Relay<'a> {
 }
 
 /// Runs until the application has exited and its output is delivered; returns its exit code.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     port: File,
+    writer: SharedPort,
+    mirror: Option<Mirror>,
     config: &GuestConfig,
     app: App,
     children: SignalFd,
@@ -141,6 +152,8 @@ pub fn run(
 ) -> Result<i32, InitError> {
     let mut relay = Relay {
         port,
+        writer,
+        mirror,
         decoder: Decoder::default(),
         config,
         sessions: BTreeMap::from([(MAIN_SESSION, Session::new(app)?)]),
@@ -186,8 +199,11 @@ pub fn run(
 
 impl Relay<'_> {
     fn send(&mut self, message: &Message) -> Result<(), InitError> {
-        self.port
-            .write_all(&message.encode())
+        let mut port = self
+            .writer
+            .lock()
+            .map_err(|_| InitError::Channel(std::io::Error::other("channel lock poisoned")))?;
+        port.write_all(&message.encode())
             .map_err(InitError::Channel)
     }
 
@@ -368,6 +384,12 @@ impl Relay<'_> {
     }
 
     fn handle(&mut self, message: Message) -> Result<(), InitError> {
+        if Mirror::handles(&message) {
+            if let Some(mirror) = &self.mirror {
+                mirror.deliver(message);
+            }
+            return Ok(());
+        }
         if let Message::Exec { session, json } = message {
             return self.start_exec(session, &json);
         }

@@ -51,6 +51,39 @@ pub fn start_virtiofsd(paths: &Paths) -> Result<Child> {
     Ok(child)
 }
 
+/// passt, serving the VM's NIC on `socket` from the namespace's interface `interface`. It
+/// quits when QEMU closes the other end.
+pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Child> {
+    let raw = socket.as_raw_fd();
+    let mut command = Command::new(paths.loader());
+    command
+        .args(paths.loader_args(assets::PASST))
+        .args(["--foreground", "--quiet", "--one-off"])
+        .arg(format!("--fd={raw}"))
+        .arg(format!("--interface={interface}"))
+        .arg(format!("--log-file={}", paths.passt_log.display()))
+        // The guest is configured statically; the gateway must stay the gateway, not the
+        // namespace's loopback, which the mirror serves.
+        .args(["--no-map-gw", "--no-dhcp", "--no-dhcpv6", "--no-ra"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor that
+    // stays open in the parent until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().context("start passt")?;
+    drop(socket);
+    Ok(child)
+}
+
 /// The capabilities QEMU keeps: opening disk images whoever owns them, and for a 9p root,
 /// what its passthrough file server does to files for the guest. Everything else leaves
 /// QEMU's bounding set before it runs, so that root in QEMU is not root on the host.

@@ -11,6 +11,7 @@ mod dns;
 mod exec;
 mod fds;
 mod network;
+mod pod_network;
 mod qemu;
 mod share;
 mod signals;
@@ -25,11 +26,12 @@ use std::sync::mpsc;
 use anyhow::{Context, Result};
 use runq_shared::config::{RootFs, VmConfig};
 use runq_shared::layout::{CONFIG_DIR_IN_CONTAINER, VM_CONFIG_FILE};
+use runq_shared::options::NetMode;
 use runq_shared::protocol::Message;
 use runq_shared::timeline::Timeline;
 
 use crate::qemu::{HostFacts, Paths};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Helpers, Supervisor};
 use runq_stdio::FrameWriter;
 
 /// What the proxy's threads report to its main loop.
@@ -116,14 +118,19 @@ fn run() -> Result<i32> {
         }
         RootFs::NineP { .. } => None,
     };
-    let (guest_network, taps) =
-        network::take_over(config.vm.net).context("take over the network")?;
+    let (guest_network, taps, passt) = if config.vm.net == NetMode::Shared {
+        pod_network::share(&paths).context("connect the VM to the shared network namespace")?
+    } else {
+        let (network, taps) = network::take_over(config.vm.net).context("take over the network")?;
+        (network, taps, None)
+    };
     config.guest.network = guest_network;
     let nics: Vec<qemu::Nic> = taps
         .iter()
         .map(|tap| qemu::Nic {
             fd: tap.fd.as_raw_fd(),
             mac: tap.mac.clone(),
+            stream: tap.stream,
         })
         .collect();
     let disks = config
@@ -144,7 +151,8 @@ fn run() -> Result<i32> {
     let qemu = children::start_qemu(&paths, &qemu_args, config.vm.debug, ninep, &nics)?;
     drop(taps);
 
-    Supervisor::new(config, qemu, virtiofsd, paths, timeline).run(queue)
+    let helpers = Helpers { virtiofsd, passt };
+    Supervisor::new(config, qemu, helpers, paths, timeline).run(queue)
 }
 
 /// qcow2 or raw, from the disk's first bytes.

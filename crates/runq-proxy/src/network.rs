@@ -16,13 +16,18 @@ use runq_netlink::{format_mac, Link, Netlink};
 use runq_shared::config::{GuestNetwork, GuestNic, GuestRoute};
 use runq_shared::options::NetMode;
 
-/// A NIC for QEMU: the tap's file descriptor and the MAC the guest NIC gets.
+/// A NIC for QEMU: the tap's file descriptor (or with `stream`, a socket passt serves) and
+/// the MAC the guest NIC gets.
 pub struct Tap {
     pub fd: OwnedFd,
     pub mac: String,
+    pub stream: bool,
 }
 
 pub fn take_over(mode: NetMode) -> Result<(GuestNetwork, Vec<Tap>)> {
+    if mode == NetMode::Shared {
+        anyhow::bail!("a shared network namespace is not taken over (see pod_network)");
+    }
     let mut netlink = Netlink::open().context("open a netlink socket")?;
     let links = netlink.links()?;
     let addresses = netlink.addresses()?;
@@ -75,8 +80,13 @@ pub fn take_over(mode: NetMode) -> Result<(GuestNetwork, Vec<Tap>)> {
         let fd = match mode {
             NetMode::Tap => connect_tap(&mut netlink, link, &nic_name)?,
             NetMode::Macvtap => connect_macvtap(&mut netlink, link, raw_mac, &nic_name)?,
+            NetMode::Shared => unreachable!("returned above"),
         };
-        taps.push(Tap { fd, mac });
+        taps.push(Tap {
+            fd,
+            mac,
+            stream: false,
+        });
     }
     Ok((network, taps))
 }
@@ -137,7 +147,7 @@ fn open_macvtap(name: &str, index: u32) -> Result<OwnedFd> {
 }
 
 /// A unicast, locally administered MAC nobody else will pick.
-fn random_local_mac() -> Result<[u8; 6]> {
+pub fn random_local_mac() -> Result<[u8; 6]> {
     let mut mac = [0u8; 6];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut mac))
@@ -146,18 +156,18 @@ fn random_local_mac() -> Result<[u8; 6]> {
     Ok(mac)
 }
 
-fn netlink_family_inet6() -> netlink_packet_route::AddressFamily {
+pub fn netlink_family_inet6() -> netlink_packet_route::AddressFamily {
     netlink_packet_route::AddressFamily::Inet6
 }
 
-fn is_link_local(ip: IpAddr) -> bool {
+pub fn is_link_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
         IpAddr::V4(_) => false,
     }
 }
 
-fn ipv6_disabled(interface: &str) -> bool {
+pub fn ipv6_disabled(interface: &str) -> bool {
     std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6"))
         .map(|value| value.trim() == "1")
         .unwrap_or(true)

@@ -18,6 +18,7 @@ pub struct Paths {
     /// Where QEMU's and virtiofsd's own messages go, for error reports.
     pub qemu_log: PathBuf,
     pub virtiofsd_log: PathBuf,
+    pub passt_log: PathBuf,
     /// The directory the guest's root comes from (for 9p; virtiofsd is told separately).
     pub shared_root: PathBuf,
 }
@@ -43,6 +44,7 @@ impl Paths {
             console_log: run.join("console.log"),
             qemu_log: run.join("qemu.log"),
             virtiofsd_log: run.join("virtiofsd.log"),
+            passt_log: run.join("passt.log"),
             shared_root: run.join("root"),
         }
     }
@@ -74,11 +76,13 @@ pub struct HostFacts {
     pub tsc_khz: Option<u64>,
 }
 
-/// A NIC of the VM: an open tap descriptor QEMU inherits, and the guest NIC's MAC.
+/// A NIC of the VM: a descriptor QEMU inherits, and the guest NIC's MAC. The descriptor is a
+/// tap's, or with `stream` one end of a socket pair whose other end passt serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nic {
     pub fd: i32,
     pub mac: String,
+    pub stream: bool,
 }
 
 /// A runq disk of the VM: the file or block device in the container and its image format.
@@ -162,7 +166,11 @@ pub fn args(
     for (number, nic) in nics.iter().enumerate() {
         push(&[
             "-netdev",
-            &format!("tap,id=net{number},fd={},vhost=off", nic.fd),
+            &if nic.stream {
+                format!("stream,id=net{number},addr.type=fd,addr.str={}", nic.fd)
+            } else {
+                format!("tap,id=net{number},fd={},vhost=off", nic.fd)
+            },
             "-device",
             &format!("virtio-net-device,netdev=net{number},mac={}", nic.mac),
         ]);
@@ -338,10 +346,18 @@ mod tests {
                 tsc_khz: Some(1000),
             },
             &paths,
-            &[Nic {
-                fd: 7,
-                mac: "02:42:ac:11:00:02".into(),
-            }],
+            &[
+                Nic {
+                    fd: 7,
+                    mac: "02:42:ac:11:00:02".into(),
+                    stream: false,
+                },
+                Nic {
+                    fd: 8,
+                    mac: "02:00:00:00:00:01".into(),
+                    stream: true,
+                },
+            ],
             &[
                 Disk {
                     path: "/dev/runq/data/none/ext4/data".into(),
@@ -363,7 +379,13 @@ mod tests {
             ]
         );
         assert!(value_of(&args, "-device").contains(&"virtio-blk-device,drive=disk1,serial=runq1"));
-        assert_eq!(value_of(&args, "-netdev"), ["tap,id=net0,fd=7,vhost=off"]);
+        assert_eq!(
+            value_of(&args, "-netdev"),
+            [
+                "tap,id=net0,fd=7,vhost=off",
+                "stream,id=net1,addr.type=fd,addr.str=8"
+            ]
+        );
         assert!(value_of(&args, "-device")
             .contains(&"virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02"));
         assert_eq!(value_of(&args, "-accel"), ["kvm"]);

@@ -7,6 +7,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use runq_mirror::{Mirror, Side};
 use runq_shared::config::VmConfig;
 use runq_shared::protocol::{Message, StreamKind, MAIN_SESSION, PROTOCOL_VERSION, STREAM_WINDOW};
 use runq_shared::timeline::{self, GuestMarks, Timeline};
@@ -37,10 +38,21 @@ enum Phase {
     ChannelLost,
 }
 
+/// The processes besides QEMU that serve the VM.
+pub struct Helpers {
+    /// The root file system's server.
+    pub virtiofsd: Option<Child>,
+    /// The NIC's backend in a shared network namespace.
+    pub passt: Option<Child>,
+}
+
 pub struct Supervisor {
     config: VmConfig,
     qemu: Child,
     virtiofsd: Option<Child>,
+    passt: Option<Child>,
+    /// Localhost shared with the pod's other VMs, once the guest runs.
+    mirror: Option<Mirror>,
     paths: Paths,
     phase: Phase,
     channel: Option<FrameWriter>,
@@ -58,14 +70,16 @@ impl Supervisor {
     pub fn new(
         config: VmConfig,
         qemu: Child,
-        virtiofsd: Option<Child>,
+        helpers: Helpers,
         paths: Paths,
         timeline: Option<Timeline>,
     ) -> Supervisor {
         Supervisor {
             config,
             qemu,
-            virtiofsd,
+            virtiofsd: helpers.virtiofsd,
+            passt: helpers.passt,
+            mirror: None,
             paths,
             phase: Phase::Booting,
             channel: None,
@@ -228,6 +242,12 @@ impl Supervisor {
     }
 
     fn handle_guest(&mut self, message: Message) -> Result<()> {
+        if Mirror::handles(&message) {
+            if let Some(mirror) = self.mirror() {
+                mirror.deliver(message);
+            }
+            return Ok(());
+        }
         if let Some(session) =
             crate::exec::session_of(&message).filter(|&session| session != MAIN_SESSION)
         {
@@ -305,7 +325,22 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The mirror, started the first time it is needed: when the guest runs, or when its
+    /// mirror reports first.
+    fn mirror(&mut self) -> Option<&Mirror> {
+        if self.mirror.is_none() && self.config.guest.network.mirror_localhost {
+            let channel = self.channel.clone()?;
+            let send = Box::new(move |message: &Message| channel.send(message));
+            match Mirror::spawn(Side::Host, send) {
+                Ok(mirror) => self.mirror = Some(mirror),
+                Err(error) => eprintln!("runq: localhost is not shared with the pod: {error}"),
+            }
+        }
+        self.mirror.as_ref()
+    }
+
     fn started(&mut self) -> Result<()> {
+        let _ = self.mirror();
         let channel = self
             .channel
             .clone()
@@ -393,9 +428,13 @@ impl Supervisor {
     }
 
     fn stop_children(&mut self) {
-        for child in [Some(&mut self.qemu), self.virtiofsd.as_mut()]
-            .into_iter()
-            .flatten()
+        for child in [
+            Some(&mut self.qemu),
+            self.virtiofsd.as_mut(),
+            self.passt.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = child.kill();
         }

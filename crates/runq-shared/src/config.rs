@@ -135,6 +135,9 @@ pub struct GuestConfig {
 pub struct GuestNetwork {
     pub nics: Vec<GuestNic>,
     pub routes: Vec<GuestRoute>,
+    /// The namespace is shared with other VMs: mirror listening ports both ways (runq-mirror).
+    #[serde(default)]
+    pub mirror_localhost: bool,
 }
 
 /// A NIC of the VM, found in the guest by its MAC, the container interface's own.

@@ -72,6 +72,7 @@ pub mod assets {
     pub const LIBS: &str = "lib";
     pub const QEMU: &str = "bin/qemu-system-x86_64";
     pub const VIRTIOFSD: &str = "bin/virtiofsd";
+    pub const PASST: &str = "bin/passt";
     pub const FIRMWARE: &str = "share/qemu";
     pub const KERNEL: &str = "kernel/vmlinux";
     pub const INITRD: &str = "kernel/initrd";

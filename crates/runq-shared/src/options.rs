@@ -90,6 +90,9 @@ pub enum FsKind {
 pub enum NetMode {
     Tap,
     Macvtap,
+    /// The namespace is shared with other containers (a Kubernetes pod): its interfaces stay
+    /// where they are, the VM reaches them through passt, and localhost is mirrored.
+    Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,7 +338,8 @@ impl RunqOptions {
                 self.net = match value {
                     "tap" => NetMode::Tap,
                     "macvtap" => NetMode::Macvtap,
-                    _ => return Err(invalid("one of tap, macvtap")),
+                    "shared" => NetMode::Shared,
+                    _ => return Err(invalid("one of tap, macvtap, shared")),
                 }
             }
             Key::Accel => {

@@ -88,6 +88,28 @@ pub enum Message {
     Exec { session: u32, json: Vec<u8> },
     /// Guest to host: boot timeline marks, a [`crate::timeline::GuestMarks`] as JSON.
     Timeline { json: Vec<u8> },
+    /// Either way, when the network namespace is shared (a Kubernetes pod): the TCP ports
+    /// listening on this side's loopback or wildcard address, which the other side mirrors.
+    /// The whole set each time; an empty set withdraws them all.
+    Listening { ports: Vec<ListenPort> },
+    /// Either way: a client connected to a mirrored port; connect to `port` on this side's
+    /// loopback and carry the connection as `conn`. The sender chose the number.
+    Connect { conn: u32, port: u16 },
+    /// Either way: bytes of a mirrored connection, within the receiver's credit.
+    ConnData { conn: u32, bytes: Vec<u8> },
+    /// Either way: the sender's end read end-of-file; shut down writing on this side.
+    ConnEof { conn: u32 },
+    /// Either way: the receiver wrote out `bytes` of the connection; send that much more.
+    ConnCredit { conn: u32, bytes: u32 },
+    /// Either way: the connection failed or was reset; drop it.
+    ConnClose { conn: u32 },
+}
+
+/// A listening TCP port; `any` when it listens on the wildcard address, not only loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenPort {
+    pub port: u16,
+    pub any: bool,
 }
 
 #[derive(Debug, Error)]
@@ -126,6 +148,12 @@ const TAG_DNS_QUERY: u8 = 11;
 const TAG_DNS_ANSWER: u8 = 12;
 const TAG_EXEC: u8 = 13;
 const TAG_TIMELINE: u8 = 14;
+const TAG_LISTENING: u8 = 15;
+const TAG_CONNECT: u8 = 16;
+const TAG_CONN_DATA: u8 = 17;
+const TAG_CONN_EOF: u8 = 18;
+const TAG_CONN_CREDIT: u8 = 19;
+const TAG_CONN_CLOSE: u8 = 20;
 
 impl Message {
     /// The frame for this message, length prefix included.
@@ -212,6 +240,36 @@ impl Message {
             Message::Timeline { json } => {
                 body.extend_from_slice(json);
                 TAG_TIMELINE
+            }
+            Message::Listening { ports } => {
+                for listen in ports {
+                    body.extend_from_slice(&listen.port.to_be_bytes());
+                    body.push(u8::from(listen.any));
+                }
+                TAG_LISTENING
+            }
+            Message::Connect { conn, port } => {
+                body.extend_from_slice(&conn.to_be_bytes());
+                body.extend_from_slice(&port.to_be_bytes());
+                TAG_CONNECT
+            }
+            Message::ConnData { conn, bytes } => {
+                body.extend_from_slice(&conn.to_be_bytes());
+                body.extend_from_slice(bytes);
+                TAG_CONN_DATA
+            }
+            Message::ConnEof { conn } => {
+                body.extend_from_slice(&conn.to_be_bytes());
+                TAG_CONN_EOF
+            }
+            Message::ConnCredit { conn, bytes } => {
+                body.extend_from_slice(&conn.to_be_bytes());
+                body.extend_from_slice(&bytes.to_be_bytes());
+                TAG_CONN_CREDIT
+            }
+            Message::ConnClose { conn } => {
+                body.extend_from_slice(&conn.to_be_bytes());
+                TAG_CONN_CLOSE
             }
         };
         let len = u32::try_from(body.len() + 1).unwrap_or(u32::MAX);
@@ -303,6 +361,41 @@ impl Message {
             },
             TAG_TIMELINE => Message::Timeline {
                 json: body.to_vec(),
+            },
+            TAG_LISTENING => {
+                if body.len() % 3 != 0 {
+                    return Err(ProtocolError::BadLength {
+                        tag,
+                        len: body.len(),
+                        expected: "a multiple of 3",
+                    });
+                }
+                let ports = body
+                    .chunks_exact(3)
+                    .map(|entry| ListenPort {
+                        port: u16::from_be_bytes([entry[0], entry[1]]),
+                        any: entry[2] != 0,
+                    })
+                    .collect();
+                Message::Listening { ports }
+            }
+            TAG_CONNECT => Message::Connect {
+                conn: fields.take::<4>("6").map(u32::from_be_bytes)?,
+                port: fields.exact::<2>("6").map(u16::from_be_bytes)?,
+            },
+            TAG_CONN_DATA => Message::ConnData {
+                conn: fields.take::<4>("at least 4").map(u32::from_be_bytes)?,
+                bytes: fields.body.to_vec(),
+            },
+            TAG_CONN_EOF => Message::ConnEof {
+                conn: fields.exact::<4>("4").map(u32::from_be_bytes)?,
+            },
+            TAG_CONN_CREDIT => Message::ConnCredit {
+                conn: fields.take::<4>("8").map(u32::from_be_bytes)?,
+                bytes: fields.exact::<4>("8").map(u32::from_be_bytes)?,
+            },
+            TAG_CONN_CLOSE => Message::ConnClose {
+                conn: fields.exact::<4>("4").map(u32::from_be_bytes)?,
             },
             other => return Err(ProtocolError::UnknownTag(other)),
         };
@@ -467,6 +560,33 @@ mod tests {
                 session: 0,
                 signal: 15,
             },
+            Message::Listening {
+                ports: vec![
+                    ListenPort {
+                        port: 8080,
+                        any: true,
+                    },
+                    ListenPort {
+                        port: 65535,
+                        any: false,
+                    },
+                ],
+            },
+            Message::Listening { ports: vec![] },
+            Message::Connect {
+                conn: 0x8000_0001,
+                port: 80,
+            },
+            Message::ConnData {
+                conn: 1,
+                bytes: b"GET /".to_vec(),
+            },
+            Message::ConnEof { conn: 2 },
+            Message::ConnCredit {
+                conn: 3,
+                bytes: 4096,
+            },
+            Message::ConnClose { conn: 4 },
             Message::Resize {
                 session: 0,
                 rows: 24,

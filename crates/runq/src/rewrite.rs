@@ -110,6 +110,10 @@ pub fn rewrite(
     check_network_namespace(original)?;
     let mut options = options.clone();
     options.apply_env(process.env().as_deref().unwrap_or_default())?;
+    if crate::sandbox::is_pod_application(original) {
+        // The pod's interfaces serve every container in it; no VM may take them over.
+        options.net = NetMode::Shared;
+    }
     let mut effective = original.clone();
     add_runq_tmpfs(&mut effective, &options)?;
     // From here on, "original" includes runq's own tmpfs mounts.

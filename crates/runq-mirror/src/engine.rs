@@ -1,0 +1,358 @@
+//! The mirror's thread: one poll loop over the wake pipe, the mirrored listeners and the
+//! connections, with a scan of this side's listeners between polls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{send, MsgFlags};
+use runq_shared::protocol::{ListenPort, Message, DATA_CHUNK, STREAM_WINDOW};
+
+use crate::{listening, SendFrame, Side};
+
+/// How often this side's listeners are read again.
+const SCAN_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Connections the host opens are numbered with the top bit set, the guest's without it.
+const HOST_CONN_BIT: u32 = 1 << 31;
+
+struct Mirrored {
+    socket: TcpListener,
+    any: bool,
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// Bytes the other side will still accept.
+    credit: u32,
+    /// Received, not yet written to the socket.
+    outbox: Vec<u8>,
+    /// This side's socket reached end-of-file and the other side was told.
+    read_done: bool,
+    /// The other side reached end-of-file; shut down writing once the outbox is empty.
+    peer_done: bool,
+    write_shut: bool,
+}
+
+pub struct Engine {
+    side: Side,
+    send: SendFrame,
+    queue: Receiver<Message>,
+    wake: OwnedFd,
+    /// The other side's ports, as it last reported them.
+    wanted: BTreeMap<u16, bool>,
+    /// The listeners standing in for them here.
+    mirrored: BTreeMap<u16, Mirrored>,
+    conns: HashMap<u32, Conn>,
+    next_conn: u32,
+    reported: Vec<ListenPort>,
+}
+
+enum Ready {
+    Listener(u16),
+    Readable(u32),
+    Writable(u32),
+}
+
+impl Engine {
+    pub fn new(side: Side, send: SendFrame, queue: Receiver<Message>, wake: OwnedFd) -> Engine {
+        Engine {
+            side,
+            send,
+            queue,
+            wake,
+            wanted: BTreeMap::new(),
+            mirrored: BTreeMap::new(),
+            conns: HashMap::new(),
+            next_conn: 0,
+            reported: Vec::new(),
+        }
+    }
+
+    /// Runs until the channel is gone.
+    pub fn run(mut self) {
+        let mut next_scan = Instant::now();
+        loop {
+            if Instant::now() >= next_scan {
+                if self.scan().is_err() {
+                    return;
+                }
+                next_scan = Instant::now() + SCAN_INTERVAL;
+            }
+            let timeout = next_scan.saturating_duration_since(Instant::now());
+            let (woken, ready) = self.wait(timeout);
+            if woken && self.take_messages().is_err() {
+                return;
+            }
+            for event in ready {
+                let result = match event {
+                    Ready::Listener(port) => self.accept(port),
+                    Ready::Readable(conn) => self.read(conn),
+                    Ready::Writable(conn) => self.write(conn),
+                };
+                if result.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn wait(&self, timeout: Duration) -> (bool, Vec<Ready>) {
+        let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
+        let mut slots = Vec::new();
+        for (&port, mirrored) in &self.mirrored {
+            fds.push(PollFd::new(mirrored.socket.as_fd(), PollFlags::POLLIN));
+            slots.push(Ready::Listener(port));
+        }
+        for (&id, conn) in &self.conns {
+            // A socket with nothing to do is left out, so that a hang-up cannot spin the loop.
+            if !conn.read_done && conn.credit > 0 {
+                fds.push(PollFd::new(conn.stream.as_fd(), PollFlags::POLLIN));
+                slots.push(Ready::Readable(id));
+            }
+            if !conn.outbox.is_empty() {
+                fds.push(PollFd::new(conn.stream.as_fd(), PollFlags::POLLOUT));
+                slots.push(Ready::Writable(id));
+            }
+        }
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return (false, Vec::new()),
+        }
+        let ready = |fd: &PollFd| fd.any().unwrap_or(false);
+        let woken = ready(&fds[0]);
+        let events = slots
+            .into_iter()
+            .zip(&fds[1..])
+            .filter(|(_, fd)| ready(fd))
+            .map(|(slot, _)| slot)
+            .collect();
+        (woken, events)
+    }
+
+    /// Reports this side's listeners when they changed, leaving out the mirror's own, and
+    /// retries mirrored ports that were busy before.
+    fn scan(&mut self) -> io::Result<()> {
+        let ports: Vec<ListenPort> = listening::scan()
+            .into_iter()
+            .filter(|listen| !self.mirrored.contains_key(&listen.port))
+            .collect();
+        if ports != self.reported {
+            (self.send)(&Message::Listening {
+                ports: ports.clone(),
+            })?;
+            self.reported = ports;
+        }
+        self.reconcile();
+        Ok(())
+    }
+
+    fn take_messages(&mut self) -> io::Result<()> {
+        let mut drain = [0u8; 64];
+        while matches!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.wake), &mut drain), Ok(n) if n > 0)
+        {
+        }
+        while let Ok(message) = self.queue.try_recv() {
+            self.handle(message)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, message: Message) -> io::Result<()> {
+        match message {
+            Message::Listening { ports } => {
+                self.wanted = ports.iter().map(|l| (l.port, l.any)).collect();
+                self.reconcile();
+            }
+            Message::Connect { conn, port } => match connect_loopback(port) {
+                Ok(stream) => {
+                    self.conns.insert(conn, Conn::new(stream));
+                }
+                Err(_) => (self.send)(&Message::ConnClose { conn })?,
+            },
+            Message::ConnData { conn, bytes } => match self.conns.get_mut(&conn) {
+                Some(open) => open.outbox.extend_from_slice(&bytes),
+                None => (self.send)(&Message::ConnClose { conn })?,
+            },
+            Message::ConnEof { conn } => {
+                if let Some(open) = self.conns.get_mut(&conn) {
+                    open.peer_done = true;
+                }
+                self.settle(conn);
+            }
+            Message::ConnCredit { conn, bytes } => {
+                if let Some(open) = self.conns.get_mut(&conn) {
+                    open.credit = open.credit.saturating_add(bytes);
+                }
+            }
+            Message::ConnClose { conn } => {
+                if let Some(open) = self.conns.remove(&conn) {
+                    let _ = open.stream.shutdown(Shutdown::Both);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Listens on each port the other side has, and on no other. A port busy here (an
+    /// application of this side took it first) is tried again at the next scan.
+    fn reconcile(&mut self) {
+        let wanted = &self.wanted;
+        self.mirrored
+            .retain(|port, mirrored| wanted.get(port) == Some(&mirrored.any));
+        for (&port, &any) in &self.wanted {
+            if self.mirrored.contains_key(&port) {
+                continue;
+            }
+            let address = if any {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                Ipv4Addr::LOCALHOST
+            };
+            let Ok(socket) = TcpListener::bind((address, port)) else {
+                continue;
+            };
+            if socket.set_nonblocking(true).is_ok() {
+                self.mirrored.insert(port, Mirrored { socket, any });
+            }
+        }
+    }
+
+    fn accept(&mut self, port: u16) -> io::Result<()> {
+        loop {
+            let Some(mirrored) = self.mirrored.get(&port) else {
+                return Ok(());
+            };
+            let Ok((stream, _)) = mirrored.socket.accept() else {
+                return Ok(());
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let conn = self.new_conn_number();
+            (self.send)(&Message::Connect { conn, port })?;
+            self.conns.insert(conn, Conn::new(stream));
+        }
+    }
+
+    fn new_conn_number(&mut self) -> u32 {
+        loop {
+            self.next_conn = (self.next_conn + 1) & !HOST_CONN_BIT;
+            let conn = match self.side {
+                Side::Host => self.next_conn | HOST_CONN_BIT,
+                Side::Guest => self.next_conn,
+            };
+            if !self.conns.contains_key(&conn) {
+                return conn;
+            }
+        }
+    }
+
+    fn read(&mut self, id: u32) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(());
+        };
+        let want = (conn.credit as usize).min(DATA_CHUNK);
+        let mut buf = vec![0u8; want];
+        match conn.stream.read(&mut buf) {
+            Ok(0) => {
+                conn.read_done = true;
+                (self.send)(&Message::ConnEof { conn: id })?;
+                self.settle(id);
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                conn.credit -= n as u32;
+                (self.send)(&Message::ConnData {
+                    conn: id,
+                    bytes: buf,
+                })?;
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(_) => self.reset(id)?,
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, id: u32) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(());
+        };
+        // MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE, which the proxy would
+        // take for a signal to forward.
+        match send(
+            std::os::fd::AsRawFd::as_raw_fd(&conn.stream),
+            &conn.outbox,
+            MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => {
+                conn.outbox.drain(..n);
+                (self.send)(&Message::ConnCredit {
+                    conn: id,
+                    bytes: n as u32,
+                })?;
+                self.settle(id);
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => self.reset(id)?,
+        }
+        Ok(())
+    }
+
+    /// Passes on the other side's end-of-file once everything before it is written, and
+    /// forgets a connection finished both ways.
+    fn settle(&mut self, id: u32) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.peer_done && conn.outbox.is_empty() && !conn.write_shut {
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.write_shut = true;
+        }
+        if conn.read_done && conn.write_shut {
+            self.conns.remove(&id);
+        }
+    }
+
+    fn reset(&mut self, id: u32) -> io::Result<()> {
+        self.conns.remove(&id);
+        (self.send)(&Message::ConnClose { conn: id })
+    }
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        let _ = stream.set_nonblocking(true);
+        let _ = stream.set_nodelay(true);
+        Conn {
+            stream,
+            credit: STREAM_WINDOW,
+            outbox: Vec::new(),
+            read_done: false,
+            peer_done: false,
+            write_shut: false,
+        }
+    }
+}
+
+/// The listener the other side's client means: IPv4 loopback first, then IPv6's. A connect
+/// on loopback completes or fails at once, so blocking here is brief.
+fn connect_loopback(port: u16) -> io::Result<TcpStream> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    TcpStream::connect(v4).or_else(|_| TcpStream::connect(v6))
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}

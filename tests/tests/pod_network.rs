@@ -1,0 +1,167 @@
+//! VMs that share one network namespace, as the containers of a Kubernetes pod do
+//! (`RUNQ_NET=shared`, which runq picks by itself for CRI application containers). The
+//! namespace keeps its interface; each VM reaches it through passt, and the VMs' listening
+//! ports are mirrored, so that they reach each other over localhost and the pod's address.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::TestBundle;
+use serde_json::json;
+
+/// A named network namespace with one veth to the host, as a CNI bridge plugin would leave
+/// a pod's; removed on drop.
+struct PodNamespace {
+    name: String,
+    host_link: String,
+    host_ip: Ipv4Addr,
+    pod_ip: Ipv4Addr,
+}
+
+impl PodNamespace {
+    fn create() -> PodNamespace {
+        let pid = std::process::id();
+        let subnet = 20 + (pid % 200) as u8;
+        let pod = PodNamespace {
+            name: format!("runq-pod-{pid}"),
+            host_link: format!("rqpod{pid}"),
+            host_ip: Ipv4Addr::new(10, 251, subnet, 1),
+            pod_ip: Ipv4Addr::new(10, 251, subnet, 2),
+        };
+        let (ns, link) = (pod.name.as_str(), pod.host_link.as_str());
+        let host_cidr = format!("{}/24", pod.host_ip);
+        let pod_cidr = format!("{}/24", pod.pod_ip);
+        let host_ip = pod.host_ip.to_string();
+        for args in [
+            &["netns", "add", ns][..],
+            &[
+                "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ],
+            &["addr", "add", &host_cidr, "dev", link],
+            &["link", "set", link, "up"],
+            &["-n", ns, "addr", "add", &pod_cidr, "dev", "eth0"],
+            &["-n", ns, "link", "set", "eth0", "up"],
+            &["-n", ns, "link", "set", "lo", "up"],
+            &["-n", ns, "route", "add", "default", "via", &host_ip],
+        ] {
+            let status = Command::new("ip").args(args).status().expect("ip");
+            assert!(status.success(), "ip {args:?} failed");
+        }
+        pod
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// A busybox bundle whose container joins this namespace.
+    fn bundle(&self, args: &[&str]) -> TestBundle {
+        let bundle = TestBundle::busybox(args);
+        let path = self.path();
+        bundle.edit(|spec| {
+            let namespaces = spec["linux"]["namespaces"]
+                .as_array_mut()
+                .expect("namespaces");
+            namespaces.retain(|ns| ns["type"] != "network");
+            namespaces.push(json!({"type": "network", "path": path}));
+        });
+        bundle.add_env(&["RUNQ_NET=shared"]);
+        bundle
+    }
+}
+
+impl Drop for PodNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The first line a server at `address` sends, retried until `deadline`: the mirror learns
+/// of a new listener within a fraction of a second, the VM takes seconds to boot.
+fn first_line_from(address: (Ipv4Addr, u16), deadline: Instant) -> String {
+    loop {
+        let attempt = TcpStream::connect_timeout(&address.into(), Duration::from_secs(5)).and_then(
+            |mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text)?;
+                Ok(text)
+            },
+        );
+        match attempt {
+            Ok(text) if !text.is_empty() => return text,
+            other => assert!(
+                Instant::now() < deadline,
+                "no answer from {address:?} in time: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_passt() {
+    let pod = PodNamespace::create();
+    // Outside the pod, on the host's end of the veth: reached through passt.
+    let outside = TcpListener::bind((pod.host_ip, 0)).expect("listen outside the pod");
+    let outside_port = outside.local_addr().expect("address").port();
+    let serve_outside = std::thread::spawn(move || {
+        let (mut stream, _) = outside.accept().expect("accept from the pod");
+        stream.write_all(b"hello-from-outside\n").expect("write");
+    });
+
+    // A serves on its loopback and on the wildcard.
+    let server = pod.bundle(&[
+        "sh",
+        "-c",
+        "httpd -f -p 127.0.0.1:8081 -h /etc & \
+         nc -ll -p 8080 -e echo hello-from-a & wait",
+    ]);
+    server.run_detached();
+
+    // B asks A over localhost, and the host outside the pod over the network.
+    let client = pod.bundle(&[
+        "sh",
+        "-c",
+        &format!(
+            "for i in $(seq 300); do \
+               a=$(nc 127.0.0.1 8080 </dev/null 2>/dev/null); \
+               private=$(wget -qO- http://127.0.0.1:8081/passwd 2>/dev/null); \
+               [ -n \"$a\" ] && [ -n \"$private\" ] && break; \
+               sleep 0.2; \
+             done; \
+             echo \"a=$a\"; \
+             echo \"a-private=${{private%%:*}}\"; \
+             echo \"outside=$(nc {} {outside_port} </dev/null)\"",
+            pod.host_ip
+        ),
+    ]);
+    let outcome = client.run();
+    assert!(outcome.status.success(), "{outcome:?}");
+    let text = outcome.stdout_text();
+    assert!(text.contains("a=hello-from-a\n"), "{outcome:?}");
+    assert!(text.contains("a-private=root\n"), "{outcome:?}");
+    assert!(text.contains("outside=hello-from-outside\n"), "{outcome:?}");
+    serve_outside.join().expect("outside server");
+
+    // From outside, A's wildcard port answers on the pod's address; its loopback-only port
+    // stays inside the pod.
+    let deadline = Instant::now() + common::RUN_DEADLINE;
+    assert_eq!(
+        first_line_from((pod.pod_ip, 8080), deadline),
+        "hello-from-a\n"
+    );
+    assert!(
+        TcpStream::connect_timeout(&(pod.pod_ip, 8081).into(), Duration::from_secs(5)).is_err(),
+        "a port A listens on only on loopback is reachable from outside the pod"
+    );
+}
