@@ -124,6 +124,7 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
         "sh",
         "-c",
         "httpd -f -p 127.0.0.1:8081 -h /etc & \
+         nc -ll -p 8082 -e head -c 3000000 /dev/zero & \
          nc -ll -p 8080 -e echo hello-from-a & wait",
     ]);
     server.run_detached();
@@ -141,6 +142,7 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
              done; \
              echo \"a=$a\"; \
              echo \"a-private=${{private%%:*}}\"; \
+             echo \"bulk=$(nc 127.0.0.1 8082 </dev/null | wc -c)\"; \
              echo \"outside=$(nc {} {outside_port} </dev/null)\"",
             pod.host_ip
         ),
@@ -151,6 +153,8 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
     assert!(text.contains("a=hello-from-a\n"), "{outcome:?}");
     assert!(text.contains("a-private=root\n"), "{outcome:?}");
     assert!(text.contains("outside=hello-from-outside\n"), "{outcome:?}");
+    // Far more than the channel's window per connection: credit flows back as B reads.
+    assert!(text.contains("bulk=3000000\n"), "{outcome:?}");
     serve_outside.join().expect("outside server");
 
     // From outside, A's wildcard port answers on the pod's address; its loopback-only port
@@ -163,5 +167,18 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
     assert!(
         TcpStream::connect_timeout(&(pod.pod_ip, 8081).into(), Duration::from_secs(5)).is_err(),
         "a port A listens on only on loopback is reachable from outside the pod"
+    );
+
+    // Deleting the containers leaves no process in the namespace: no proxy, QEMU or passt.
+    drop(client);
+    drop(server);
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &pod.name])
+        .output()
+        .expect("ip netns pids");
+    assert_eq!(
+        String::from_utf8_lossy(&pids.stdout).trim(),
+        "",
+        "processes left in the pod"
     );
 }
