@@ -126,3 +126,38 @@ fn podman_exec_runs_beside_the_application_in_the_vm() {
     let outcome = podman.podman_with_input(&["exec", "-i", &name, "cat"], b"through stdin\n");
     assert_eq!(outcome.stdout_text(), "through stdin\n", "{outcome:?}");
 }
+
+/// `podman run --init`: Podman bind-mounts an init at /run/podman-init and makes it the
+/// process; in the VM it is PID 1 of the application's namespace and passes the exit code on.
+/// Debian's podman names catatonit, which Debian lacks; tini-static (Docker's init) serves.
+#[test]
+fn podman_run_init_puts_its_init_under_the_application_in_the_vm() {
+    let podman = Podman::new();
+    let outcome = podman.podman(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &runq(),
+        "--init",
+        "--init-path",
+        "/usr/bin/tini-static",
+        IMAGE,
+        "sh",
+        "-c",
+        "uname -r; tr '\\0' ' ' </proc/1/cmdline; echo; exit 4",
+    ]);
+    assert_eq!(outcome.code(), 4, "{outcome:?}");
+    let text = outcome.stdout_text();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(common::guest_release().as_str()),
+        "{outcome:?}"
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|init| init.starts_with("/run/podman-init -- sh")),
+        "{outcome:?}"
+    );
+}
