@@ -12,11 +12,21 @@ const SANDBOX_ANNOTATIONS: [&str; 2] = [
 ];
 
 pub fn is_pod_sandbox(spec: &Spec) -> bool {
-    spec.annotations().as_ref().is_some_and(|annotations| {
-        SANDBOX_ANNOTATIONS
-            .iter()
-            .any(|key| annotations.get(*key).map(String::as_str) == Some("sandbox"))
-    })
+    container_type(spec) == Some("sandbox")
+}
+
+/// An application container of a pod: its network namespace is the pod's, held by the
+/// sandbox, and named by the sandbox's process (`/proc/PID/ns/net`).
+pub fn is_pod_application(spec: &Spec) -> bool {
+    container_type(spec) == Some("container")
+}
+
+fn container_type(spec: &Spec) -> Option<&str> {
+    let annotations = spec.annotations().as_ref()?;
+    SANDBOX_ANNOTATIONS
+        .iter()
+        .find_map(|key| annotations.get(*key))
+        .map(String::as_str)
 }
 
 #[cfg(test)]
@@ -49,11 +59,15 @@ mod tests {
 
     #[test]
     fn application_containers_and_plain_ones_are_not_sandboxes() {
-        assert!(!is_pod_sandbox(&spec_with(&[(
-            "io.kubernetes.cri.container-type",
+        let application = spec_with(&[("io.kubernetes.cri.container-type", "container")]);
+        assert!(!is_pod_sandbox(&application));
+        assert!(is_pod_application(&application));
+        assert!(is_pod_application(&spec_with(&[(
+            "io.kubernetes.cri-o.ContainerType",
             "container"
         )])));
         assert!(!is_pod_sandbox(&spec_with(&[])));
+        assert!(!is_pod_application(&spec_with(&[])));
         assert!(!is_pod_sandbox(&Spec::default()));
     }
 }
