@@ -189,8 +189,11 @@ pub fn rewrite(
 /// must be a namespace of the container's own, never the host's or another container's.
 /// runc makes a fresh one when the spec names no path; Podman, CNI and CRI prepare a named
 /// one (`/run/netns/NAME`) for the container and pass its path, which is allowed unless it
-/// is the host's own. A process's namespace (`/proc/PID/ns/net`) is another container's.
+/// is the host's own. A process's namespace (`/proc/PID/ns/net`) is another container's,
+/// except in a Kubernetes pod: there CRI names the pod's namespace by the sandbox's process,
+/// and the namespace belongs to the pod's application containers (the sandbox only holds it).
 fn check_network_namespace(spec: &Spec) -> Result<(), RewriteError> {
+    let pod_application = crate::sandbox::is_pod_application(spec);
     let network = spec
         .linux()
         .as_ref()
@@ -203,7 +206,9 @@ fn check_network_namespace(spec: &Spec) -> Result<(), RewriteError> {
     match network {
         None => Err(RewriteError::HostNetwork),
         Some(ns) => match ns.path() {
-            Some(path) if is_named_netns(path) && !is_hosts_netns(path) => Ok(()),
+            Some(path) if (pod_application || is_named_netns(path)) && !is_hosts_netns(path) => {
+                Ok(())
+            }
             Some(path) => Err(RewriteError::SharedNetwork(path.display().to_string())),
             None => Ok(()),
         },

@@ -15,8 +15,9 @@ pub fn is_pod_sandbox(spec: &Spec) -> bool {
     container_type(spec) == Some("sandbox")
 }
 
-/// An application container of a pod: its network namespace is the pod's, shared with the
-/// pod's other containers.
+/// An application container of a pod: its network namespace is the pod's, held by the
+/// sandbox, named by the sandbox's process (`/proc/PID/ns/net`) and shared with the pod's
+/// other containers.
 pub fn is_pod_application(spec: &Spec) -> bool {
     container_type(spec) == Some("container")
 }

@@ -477,6 +477,48 @@ fn a_named_network_namespace_prepared_for_the_container_is_joined() {
 }
 
 #[test]
+fn a_pod_application_container_joins_the_pods_network_namespace_by_the_sandboxs_pid() {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+    let with_path = |path: &str| {
+        let mut spec = docker_like(&[]);
+        spec.set_annotations(Some(
+            [(
+                "io.kubernetes.cri.container-type".to_string(),
+                "container".to_string(),
+            )]
+            .into(),
+        ));
+        let mut linux = spec.linux().clone().unwrap();
+        let mut namespaces: Vec<_> = linux
+            .namespaces()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+            .collect();
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path)
+                .build()
+                .unwrap(),
+        );
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
+        rewrite(
+            &spec,
+            &RunqOptions::default(),
+            &host(Accel::Tcg),
+            Path::new("/b"),
+        )
+    };
+    // containerd's CRI names the pod's namespace by the sandbox's (pause's) process.
+    assert!(with_path("/proc/4242424/ns/net").is_ok());
+    // Never the host's, pod or not.
+    assert!(with_path("/proc/self/ns/net").is_err());
+}
+
+#[test]
 fn macvtap_mode_allows_the_macvtap_major_and_reaches_the_proxy() {
     let options = RunqOptions {
         net: NetMode::Macvtap,
