@@ -4,7 +4,7 @@
 RUNQ_ROOT ?= /var/lib/runq
 export RUNQ_ROOT
 
-.PHONY: all install demo docker podman test bench unit lint clean
+.PHONY: all install demo docker podman cri test bench unit lint protoc clean
 
 all: install
 
@@ -24,9 +24,13 @@ docker: install
 podman: install
 	scripts/podman-setup.sh
 
-## test: install and set up Docker and Podman, then every test (unit tests, VM boots,
-## Docker, containerd, Podman)
-test: docker podman
+## cri: install, then the CNI plugins and protoc that the Kubernetes (CRI) pod tests need
+cri: install
+	scripts/cri-setup.sh
+
+## test: install and set up Docker, Podman and the CRI tests' needs, then every test (unit
+## tests, VM boots, Docker, containerd, Kubernetes pods through CRI, Podman)
+test: docker podman cri
 	scripts/test.sh
 
 ## bench: install and set up Docker, then the benchmarks (Markdown tables on stdout)
@@ -36,13 +40,16 @@ bench: docker
 	target/x86_64-unknown-linux-gnu/release/runq-bench storage
 	target/x86_64-unknown-linux-gnu/release/runq-bench boot --svg bench/boot-timeline.svg
 
-## unit: the tests that need no root, QEMU or assets
-unit:
+## unit: the tests that need no root, QEMU or assets (protoc builds the CRI test's types)
+unit: protoc
 	cargo test --workspace --lib --bins
 
-lint:
+lint: protoc
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+protoc:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler (the k8s-cri crate of tests/cri.rs generates its types with it)" >&2; exit 1; }
 
 clean:
 	cargo clean
