@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{finish, Outcome, RUN_DEADLINE};
+use common::Outcome;
 
-const CTR: &str = "/usr/bin/ctr";
-const CONTAINERD: &str = "/usr/bin/containerd";
 const NAMESPACE: &str = "runq-test";
 const IMAGE: &str = "docker.io/library/busybox:latest";
 
@@ -30,7 +28,7 @@ impl Containerd {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, config_toml(dir.path())).expect("write containerd config");
         let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let daemon = Command::new(CONTAINERD)
+        let daemon = Command::new(common::containerd::CONTAINERD)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -61,17 +59,7 @@ impl Containerd {
     }
 
     fn ctr(&self, args: &[&str]) -> Outcome {
-        let child = Command::new(CTR)
-            .arg("--address")
-            .arg(self.socket())
-            .args(["--namespace", NAMESPACE])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ctr");
-        finish(child, Vec::new(), RUN_DEADLINE)
+        common::containerd::ctr(&self.socket(), NAMESPACE, args)
     }
 
     /// The busybox image the tests build for Docker, moved over with `docker save`.

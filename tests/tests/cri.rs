@@ -22,10 +22,8 @@ use k8s_cri::v1::{
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use common::{finish, Outcome, RUN_DEADLINE};
+use common::{Outcome, RUN_DEADLINE};
 
-const CONTAINERD: &str = "/usr/bin/containerd";
-const CTR: &str = "/usr/bin/ctr";
 /// The namespace CRI keeps its images and containers in.
 const NAMESPACE: &str = "k8s.io";
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
@@ -64,7 +62,7 @@ impl Node {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, config_toml(dir.path())).expect("write containerd config");
         let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let daemon = Command::new(CONTAINERD)
+        let daemon = Command::new(common::containerd::CONTAINERD)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -147,17 +145,7 @@ impl Node {
     }
 
     fn ctr(&self, args: &[&str]) -> Outcome {
-        let child = Command::new(CTR)
-            .arg("--address")
-            .arg(self.dir.path().join("containerd.sock"))
-            .args(["--namespace", NAMESPACE])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ctr");
-        finish(child, Vec::new(), RUN_DEADLINE)
+        common::containerd::ctr(&self.dir.path().join("containerd.sock"), NAMESPACE, args)
     }
 
     /// Busybox and the pause image, from the local Docker into CRI's namespace: CRI sees

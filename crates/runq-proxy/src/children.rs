@@ -36,19 +36,24 @@ pub fn start_virtiofsd(paths: &Paths) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file(&paths.virtiofsd_log)?);
+    pass_to_child(&mut command, raw);
+    let child = command.spawn().context("start virtiofsd")?;
+    drop(fd);
+    Ok(child)
+}
+
+/// Lets the child inherit descriptor `fd`, which the parent keeps open until spawn returns.
+fn pass_to_child(command: &mut Command, fd: i32) {
     // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor that
     // stays open in the parent until spawn returns.
     unsafe {
         command.pre_exec(move || {
-            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let child = command.spawn().context("start virtiofsd")?;
-    drop(fd);
-    Ok(child)
 }
 
 /// passt, serving the VM's NIC on `socket` from the namespace's interface `interface`. It
@@ -69,16 +74,7 @@ pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Ch
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor that
-    // stays open in the parent until spawn returns.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_to_child(&mut command, raw);
     let child = command.spawn().context("start passt")?;
     drop(socket);
     Ok(child)

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
-use runq_netlink::{format_mac, Link, Netlink};
+use runq_netlink::{format_mac, Address, Link, Netlink, Route};
 use runq_shared::config::{GuestNetwork, GuestNic, GuestRoute};
 use runq_shared::options::NetMode;
 
@@ -40,41 +40,16 @@ pub fn take_over(mode: NetMode) -> Result<(GuestNetwork, Vec<Tap>)> {
         let mac = format_mac(raw_mac);
         let nic_name = format!("runq{number}");
 
-        let own: Vec<_> = addresses
-            .iter()
-            .filter(|a| a.index == link.index && !is_link_local(a.ip))
-            .collect();
-        network.nics.push(GuestNic {
-            ipv6_disabled: ipv6_disabled(&link.name),
-            name: link.name.clone(),
-            mac: mac.clone(),
-            mtu: link.mtu,
-            addresses: own
-                .iter()
-                .map(|a| format!("{}/{}", a.ip, a.prefix))
-                .collect(),
-        });
-        for route in routes
-            .iter()
-            .filter(|r| r.index == link.index && !r.from_kernel)
-        {
-            if route.destination.is_some_and(|(ip, _)| is_link_local(ip)) {
-                continue;
-            }
-            network.routes.push(GuestRoute {
-                mac: mac.clone(),
-                destination: route
-                    .destination
-                    .map(|(ip, prefix)| format!("{ip}/{prefix}")),
-                gateway: route.gateway.map(|ip| ip.to_string()),
-                ipv6: route.family == netlink_family_inet6(),
-                scope_link: route.scope_link,
-            });
-        }
+        let (nic, nic_routes) = guest_view(link, &mac, &addresses, &routes);
+        network.nics.push(nic);
+        network.routes.extend(nic_routes);
 
         // The host side must stay silent: no addresses, no IPv6 of its own.
         disable_ipv6(&link.name);
-        for address in own.iter().filter(|a| a.ip.is_ipv4()) {
+        let own_ipv4 = addresses
+            .iter()
+            .filter(|a| a.index == link.index && a.ip.is_ipv4());
+        for address in own_ipv4 {
             netlink.delete_address(address)?;
         }
         let fd = match mode {
@@ -89,6 +64,42 @@ pub fn take_over(mode: NetMode) -> Result<(GuestNetwork, Vec<Tap>)> {
         });
     }
     Ok((network, taps))
+}
+
+/// How the guest sees the interface `link` on its NIC with `mac`: name, MTU, addresses and
+/// routes, less the link-local ones and the subnet routes the guest kernel makes itself.
+pub fn guest_view(
+    link: &Link,
+    mac: &str,
+    addresses: &[Address],
+    routes: &[Route],
+) -> (GuestNic, Vec<GuestRoute>) {
+    let nic = GuestNic {
+        ipv6_disabled: ipv6_disabled(&link.name),
+        name: link.name.clone(),
+        mac: mac.to_string(),
+        mtu: link.mtu,
+        addresses: addresses
+            .iter()
+            .filter(|a| a.index == link.index && !is_link_local(a.ip))
+            .map(|a| format!("{}/{}", a.ip, a.prefix))
+            .collect(),
+    };
+    let routes = routes
+        .iter()
+        .filter(|r| r.index == link.index && !r.from_kernel)
+        .filter(|r| !r.destination.is_some_and(|(ip, _)| is_link_local(ip)))
+        .map(|route| GuestRoute {
+            mac: mac.to_string(),
+            destination: route
+                .destination
+                .map(|(ip, prefix)| format!("{ip}/{prefix}")),
+            gateway: route.gateway.map(|ip| ip.to_string()),
+            ipv6: route.family == netlink_packet_route::AddressFamily::Inet6,
+            scope_link: route.scope_link,
+        })
+        .collect();
+    (nic, routes)
 }
 
 /// A tap device, with everything the interface receives redirected to it and back.
@@ -156,18 +167,14 @@ pub fn random_local_mac() -> Result<[u8; 6]> {
     Ok(mac)
 }
 
-pub fn netlink_family_inet6() -> netlink_packet_route::AddressFamily {
-    netlink_packet_route::AddressFamily::Inet6
-}
-
-pub fn is_link_local(ip: IpAddr) -> bool {
+fn is_link_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
         IpAddr::V4(_) => false,
     }
 }
 
-pub fn ipv6_disabled(interface: &str) -> bool {
+fn ipv6_disabled(interface: &str) -> bool {
     std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6"))
         .map(|value| value.trim() == "1")
         .unwrap_or(true)

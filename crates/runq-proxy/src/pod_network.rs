@@ -12,9 +12,9 @@ use std::process::Child;
 
 use anyhow::{Context, Result};
 use runq_netlink::{format_mac, Netlink};
-use runq_shared::config::{GuestNetwork, GuestNic, GuestRoute};
+use runq_shared::config::GuestNetwork;
 
-use crate::network::{ipv6_disabled, is_link_local, netlink_family_inet6, random_local_mac, Tap};
+use crate::network::{guest_view, random_local_mac, Tap};
 use crate::qemu::Paths;
 
 /// The guest's view of the namespace's main interface, QEMU's end of passt's socket, and
@@ -48,32 +48,9 @@ pub fn share(paths: &Paths) -> Result<(GuestNetwork, Vec<Tap>, Option<Child>)> {
     };
 
     let mac = format_mac(random_local_mac()?);
-    network.nics.push(GuestNic {
-        ipv6_disabled: ipv6_disabled(&link.name),
-        name: link.name.clone(),
-        mac: mac.clone(),
-        mtu: link.mtu,
-        addresses: addresses
-            .iter()
-            .filter(|a| a.index == link.index && !is_link_local(a.ip))
-            .map(|a| format!("{}/{}", a.ip, a.prefix))
-            .collect(),
-    });
-    for route in routes
-        .iter()
-        .filter(|r| r.index == link.index && !r.from_kernel)
-        .filter(|r| !r.destination.is_some_and(|(ip, _)| is_link_local(ip)))
-    {
-        network.routes.push(GuestRoute {
-            mac: mac.clone(),
-            destination: route
-                .destination
-                .map(|(ip, prefix)| format!("{ip}/{prefix}")),
-            gateway: route.gateway.map(|ip| ip.to_string()),
-            ipv6: route.family == netlink_family_inet6(),
-            scope_link: route.scope_link,
-        });
-    }
+    let (nic, routes) = guest_view(link, &mac, &addresses, &routes);
+    network.nics.push(nic);
+    network.routes = routes;
 
     let (qemu_end, passt_end) = UnixStream::pair().context("make a socket pair for passt")?;
     let passt = crate::children::start_passt(paths, passt_end.into(), &link.name)?;

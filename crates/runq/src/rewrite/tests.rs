@@ -439,37 +439,52 @@ fn the_hosts_network_and_another_containers_are_refused() {
     assert!(err.contains("/proc/42/ns/net"), "{err}");
 }
 
+/// A Docker-like spec whose network namespace is the one at `path`, with `annotations`.
+fn rewrite_joining_netns(
+    path: &str,
+    annotations: &[(&str, &str)],
+) -> Result<Rewritten, RewriteError> {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+    let mut spec = docker_like(&[]);
+    spec.set_annotations(Some(
+        annotations
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
+    ));
+    let mut linux = spec.linux().clone().unwrap();
+    let mut namespaces: Vec<_> = linux
+        .namespaces()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+        .collect();
+    namespaces.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(path)
+            .build()
+            .unwrap(),
+    );
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    rewrite(
+        &spec,
+        &RunqOptions::default(),
+        &host(Accel::Tcg),
+        Path::new("/b"),
+    )
+}
+
 #[test]
 fn a_named_network_namespace_prepared_for_the_container_is_joined() {
-    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
-    let with_path = |path: &str| {
-        let mut spec = docker_like(&[]);
-        let mut linux = spec.linux().clone().unwrap();
-        let mut namespaces: Vec<_> = linux
-            .namespaces()
-            .clone()
-            .unwrap()
-            .into_iter()
-            .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
-            .collect();
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::Network)
-                .path(path)
-                .build()
-                .unwrap(),
-        );
-        linux.set_namespaces(Some(namespaces));
-        spec.set_linux(Some(linux));
-        rewrite(
-            &spec,
-            &RunqOptions::default(),
-            &host(Accel::Tcg),
-            Path::new("/b"),
-        )
-    };
+    let with_path = |path: &str| rewrite_joining_netns(path, &[]);
     // Podman's and CNI's names for a namespace made for this container.
-    assert!(with_path("/run/netns/netns-25d8453f").is_ok());
+    assert_eq!(
+        with_path("/run/netns/netns-25d8453f").unwrap().vm.vm.net,
+        NetMode::Tap
+    );
     assert!(with_path("/var/run/netns/cni-1234").is_ok());
     // Deeper below, or a process's: not a namespace prepared for the container.
     assert!(with_path("/run/netns/a/b").is_err());
@@ -478,42 +493,13 @@ fn a_named_network_namespace_prepared_for_the_container_is_joined() {
 
 #[test]
 fn a_pod_application_container_joins_the_pods_network_namespace_by_the_sandboxs_pid() {
-    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
     let with_path = |path: &str| {
-        let mut spec = docker_like(&[]);
-        spec.set_annotations(Some(
-            [(
-                "io.kubernetes.cri.container-type".to_string(),
-                "container".to_string(),
-            )]
-            .into(),
-        ));
-        let mut linux = spec.linux().clone().unwrap();
-        let mut namespaces: Vec<_> = linux
-            .namespaces()
-            .clone()
-            .unwrap()
-            .into_iter()
-            .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
-            .collect();
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::Network)
-                .path(path)
-                .build()
-                .unwrap(),
-        );
-        linux.set_namespaces(Some(namespaces));
-        spec.set_linux(Some(linux));
-        rewrite(
-            &spec,
-            &RunqOptions::default(),
-            &host(Accel::Tcg),
-            Path::new("/b"),
-        )
+        rewrite_joining_netns(path, &[("io.kubernetes.cri.container-type", "container")])
     };
-    // containerd's CRI names the pod's namespace by the sandbox's (pause's) process.
-    assert!(with_path("/proc/4242424/ns/net").is_ok());
+    // containerd's CRI names the pod's namespace by the sandbox's (pause's) process; the VM
+    // shares it with the pod's other containers instead of taking its interface over.
+    let out = with_path("/proc/4242424/ns/net").unwrap();
+    assert_eq!(out.vm.vm.net, NetMode::Shared);
     // Never the host's, pod or not.
     assert!(with_path("/proc/self/ns/net").is_err());
 }
