@@ -67,3 +67,143 @@ impl Mirror {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The mirror against real sockets on this machine's loopback; the other side is played
+    //! by the test through `deliver` and the frames the mirror sends.
+
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc::Receiver;
+    use std::time::Duration;
+
+    use runq_shared::protocol::ListenPort;
+
+    fn mirror() -> (Mirror, Receiver<Message>) {
+        let (frames, sent) = mpsc::channel();
+        let send = Box::new(move |message: &Message| {
+            frames
+                .send(message.clone())
+                .map_err(|_| io::Error::other("test over"))
+        });
+        (Mirror::spawn(Side::Host, send).expect("spawn"), sent)
+    }
+
+    /// The next frame about connections; the reports of this machine's listeners are not
+    /// what these tests look at.
+    fn next(sent: &Receiver<Message>) -> Message {
+        loop {
+            let message = sent
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a frame from the mirror");
+            if !matches!(message, Message::Listening { .. }) {
+                return message;
+            }
+        }
+    }
+
+    fn free_port() -> u16 {
+        let probe = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        probe.local_addr().expect("address").port()
+    }
+
+    #[test]
+    fn a_connection_from_the_other_side_is_carried_both_ways_and_closed_in_order() {
+        let (mirror, sent) = mirror();
+        let server = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let port = server.local_addr().expect("address").port();
+        mirror.deliver(Message::Connect { conn: 7, port });
+        let (mut accepted, _) = server.accept().expect("the mirror connects");
+        accepted
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+
+        mirror.deliver(Message::ConnData {
+            conn: 7,
+            bytes: b"ping".to_vec(),
+        });
+        let mut buf = [0u8; 4];
+        accepted.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"ping");
+        assert_eq!(next(&sent), Message::ConnCredit { conn: 7, bytes: 4 });
+
+        accepted.write_all(b"pong").expect("write");
+        assert_eq!(
+            next(&sent),
+            Message::ConnData {
+                conn: 7,
+                bytes: b"pong".to_vec()
+            }
+        );
+
+        mirror.deliver(Message::ConnEof { conn: 7 });
+        assert_eq!(
+            accepted.read(&mut buf).expect("read"),
+            0,
+            "end-of-file passed on"
+        );
+        drop(accepted);
+        assert_eq!(next(&sent), Message::ConnEof { conn: 7 });
+    }
+
+    #[test]
+    fn a_refused_connection_is_closed_on_the_other_side() {
+        let (mirror, sent) = mirror();
+        mirror.deliver(Message::Connect {
+            conn: 9,
+            port: free_port(),
+        });
+        assert_eq!(next(&sent), Message::ConnClose { conn: 9 });
+    }
+
+    #[test]
+    fn a_port_of_the_other_side_is_listened_on_here_and_its_clients_carried_over() {
+        let (mirror, sent) = mirror();
+        let port = free_port();
+        mirror.deliver(Message::Listening {
+            ports: vec![ListenPort { port, any: false }],
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut client = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(client) => break client,
+                Err(error) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the mirror never listened: {error}"
+                    );
+                    std::thread::yield_now();
+                }
+            }
+        };
+        let Message::Connect { conn, port: asked } = next(&sent) else {
+            panic!("no Connect for the client");
+        };
+        assert_eq!(asked, port);
+        assert_ne!(conn & (1 << 31), 0, "the host numbers with the top bit set");
+
+        mirror.deliver(Message::ConnData {
+            conn,
+            bytes: b"hi".to_vec(),
+        });
+        let mut buf = [0u8; 2];
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        client.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"hi");
+
+        // Withdrawn: nothing listens there any more.
+        mirror.deliver(Message::Listening { ports: vec![] });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mirror still listens"
+            );
+            std::thread::yield_now();
+        }
+    }
+}
