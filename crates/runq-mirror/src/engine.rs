@@ -211,12 +211,7 @@ impl Engine {
             if self.mirrored.contains_key(&port) {
                 continue;
             }
-            let address = if any {
-                Ipv4Addr::UNSPECIFIED
-            } else {
-                Ipv4Addr::LOCALHOST
-            };
-            let Ok(socket) = TcpListener::bind((address, port)) else {
+            let Ok(socket) = listen(port, any) else {
                 continue;
             };
             if socket.set_nonblocking(true).is_ok() {
@@ -339,6 +334,17 @@ impl Conn {
             peer_done: false,
             write_shut: false,
         }
+    }
+}
+
+/// A wildcard port listens on both IP versions where the namespace has IPv6 (`[::]` takes
+/// IPv4 too), else on IPv4's wildcard; a loopback port on 127.0.0.1.
+fn listen(port: u16, any: bool) -> io::Result<TcpListener> {
+    if any {
+        TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+            .or_else(|_| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+    } else {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port))
     }
 }
 
