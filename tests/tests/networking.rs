@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::docker::{docker, run, Name, Runtime, IMAGE};
+use common::docker::{docker, run, start_detached, Name, Runtime, IMAGE};
 use common::net::{fetch_script, start_server, wait_for_greeting, Network};
 
 #[test]
@@ -258,6 +258,55 @@ fn the_hosts_network_is_refused_with_a_clear_message() {
     assert_eq!(outcome.code(), 125, "{outcome:?}");
     assert!(
         outcome.stderr_text().contains("--network host"),
+        "{outcome:?}"
+    );
+}
+
+/// `--network container:X` shares X's namespace: its address and its localhost. A VM there
+/// leaves X's interface alone and reaches it through passt; listening ports are mirrored
+/// between the VMs and the namespace (README, Pods). X itself, when a runq container, is
+/// started with RUNQ_NET=shared so that it too leaves the interface to the namespace.
+#[test]
+fn containers_sharing_a_network_namespace_reach_each_other_over_localhost() {
+    let server = Name::new();
+    start_detached(
+        &server,
+        &["-e", "RUNQ_NET=shared"],
+        &["nc", "-ll", "-p", "8080", "-e", "echo", "hello-from-x"],
+    );
+    let joined = format!("container:{}", server.0);
+    let ask = "for i in $(seq 300); do \
+                 answer=$(nc 127.0.0.1 8080 </dev/null 2>/dev/null) && [ -n \"$answer\" ] && break; \
+                 sleep 0.2; \
+               done; \
+               echo \"$answer\"; ip -o -4 addr show eth0 | awk '{print $4}'";
+    let address = docker(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.IPAddress}}/{{.NetworkSettings.IPPrefixLen}}",
+        &server.0,
+    ])
+    .stdout_text();
+    for runtime in [Runtime::Runq, Runtime::Runc] {
+        let outcome = run(runtime, &["--network", &joined], &["sh", "-c", ask]);
+        assert_eq!(outcome.code(), 0, "{runtime:?}: {outcome:?}");
+        assert_eq!(
+            outcome.stdout_text(),
+            format!("hello-from-x\n{}", address),
+            "{runtime:?} joining a runq container's namespace: {outcome:?}"
+        );
+    }
+
+    // A runq container started without it took its interface into its VM: nothing is left
+    // to share, and the joiner says so instead of starting without a network.
+    let owner = Name::new();
+    start_detached(&owner, &[], &["sh", "-c", "echo up; exec sleep 1000"]);
+    common::docker::wait_for_log(&owner.0, "up", 1);
+    let joined = format!("container:{}", owner.0);
+    let outcome = run(Runtime::Runq, &["--network", &joined], &["true"]);
+    assert_ne!(outcome.code(), 0, "{outcome:?}");
+    assert!(
+        outcome.stderr_text().contains("RUNQ_NET=shared"),
         "{outcome:?}"
     );
 }

@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use runq_netlink::{format_mac, Netlink};
 use runq_shared::config::GuestNetwork;
 
@@ -28,6 +28,15 @@ pub fn share(paths: &Paths) -> Result<(GuestNetwork, Vec<Tap>, Option<Child>)> {
     let links = netlink.links()?;
     let addresses = netlink.addresses()?;
     let routes = netlink.routes()?;
+    // A runq VM that took the namespace over left its tap (runq0, ...) and the interfaces
+    // bare: there is nothing to share, and its localhost is not mirrored.
+    if let Some(tap) = links.iter().find(|l| is_runq_tap(&l.name)) {
+        bail!(
+            "the network namespace belongs to another runq container's VM (its {} is there): \
+             start that container with RUNQ_NET=shared to share its network",
+            tap.name
+        );
+    }
     // passt's own choice: the interface of the default route, else the first with addresses.
     let default_route_link = routes
         .iter()
@@ -64,4 +73,24 @@ pub fn share(paths: &Paths) -> Result<(GuestNetwork, Vec<Tap>, Option<Child>)> {
         }],
         Some(passt),
     ))
+}
+
+/// The names the proxy gives its taps and macvtaps (see network.rs).
+fn is_runq_tap(name: &str) -> bool {
+    name.strip_prefix("runq")
+        .is_some_and(|number| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_proxys_own_device_names_count_as_runq_taps() {
+        assert!(is_runq_tap("runq0"));
+        assert!(is_runq_tap("runq12"));
+        assert!(!is_runq_tap("runq"));
+        assert!(!is_runq_tap("runqx"));
+        assert!(!is_runq_tap("eth0"));
+    }
 }

@@ -71,11 +71,10 @@ pub enum RewriteError {
     )]
     HostNetwork,
     #[error(
-        "runq cannot join the network namespace {0}, the host's or another container's \
-         (--network host, --network container:X): the VM has its own kernel and network \
-         stack; use a bridge or macvlan network"
+        "runq cannot join the network namespace {0}: it is the host's, and the VM has its own \
+         kernel and network stack; use a bridge or macvlan network"
     )]
-    SharedNetwork(String),
+    HostsNamespace(String),
     #[error(
         "--net macvtap (RUNQ_NET=macvtap): this host's kernel has no macvtap (no \"macvtap\" \
          in /proc/devices); use --net tap"
@@ -107,11 +106,11 @@ pub fn rewrite(
     if process.args().as_ref().is_none_or(|args| args.is_empty()) {
         return Err(RewriteError::NoArgs);
     }
-    check_network_namespace(original)?;
+    let placement = network_placement(original)?;
     let mut options = options.clone();
     options.apply_env(process.env().as_deref().unwrap_or_default())?;
-    if crate::sandbox::is_pod_application(original) {
-        // The pod's interfaces serve every container in it; no VM may take them over.
+    if placement == NetworkPlacement::Joined {
+        // The interfaces serve every container in the namespace; no VM may take them over.
         options.net = NetMode::Shared;
     }
     let mut effective = original.clone();
@@ -185,15 +184,20 @@ pub fn rewrite(
     Ok(Rewritten { spec, vm })
 }
 
-/// The proxy moves every interface of the container's network namespace into the VM: that
-/// must be a namespace of the container's own, never the host's or another container's.
-/// runc makes a fresh one when the spec names no path; Podman, CNI and CRI prepare a named
-/// one (`/run/netns/NAME`) for the container and pass its path, which is allowed unless it
-/// is the host's own. A process's namespace (`/proc/PID/ns/net`) is another container's,
-/// except in a Kubernetes pod: there CRI names the pod's namespace by the sandbox's process,
-/// and the namespace belongs to the pod's application containers (the sandbox only holds it).
-fn check_network_namespace(spec: &Spec) -> Result<(), RewriteError> {
-    let pod_application = crate::sandbox::is_pod_application(spec);
+/// Whose network namespace the container gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetworkPlacement {
+    /// Its own: runc makes a fresh one when the spec names no path; Podman and CNI prepare a
+    /// named one (`/run/netns/NAME`) for the container. The proxy takes its interfaces over.
+    Own,
+    /// One other containers share: another container's (`docker run --network container:X`,
+    /// named by its process, `/proc/PID/ns/net`), or a Kubernetes pod's (CRI names it by the
+    /// sandbox's process). The VM reaches it through passt and mirrors localhost.
+    Joined,
+}
+
+/// Never the host's namespace: the VM has its own kernel and network stack.
+fn network_placement(spec: &Spec) -> Result<NetworkPlacement, RewriteError> {
     let network = spec
         .linux()
         .as_ref()
@@ -203,15 +207,18 @@ fn check_network_namespace(spec: &Spec) -> Result<(), RewriteError> {
                 .iter()
                 .find(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
         });
-    match network {
-        None => Err(RewriteError::HostNetwork),
-        Some(ns) => match ns.path() {
-            Some(path) if (pod_application || is_named_netns(path)) && !is_hosts_netns(path) => {
-                Ok(())
-            }
-            Some(path) => Err(RewriteError::SharedNetwork(path.display().to_string())),
-            None => Ok(()),
-        },
+    let Some(network) = network else {
+        return Err(RewriteError::HostNetwork);
+    };
+    match network.path() {
+        None => Ok(NetworkPlacement::Own),
+        Some(path) if is_hosts_netns(path) => {
+            Err(RewriteError::HostsNamespace(path.display().to_string()))
+        }
+        Some(path) if is_named_netns(path) && !crate::sandbox::is_pod_application(spec) => {
+            Ok(NetworkPlacement::Own)
+        }
+        Some(_) => Ok(NetworkPlacement::Joined),
     }
 }
 

@@ -486,9 +486,14 @@ fn a_named_network_namespace_prepared_for_the_container_is_joined() {
         NetMode::Tap
     );
     assert!(with_path("/var/run/netns/cni-1234").is_ok());
-    // Deeper below, or a process's: not a namespace prepared for the container.
-    assert!(with_path("/run/netns/a/b").is_err());
-    assert!(with_path("/proc/1/ns/net").is_err());
+    // A process's, as `--network container:X` names X's: shared with X, not taken over.
+    assert_eq!(
+        with_path("/proc/4242424/ns/net").unwrap().vm.vm.net,
+        NetMode::Shared
+    );
+    // Never the host's.
+    let refused = with_path("/proc/self/ns/net").map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("the host's"), "{refused}");
 }
 
 #[test]
