@@ -1,4 +1,4 @@
-//! The network benchmark: for runc and for runq with each NIC mode, a probe server in one
+//! The network benchmark: for runc and for runq with each network mode, a probe server in one
 //! container, measured from the host and from a second container of the same kind.
 
 use std::net::TcpStream;
@@ -13,7 +13,7 @@ use crate::probe::{self, Load, Measured};
 pub struct Settings {
     #[command(flatten)]
     pub load: Load,
-    /// Leave out runc, or a runq mode: runc, tap, macvtap.
+    /// Leave out runc, or a runq mode: runc, tap, macvtap, shared.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
 }
@@ -33,6 +33,9 @@ pub fn run(settings: &Settings) -> Result<()> {
         Setup::runc(),
         Setup::runq("runq tap", &["RUNQ_NET=tap"]),
         Setup::runq("runq macvtap", &["RUNQ_NET=macvtap"]),
+        // A pod's way: in through the mirrored listener and the control channel, out
+        // through passt.
+        Setup::runq("runq shared", &["RUNQ_NET=shared"]),
     ];
     let load = &settings.load;
     let load_args = [

@@ -578,7 +578,20 @@ fn cri_pod_runs_each_application_container_in_a_vm() {
     let pause = info["pid"]
         .as_i64()
         .expect("sandbox pid in the verbose info") as i32;
-    assert_eq!(cmdline(pause).trim(), "sleep infinity", "the pod's sandbox");
+    // Read until it is there: the sandbox may still be in runc's exec of it, when its
+    // cmdline reads empty.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let command = cmdline(pause);
+        if command.trim() == "sleep infinity" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pod's sandbox runs {command:?}, not the pause image's sleep infinity"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let a = node.start_container(&pod, "a", &["sleep", "1000"]);
     let b = node.start_container(&pod, "b", &["sleep", "1000"]);
