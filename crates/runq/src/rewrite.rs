@@ -71,8 +71,8 @@ pub enum RewriteError {
     )]
     HostNetwork,
     #[error(
-        "runq cannot join the network namespace {0}: it is the host's, and the VM has its own \
-         kernel and network stack; use a bridge or macvlan network"
+        "runq cannot join the network namespace {0}: it is the host's (--network host), and \
+         the VM has its own kernel and network stack; use a bridge or macvlan network"
     )]
     HostsNamespace(String),
     #[error(
