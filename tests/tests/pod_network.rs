@@ -114,9 +114,11 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
     // Outside the pod, on the host's end of the veth: reached through passt.
     let outside = TcpListener::bind((pod.host_ip, 0)).expect("listen outside the pod");
     let outside_port = outside.local_addr().expect("address").port();
-    let serve_outside = std::thread::spawn(move || {
-        let (mut stream, _) = outside.accept().expect("accept from the pod");
-        stream.write_all(b"hello-from-outside\n").expect("write");
+    // Serves every connection: the client retries a slow one. The thread ends with the test.
+    std::thread::spawn(move || {
+        for mut stream in outside.incoming().map_while(Result::ok) {
+            let _ = stream.write_all(b"hello-from-outside\n");
+        }
     });
 
     // A serves on its loopback and on the wildcard.
@@ -130,20 +132,29 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
     server.run_detached();
 
     // B asks A over localhost, and the host outside the pod over the network.
+    // Every step is retried on a fresh connection, each bounded by `timeout`, so that one
+    // slow connection under a loaded machine costs a retry, not the test.
     let client = pod.bundle(&[
         "sh",
         "-c",
         &format!(
-            "for i in $(seq 300); do \
-               a=$(nc 127.0.0.1 8080 </dev/null 2>/dev/null); \
-               private=$(wget -qO- http://127.0.0.1:8081/passwd 2>/dev/null); \
-               [ -n \"$a\" ] && [ -n \"$private\" ] && break; \
-               sleep 0.2; \
-             done; \
-             echo \"a=$a\"; \
+            "try() {{ \
+               for i in $(seq 150); do \
+                 out=$(timeout 10 \"$@\" </dev/null 2>/dev/null) && [ -n \"$out\" ] && \
+                   {{ echo \"$out\"; return 0; }}; \
+                 sleep 0.2; \
+               done; return 1; \
+             }}; \
+             echo \"a=$(try nc 127.0.0.1 8080)\"; \
+             private=$(try wget -qO- http://127.0.0.1:8081/passwd); \
              echo \"a-private=${{private%%:*}}\"; \
-             echo \"bulk=$(nc 127.0.0.1 8082 </dev/null | wc -c)\"; \
-             echo \"outside=$(nc {} {outside_port} </dev/null)\"",
+             for i in 1 2 3; do \
+               bulk=$(timeout 60 nc 127.0.0.1 8082 </dev/null | wc -c); \
+               [ \"$bulk\" = 3000000 ] && break; \
+             done; \
+             echo \"bulk=$bulk\"; \
+             echo \"outside=$(try nc {} {outside_port})\"; \
+             netstat -ltn >&2",
             pod.host_ip
         ),
     ]);
@@ -155,7 +166,6 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
     assert!(text.contains("outside=hello-from-outside\n"), "{outcome:?}");
     // Far more than the channel's window per connection: credit flows back as B reads.
     assert!(text.contains("bulk=3000000\n"), "{outcome:?}");
-    serve_outside.join().expect("outside server");
 
     // From outside, A's wildcard port answers on the pod's address; its loopback-only port
     // stays inside the pod.
