@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::Outcome;
@@ -25,17 +25,7 @@ impl Containerd {
             .prefix("runq-containerd-")
             .tempdir_in("/var/tmp")
             .expect("temporary directory");
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, config_toml(dir.path())).expect("write containerd config");
-        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let daemon = Command::new(common::containerd::CONTAINERD)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("containerd (make test installs docker.io, which brings it)");
+        let daemon = common::containerd::start_daemon(dir.path(), &config_toml(dir.path()));
         let containerd = Containerd { dir, daemon };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !containerd.ctr(&["version"]).status.success() {

@@ -59,17 +59,7 @@ impl Node {
         let bridge = format!("rqcri{pid}-{network}");
         let subnet = format!("10.244.{}.0/24", 77 + network);
         write_cni_config(dir.path(), &bridge, &subnet);
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, config_toml(dir.path())).expect("write containerd config");
-        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
-        let daemon = Command::new(common::containerd::CONTAINERD)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("containerd (make test installs docker.io, which brings it)");
+        let daemon = common::containerd::start_daemon(dir.path(), &config_toml(dir.path()));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
