@@ -112,7 +112,11 @@ pub fn args(
         Accel::Kvm => ("kvm", "host"),
         // TCG's translation cache grows to 1 GiB by default and keeps every page it touched;
         // 32 MiB holds a boot's hot code and keeps ~20 MiB per idle container off the host.
-        Accel::Tcg => ("tcg,tb-size=32", "max"),
+        // TCG runs each round of a `rep stos`/`rep movs` as a translated block of its own, so
+        // the byte-wide string loops the kernel picks for ERMS and FSRM (clear_page_erms,
+        // memset_erms: a quarter of module loading's time) cost eight times the rounds of
+        // the quad-word ones; without them module loading is ~30 % faster.
+        Accel::Tcg => ("tcg,tb-size=32", "max,erms=off,fsrm=off"),
     };
     push(&["-accel", accel]);
     let mut cpu = vm.cpu_model.as_deref().unwrap_or(default_cpu).to_string();
@@ -306,7 +310,7 @@ mod tests {
             &[],
         );
         assert_eq!(value_of(&args, "-accel"), ["tcg,tb-size=32"]);
-        assert_eq!(value_of(&args, "-cpu"), ["max"]);
+        assert_eq!(value_of(&args, "-cpu"), ["max,erms=off,fsrm=off"]);
         assert_eq!(value_of(&args, "-m"), ["300M"]);
         assert_eq!(value_of(&args, "-smp"), ["2"]);
         assert_eq!(value_of(&args, "-kernel"), ["/.runq/qemu/kernel/vmlinux"]);
@@ -409,7 +413,7 @@ mod tests {
             &[],
             &[],
         );
-        assert_eq!(value_of(&args, "-cpu"), ["max,pmu=off"]);
+        assert_eq!(value_of(&args, "-cpu"), ["max,erms=off,fsrm=off,pmu=off"]);
     }
 
     #[test]
