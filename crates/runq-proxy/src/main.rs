@@ -5,6 +5,7 @@
 //! guest, signals and stdin in, stdout, stderr and the exit code out. It exits with the
 //! application's exit code, or 1 with a message naming the part that failed.
 
+mod boot_images;
 mod channel;
 mod children;
 mod dns;

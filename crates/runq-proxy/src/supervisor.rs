@@ -12,6 +12,7 @@ use runq_shared::config::VmConfig;
 use runq_shared::protocol::{Message, StreamKind, MAIN_SESSION, PROTOCOL_VERSION, STREAM_WINDOW};
 use runq_shared::timeline::{self, GuestMarks, Timeline};
 
+use crate::boot_images;
 use crate::children::tail;
 use crate::qemu::Paths;
 use crate::Event;
@@ -365,6 +366,14 @@ impl Supervisor {
                 session: MAIN_SESSION,
                 signal,
             })?;
+        }
+        // The kernel and initrd have done their work; refused without CAP_SYS_NICE, which
+        // only costs memory.
+        let images = [self.paths.kernel.as_path(), self.paths.initrd.as_path()];
+        if let Err(error) = boot_images::page_out(self.qemu.id(), &images) {
+            if self.config.vm.debug {
+                eprintln!("runq: could not page the boot images out of QEMU: {error}");
+            }
         }
         Ok(())
     }

@@ -489,7 +489,8 @@ fn capabilities(caps: Option<&LinuxCapabilities>) -> Capabilities {
 }
 
 /// What the proxy needs on the host side: virtiofsd switches credentials and creates files
-/// as the guest asks; the proxy mounts, and moves network interfaces.
+/// as the guest asks; the proxy mounts, moves network interfaces, and pages the boot images
+/// out of QEMU once the guest runs (`process_madvise` on another process needs SYS_NICE).
 const PROXY_CAPABILITIES: &[Capability] = &[
     Capability::Chown,
     Capability::DacOverride,
@@ -507,6 +508,7 @@ const PROXY_CAPABILITIES: &[Capability] = &[
     Capability::SysAdmin,
     Capability::SysChroot,
     Capability::IpcLock,
+    Capability::SysNice,
     Capability::AuditWrite,
 ];
 
