@@ -4,7 +4,7 @@
 //! runq-init is single-threaded, so the forked child may allocate freely before exec.
 
 use std::ffi::CString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 
@@ -32,10 +32,32 @@ pub struct App {
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Returns once the application's exec has happened (or its setup failed), so that the
+/// boot timeline's `app_exec` is the exec itself, not the fork before the container's setup.
 pub fn spawn(config: &GuestConfig, disks: &[Attached]) -> Result<App, InitError> {
     // Every later child of init starts in the application's PID namespace: exec sessions too.
     unshare(CloneFlags::CLONE_NEWPID).context(|| "new PID namespace".to_string())?;
-    fork_with_stdio(&config.process, || setup_and_exec(config, disks))
+    // The child holds the write end until exec closes it (FD_CLOEXEC), or until it exits.
+    let (exec_seen, exec_done) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).context(|| "pipe".to_string())?;
+    let app = fork_with_stdio(&config.process, || setup_and_exec(config, disks))?;
+    drop(exec_done);
+    wait_for_eof(exec_seen);
+    Ok(app)
+}
+
+fn wait_for_eof(pipe: OwnedFd) {
+    let mut file = std::fs::File::from(pipe);
+    let mut byte = [0u8; 1];
+    loop {
+        match file.read(&mut byte) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            // Only a broken pipe could end up here; the application runs either way.
+            Err(_) => return,
+        }
+    }
 }
 
 /// Starts an exec session's process beside the application: in its PID (inherited from
