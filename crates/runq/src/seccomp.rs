@@ -33,6 +33,11 @@ const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
 pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompFilter, SeccompError> {
     let default_action = action(profile.default_action(), profile.default_errno_ret())?;
     let mut filter = ScmpFilterContext::new(default_action)?;
+    // A binary tree by syscall number instead of a chain of comparisons. When the filter is
+    // loaded, the guest kernel runs it once for every syscall number of every architecture
+    // (its cache of always-allowed calls); along Docker's ~350-rule chain that took 10-15 ms
+    // under TCG, along the tree's log2 a fraction of it.
+    filter.set_ctl_optimize(2)?;
     for arch in profile.architectures().iter().flatten() {
         filter.add_arch(scmp_arch(*arch)?)?;
     }
