@@ -3,7 +3,8 @@
 #
 # Writes an UNCOMPRESSED newc cpio (no decompression cost under TCG) with:
 #   /init                      INIT_BINARY, mode 0755 (must be static if ELF)
-#   /lib/modules/RELEASE/...   the wanted virtio/fs modules and their dependencies
+#   /lib/modules/RELEASE/...   the wanted virtio/fs modules and their dependencies, without
+#                              signatures and tracing tables (strip_signature, strip_for_boot)
 #   /modules.load              absolute in-initrd .ko paths, in load order
 #   /sbin/modprobe             busybox-static ($BUSYBOX), for modules the kernel asks for
 #   /dev /proc /sys /rootfs    empty mount points (devtmpfs provides /dev nodes)
@@ -85,10 +86,25 @@ strip_signature() {
 	truncate -s $((size - 28 - 12 - siglen)) "$ko"
 }
 
+# strip_for_boot KO: drops what only tracing and debugging read, and what the kernel works
+# through at every load: the ftrace call-site table (__mcount_loc, whose ~300 sites in fuse
+# alone the kernel patches one by one; without it each function's first instruction stays a
+# call to the kernel's empty __fentry__), the ORC unwind tables (sorted at load; stack traces
+# through these modules fall back to frame pointers), BTF and the local symbols. Under TCG
+# the initrd's modules then load ~15 % faster (~35 ms a boot, 12 paired runs). Code,
+# relocations and symbol versions are untouched; the full module tree the guest loads on
+# demand keeps everything.
+strip_for_boot() {
+	objcopy --strip-unneeded \
+		--remove-section=__mcount_loc --remove-section=.rela__mcount_loc \
+		--remove-section=.orc_unwind --remove-section=.orc_unwind_ip \
+		--remove-section=.rela.orc_unwind_ip --remove-section=.BTF "$1"
+}
+
 main() {
 	[[ $# -eq 4 ]] || usage
 	local init=$1 mroot=$2 rel=$3 out=$4
-	need modprobe cpio readelf od
+	need modprobe cpio readelf od objcopy
 	[[ -x ${BUSYBOX:-/bin/busybox} ]] || die "${BUSYBOX:-/bin/busybox} missing (apt-get install busybox-static)"
 	check_init "$init"
 	make_tmpdir
@@ -107,6 +123,7 @@ main() {
 	while read -r ko; do
 		install -D -m 0644 "$root$ko" "$st$ko"
 		strip_signature "$st$ko"
+		strip_for_boot "$st$ko"
 	done <"$TMPD/modules.load"
 	install -m 0644 "$TMPD/modules.load" "$st/modules.load"
 	# The kernel loads modules on demand (a file system type, a device) by running
