@@ -1,7 +1,8 @@
 //! Starts the application: PID 1 of fresh PID, mount, IPC and UTS namespaces, its root moved
 //! onto the shared container root, with the user, capabilities and limits of the OCI spec.
 //!
-//! runq-init is single-threaded, so the forked child may allocate freely before exec.
+//! The forked child may allocate before exec: glibc's fork takes malloc's locks, so another
+//! thread of init (the late module loader, the localhost mirror) cannot leave one held.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -79,8 +80,8 @@ fn fork_with_stdio(
     setup_and_exec: impl FnOnce() -> Result<(), ChildFailure>,
 ) -> Result<App, InitError> {
     let stdio = Stdio::new(process.terminal, process.terminal_onlcr)?;
-    // SAFETY: runq-init is single-threaded, so the child has a consistent copy of the heap and
-    // of every lock; it either execs or exits.
+    // SAFETY: the child only sets itself up and execs or exits; glibc's fork leaves it a
+    // consistent heap even though init may have other threads by now (see the module docs).
     match unsafe { nix::unistd::fork() }.context(|| "fork".to_string())? {
         ForkResult::Child => {
             let failure = stdio.attach_child().and_then(|()| setup_and_exec());
