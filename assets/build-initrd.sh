@@ -4,7 +4,7 @@
 # Writes an UNCOMPRESSED newc cpio (no decompression cost under TCG) with:
 #   /init                      INIT_BINARY, mode 0755 (must be static if ELF)
 #   /lib/modules/RELEASE/...   the wanted virtio/fs modules and their dependencies, without
-#                              signatures and tracing tables (strip_signature, strip_for_boot)
+#                              signatures and tracing tables (strip_for_boot)
 #   /modules.load              absolute in-initrd .ko paths, in load order
 #   /sbin/modprobe             busybox-static ($BUSYBOX), for modules the kernel asks for
 #   /dev /proc /sys /rootfs    empty mount points (devtmpfs provides /dev nodes)
@@ -73,19 +73,6 @@ load_order() {
 	done | awk -v root="$root" '!seen[$0]++ { print substr($0, length(root) + 1) }'
 }
 
-# strip_signature KO: drops the module's appended signature. The guest kernel does not
-# enforce signatures, and checking one (RSA-4096) under TCG costs ~10 ms a module on
-# every boot. The modules come from the root-owned asset tree; the full tree the guest
-# loads on demand keeps its signatures.
-strip_signature() {
-	local ko=$1 magic='~Module signature appended~' size siglen
-	[[ $(tail -c 28 "$ko" | head -c 27) == "$magic" ]] || return 0
-	size=$(stat -c %s "$ko")
-	# struct module_signature (12 bytes) ends with the big-endian signature length.
-	siglen=$(tail -c 32 "$ko" | head -c 4 | od -An -tu4 --endian=big | tr -d ' ')
-	truncate -s $((size - 28 - 12 - siglen)) "$ko"
-}
-
 # strip_for_boot KO: drops what only tracing and debugging read, and what the kernel works
 # through at every load: the ftrace call-site table (__mcount_loc, whose ~300 sites in fuse
 # alone the kernel patches one by one; without it each function's first instruction stays a
@@ -93,7 +80,9 @@ strip_signature() {
 # through these modules fall back to frame pointers), BTF and the local symbols. Under TCG
 # the initrd's modules then load ~15 % faster (~35 ms a boot, 12 paired runs). Code,
 # relocations and symbol versions are untouched; the full module tree the guest loads on
-# demand keeps everything.
+# demand keeps everything. objcopy writes only the ELF, so the appended signature goes too:
+# the guest kernel does not enforce signatures, and checking one (RSA-4096) under TCG cost
+# ~10 ms a module on every boot.
 strip_for_boot() {
 	objcopy --strip-unneeded \
 		--remove-section=__mcount_loc --remove-section=.rela__mcount_loc \
@@ -122,7 +111,6 @@ main() {
 	install -m 0755 "$init" "$st/init"
 	while read -r ko; do
 		install -D -m 0644 "$root$ko" "$st$ko"
-		strip_signature "$st$ko"
 		strip_for_boot "$st$ko"
 	done <"$TMPD/modules.load"
 	install -m 0644 "$TMPD/modules.load" "$st/modules.load"

@@ -48,17 +48,9 @@ pub fn spawn(config: &GuestConfig, disks: &[Attached]) -> Result<App, InitError>
 }
 
 fn wait_for_eof(pipe: OwnedFd) {
-    let mut file = std::fs::File::from(pipe);
-    let mut byte = [0u8; 1];
-    loop {
-        match file.read(&mut byte) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            // Only a broken pipe could end up here; the application runs either way.
-            Err(_) => return,
-        }
-    }
+    // read_to_end retries EINTR; any other error could only be a broken pipe, and the
+    // application runs either way.
+    let _ = std::fs::File::from(pipe).read_to_end(&mut Vec::new());
 }
 
 /// Starts an exec session's process beside the application: in its PID (inherited from

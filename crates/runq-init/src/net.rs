@@ -55,25 +55,24 @@ pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), Init
             .find(|link| link.mac.map(format_mac).as_deref() == Some(mac))
             .ok_or_else(|| InitError::Network(format!("no NIC with MAC {mac} in the guest")))
     };
-    let index_of = |mac: &str| link_of(mac).map(|link| link.index);
-    let mut guest_names = Vec::new();
-    for nic in &network.nics {
-        guest_names.push(link_of(&nic.mac)?.name.as_str());
-    }
-    let wanted_names: Vec<&str> = network.nics.iter().map(|nic| nic.name.as_str()).collect();
+    let nic_links = network
+        .nics
+        .iter()
+        .map(|nic| link_of(&nic.mac).map(|link| (nic, link)))
+        .collect::<Result<Vec<_>, _>>()?;
     // The guest numbers its NICs in probe order; they take the container's names, through
     // temporary ones so that no two want the same name at once. Usually the guest already
     // chose the same names (eth0 for eth0), and a rename costs ~15 ms under TCG.
-    let rename = guest_names != wanted_names;
+    let rename = nic_links.iter().any(|(nic, link)| link.name != nic.name);
     if rename {
-        for (number, nic) in network.nics.iter().enumerate() {
+        for (number, (_, link)) in nic_links.iter().enumerate() {
             netlink
-                .rename_link(index_of(&nic.mac)?, &format!("runq{number}"))
+                .rename_link(link.index, &format!("runq{number}"))
                 .map_err(failed)?;
         }
     }
-    for nic in &network.nics {
-        let index = index_of(&nic.mac)?;
+    for (nic, link) in &nic_links {
+        let index = link.index;
         if rename {
             netlink.rename_link(index, &nic.name).map_err(failed)?;
         }
@@ -103,7 +102,7 @@ pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), Init
             })
             .transpose()?;
         let wanted = Route {
-            index: index_of(&route.mac)?,
+            index: link_of(&route.mac)?.index,
             destination,
             gateway,
             family: if route.ipv6 {
