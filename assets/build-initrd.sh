@@ -6,7 +6,7 @@
 #   /lib/modules/RELEASE/...   the wanted virtio/fs modules and their dependencies, without
 #                              signatures and tracing tables (strip_for_boot)
 #   /modules.load              absolute in-initrd .ko paths, in load order
-#   /sbin/modprobe             busybox-static ($BUSYBOX), for modules the kernel asks for
+#   /sbin/modprobe             a link to /init, which loads the modules the kernel asks for
 #   /dev /proc /sys /rootfs    empty mount points (devtmpfs provides /dev nodes)
 # MODULES_ROOT is the directory holding RELEASE/ (e.g. OUTDIR/modules from
 # fetch-kernel.sh), or a root holding lib/modules/RELEASE/.
@@ -94,7 +94,6 @@ main() {
 	[[ $# -eq 4 ]] || usage
 	local init=$1 mroot=$2 rel=$3 out=$4
 	need modprobe cpio readelf od objcopy
-	[[ -x ${BUSYBOX:-/bin/busybox} ]] || die "${BUSYBOX:-/bin/busybox} missing (apt-get install busybox-static)"
 	check_init "$init"
 	make_tmpdir
 
@@ -114,10 +113,12 @@ main() {
 		strip_for_boot "$st$ko"
 	done <"$TMPD/modules.load"
 	install -m 0644 "$TMPD/modules.load" "$st/modules.load"
-	# The kernel loads modules on demand (a file system type, a device) by running
-	# /sbin/modprobe in init's namespace; busybox's applet, run under that name, reads the full
-	# module tree runq-init binds over /lib/modules once the container root is mounted.
-	install -D -m 0755 "${BUSYBOX:-/bin/busybox}" "$st/sbin/modprobe"
+	# The kernel loads modules on demand (a file system type, a protocol) by running
+	# /sbin/modprobe in init's namespace. runq-init answers to that name: it reads the full
+	# module tree it binds over /lib/modules once the container root is mounted. A second
+	# binary here would cost every boot its unpacking (busybox: ~150 ms under TCG).
+	mkdir -p "$st/sbin"
+	ln -s /init "$st/sbin/modprobe"
 	log "initrd: $(wc -l <"$st/modules.load") modules for $rel"
 
 	# Deterministic archive: fixed mtimes, sorted names (parents before children).

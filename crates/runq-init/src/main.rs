@@ -9,6 +9,7 @@ mod container;
 mod disks;
 mod dns_relay;
 mod identity;
+mod modprobe;
 mod modules;
 mod mount_options;
 mod mounts;
@@ -30,6 +31,15 @@ use runq_shared::timeline::GuestMarks;
 fn main() -> ExitCode {
     let mut marks = GuestMarks::default();
     marks.mark("init_start");
+    let args: Vec<String> = std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    if args
+        .first()
+        .is_some_and(|argv0| modprobe::invoked_as_modprobe(argv0))
+    {
+        return modprobe::main(&args);
+    }
     if std::process::id() != 1 {
         eprintln!("runq-init: must run as PID 1 of a runq guest");
         return ExitCode::FAILURE;

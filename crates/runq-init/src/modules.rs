@@ -122,7 +122,7 @@ fn module_name(path: &str) -> &str {
     file.strip_suffix(".ko").unwrap_or(file)
 }
 
-fn load(path: &str) -> Result<(), InitError> {
+pub fn load(path: &str) -> Result<(), InitError> {
     let file = File::open(path).context(|| format!("open module {path}"))?;
     let params = c"";
     // SAFETY: finit_module reads the module from a file descriptor we own for the duration
