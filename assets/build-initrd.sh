@@ -6,7 +6,6 @@
 #   /lib/modules/RELEASE/...   the wanted virtio/fs modules and their dependencies, without
 #                              signatures and tracing tables (strip_for_boot)
 #   /modules.load              absolute in-initrd .ko paths, in load order
-#   /sbin/modprobe             a link to /init, which loads the modules the kernel asks for
 #   /dev /proc /sys /rootfs    empty mount points (devtmpfs provides /dev nodes)
 # MODULES_ROOT is the directory holding RELEASE/ (e.g. OUTDIR/modules from
 # fetch-kernel.sh), or a root holding lib/modules/RELEASE/.
@@ -113,12 +112,9 @@ main() {
 		strip_for_boot "$st$ko"
 	done <"$TMPD/modules.load"
 	install -m 0644 "$TMPD/modules.load" "$st/modules.load"
-	# The kernel loads modules on demand (a file system type, a protocol) by running
-	# /sbin/modprobe in init's namespace. runq-init answers to that name: it reads the full
-	# module tree it binds over /lib/modules once the container root is mounted. A second
-	# binary here would cost every boot its unpacking (busybox: ~150 ms under TCG).
-	mkdir -p "$st/sbin"
-	ln -s /init "$st/sbin/modprobe"
+	# No /sbin/modprobe: runq-init links it to itself once the full module tree is bound
+	# (see its modprobe.rs). A second binary here would cost every boot its unpacking
+	# (busybox: ~150 ms under TCG).
 	log "initrd: $(wc -l <"$st/modules.load") modules for $rel"
 
 	# Deterministic archive: fixed mtimes, sorted names (parents before children).

@@ -36,7 +36,7 @@ pub fn mount(config: &GuestConfig) -> Result<(), InitError> {
 
 /// The container's /lib/modules holds the guest kernel's whole module tree (runq binds it
 /// there on the host). Bound over init's own, it lets the kernel's on-demand /sbin/modprobe
-/// find every module, not only the initrd's.
+/// (runq-init itself, linked from here on) find every module, not only the initrd's.
 pub fn share_module_tree() {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -55,5 +55,9 @@ pub fn share_module_tree() {
         None::<&str>,
     ) {
         crate::console::log(&format!("bind {tree} over {own}: {e}"));
+        return;
+    }
+    if let Err(e) = crate::modprobe::install() {
+        crate::console::log(&format!("link /sbin/modprobe to /init: {e}"));
     }
 }
