@@ -44,6 +44,31 @@ fn exec(name: &Name, options: &[&str], command: &[&str]) -> Outcome {
 }
 
 #[test]
+fn an_exec_asked_for_while_the_guest_boots_runs_once_it_is_up() {
+    let name = Name::new();
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name.0,
+        "--runtime",
+        "runq",
+        IMAGE,
+        "sleep",
+        "100000",
+    ]);
+    assert_eq!(started.code(), 0, "{started:?}");
+    // Right away, as scripts do after `docker run -d`: runc runs it, so runq must too, with
+    // the input the client sent before the session could start.
+    let outcome = docker_with_input(
+        &["exec", "-i", &name.0, "sh", "-c", "cat; echo done"],
+        b"early input\n",
+    );
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "early input\ndone\n", "{outcome:?}");
+}
+
+#[test]
 fn exit_codes_with_and_without_a_terminal() {
     let name = runq_container();
     let cases: [(&[&str], i32); 5] = [

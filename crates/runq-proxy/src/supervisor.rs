@@ -47,6 +47,14 @@ pub struct Helpers {
     pub passt: Option<Child>,
 }
 
+struct PendingExec {
+    session: u32,
+    json: Vec<u8>,
+    client: FrameWriter,
+    /// What its client sent before the session could start: stdin, a resize, a signal.
+    early: Vec<Message>,
+}
+
 pub struct Supervisor {
     config: VmConfig,
     qemu: Child,
@@ -61,6 +69,9 @@ pub struct Supervisor {
     stdout: Option<Output>,
     stderr: Option<Output>,
     pending_signals: Vec<i32>,
+    /// Exec sessions asked for while the guest boots, started once it runs, as `runc exec`
+    /// works as soon as `runc start` returned.
+    pending_execs: Vec<PendingExec>,
     /// Exec sessions by number, each with the connection of its client.
     exec_clients: HashMap<u32, FrameWriter>,
     /// The boot timeline, when `RUNQ_TIMELINE` asked for it.
@@ -88,6 +99,7 @@ impl Supervisor {
             stdout: None,
             stderr: None,
             pending_signals: Vec::new(),
+            pending_execs: Vec::new(),
             exec_clients: HashMap::new(),
             timeline,
         }
@@ -128,6 +140,12 @@ impl Supervisor {
         self.finish_output();
         if let Some(timeline) = &self.timeline {
             eprintln!("{}", timeline.line());
+        }
+        for pending in self.pending_execs.drain(..) {
+            let _ = pending.client.send(&Message::Error {
+                session: pending.session,
+                message: "the container ended before the exec session could start".into(),
+            });
         }
         for (session, client) in self.exec_clients.drain() {
             let _ = client.send(&Message::Exit {
@@ -181,13 +199,18 @@ impl Supervisor {
                 client,
             } => self.start_exec(session, json, client)?,
             Event::ExecClient { session, message } => {
-                if self.exec_clients.contains_key(&session) {
+                if let Some(pending) = self.pending_execs.iter_mut().find(|p| p.session == session)
+                {
+                    // Bounded: the client sends no more stdin than the stream window.
+                    pending.early.push(message);
+                } else if self.exec_clients.contains_key(&session) {
                     if let Some(message) = crate::exec::for_session(message, session) {
                         self.send(&message)?;
                     }
                 }
             }
             Event::ExecClientGone { session } => {
+                self.pending_execs.retain(|p| p.session != session);
                 // Nobody is left to see its output or its exit: as with a killed `runc exec`
                 // relay, the process goes too.
                 if self.exec_clients.remove(&session).is_some() {
@@ -204,6 +227,14 @@ impl Supervisor {
     fn start_exec(&mut self, session: u32, json: Vec<u8>, client: FrameWriter) -> Result<()> {
         let refusal = if self.config.guest.noexec {
             Some("exec is disabled for this container (--noexec / RUNQ_NOEXEC)")
+        } else if self.phase == Phase::Booting {
+            self.pending_execs.push(PendingExec {
+                session,
+                json,
+                client,
+                early: Vec::new(),
+            });
+            return Ok(());
         } else if self.phase != Phase::Running {
             Some("the container is not running")
         } else {
@@ -369,6 +400,18 @@ impl Supervisor {
                 session: MAIN_SESSION,
                 signal,
             })?;
+        }
+        for pending in std::mem::take(&mut self.pending_execs) {
+            self.exec_clients.insert(pending.session, pending.client);
+            self.send(&Message::Exec {
+                session: pending.session,
+                json: pending.json,
+            })?;
+            for message in pending.early {
+                if let Some(message) = crate::exec::for_session(message, pending.session) {
+                    self.send(&message)?;
+                }
+            }
         }
         // The kernel and initrd have done their work; refused without CAP_SYS_NICE, which
         // only costs memory.
