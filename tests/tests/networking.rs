@@ -51,6 +51,21 @@ fn the_vm_has_the_containers_address_mac_and_default_route() {
 }
 
 #[test]
+fn the_nic_is_up_when_the_application_starts_as_under_runc() {
+    // `ip link` flags and /sys operstate, first thing: programs that wait for the network
+    // (or print it) must not see NO-CARRIER on a NIC that already carries traffic.
+    let command = [
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth0/operstate; ip link show eth0 | grep -c NO-CARRIER",
+    ];
+    for runtime in [Runtime::Runc, Runtime::Runq] {
+        let outcome = run(runtime, &[], &command);
+        assert_eq!(outcome.stdout_text(), "up\n0\n", "{runtime:?}: {outcome:?}");
+    }
+}
+
+#[test]
 fn a_published_port_answers_from_the_host() {
     let name = Name::new();
     start_server(

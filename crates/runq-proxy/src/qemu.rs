@@ -180,7 +180,15 @@ pub fn args(
                 format!("tap,id=net{number},fd={},vhost=off", nic.fd)
             },
             "-device",
-            &format!("virtio-net-device,netdev=net{number},mac={}", nic.mac),
+            // Without the link-status feature virtio_net turns its carrier off and on again
+            // within its probe, and the kernel's link watch sees one event: the NIC is up when
+            // the application starts. With it, carrier-on comes from a later work item, and
+            // the link watch, which just ran for carrier-off, holds it back for a second:
+            // operstate down, `ip link` NO-CARRIER. runq never changes the link's state.
+            &format!(
+                "virtio-net-device,netdev=net{number},mac={},status=off",
+                nic.mac
+            ),
         ]);
     }
     for (number, disk) in disks.iter().enumerate() {
@@ -395,7 +403,7 @@ mod tests {
             ]
         );
         assert!(value_of(&args, "-device")
-            .contains(&"virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02"));
+            .contains(&"virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02,status=off"));
         assert_eq!(value_of(&args, "-accel"), ["kvm"]);
         assert_eq!(value_of(&args, "-cpu"), ["Skylake-Client"]);
         assert_eq!(value_of(&args, "-kernel"), ["/.runq/kernel"]);
