@@ -49,19 +49,16 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn probe(name: &str) -> Result<(), ModprobeError> {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .map_err(|e| ModprobeError::Read("uname".into(), e.into()))?;
-    let dir = PathBuf::from(format!("/lib/modules/{release}"));
+    let dir = PathBuf::from(format!("/lib/modules/{}", crate::modules::kernel_release()));
     let read = |file: &str| {
         let path = dir.join(file);
         std::fs::read_to_string(&path).map_err(|e| ModprobeError::Read(path, e))
     };
     let index = ModuleIndex::parse(&read("modules.dep")?);
-    let builtin = read("modules.builtin").unwrap_or_default();
     let plan = if index.contains(name) {
         index.load_order(&[name])?
     } else {
+        let builtin = read("modules.builtin").unwrap_or_default();
         let targets = aliased(&read("modules.alias")?, name);
         if targets.is_empty() {
             return if is_builtin(&builtin, name) {
@@ -91,8 +88,7 @@ fn normalize(name: &str) -> String {
 
 /// The name of a module from its path in modules.dep or modules.builtin.
 fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    normalize(file.strip_suffix(".ko").unwrap_or(file))
+    normalize(crate::modules::module_name(path))
 }
 
 fn is_builtin(builtin: &str, name: &str) -> bool {

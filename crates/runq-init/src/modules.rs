@@ -117,7 +117,14 @@ fn load_matching(wanted: impl Fn(&str) -> bool) -> Result<(), InitError> {
     Ok(())
 }
 
-fn module_name(path: &str) -> &str {
+/// The guest kernel's release, which names its module directory.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn module_name(path: &str) -> &str {
     let file = path.rsplit('/').next().unwrap_or(path);
     file.strip_suffix(".ko").unwrap_or(file)
 }

@@ -38,9 +38,7 @@ pub fn mount(config: &GuestConfig) -> Result<(), InitError> {
 /// there on the host). Bound over init's own, it lets the kernel's on-demand /sbin/modprobe
 /// (runq-init itself, linked from here on) find every module, not only the initrd's.
 pub fn share_module_tree() {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let release = crate::modules::kernel_release();
     let tree = format!("{GUEST_ROOTFS}/lib/modules/{release}");
     let own = format!("/lib/modules/{release}");
     if !std::path::Path::new(&tree).join("modules.dep").exists() {
