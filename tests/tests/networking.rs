@@ -66,6 +66,29 @@ fn the_nic_is_up_when_the_application_starts_as_under_runc() {
 }
 
 #[test]
+fn loopback_ipv6_and_broadcast_addresses_look_as_under_runc() {
+    // Docker switches IPv6 off in the namespace of a container without IPv6, so that
+    // loopback has no ::1, also with no network at all; each IPv4 address has a broadcast.
+    let script =
+        "for scope in all default lo; do cat /proc/sys/net/ipv6/conf/$scope/disable_ipv6; done; \
+                  ip -o addr show lo | awk '{print $3, $4}'; \
+                  ip -o -4 addr show eth0 2>/dev/null | grep -o 'brd [0-9.]*'; true";
+    for options in [&[][..], &["--network", "none"][..]] {
+        let reference = run(Runtime::Runc, options, &["sh", "-c", script]);
+        assert_eq!(reference.code(), 0, "runc {options:?}: {reference:?}");
+        if options.is_empty() {
+            assert!(reference.stdout_text().contains("brd "), "{reference:?}");
+        }
+        let outcome = run(Runtime::Runq, options, &["sh", "-c", script]);
+        assert_eq!(
+            outcome.stdout_text(),
+            reference.stdout_text(),
+            "{options:?}: {outcome:?}"
+        );
+    }
+}
+
+#[test]
 fn a_published_port_answers_from_the_host() {
     let name = Name::new();
     start_server(

@@ -65,7 +65,6 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     let uevents = port::watch()?;
     modules::load_transport()?;
     marks.mark("transport_loaded");
-    net::loopback_up()?;
     let mut port = port::open(runq_shared::layout::AGENT_PORT_NAME, &uevents)?;
     drop(uevents);
     Message::Hello {

@@ -7,7 +7,33 @@ use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 use crate::{Context, InitError};
 
-pub fn loopback_up() -> Result<(), InitError> {
+/// IPv6 off where the engine had it off, then loopback up, then each NIC.
+pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), InitError> {
+    switch_ipv6_off(network.ipv6_off)?;
+    loopback_up()?;
+    configure_nics(network)
+}
+
+/// Before loopback comes up, so that it gets `::1` only where the engine left IPv6 on.
+fn switch_ipv6_off(off: runq_shared::config::Ipv6Off) -> Result<(), InitError> {
+    for (scope, wanted) in [("default", off.default), ("all", off.all), ("lo", off.lo)] {
+        if wanted {
+            set_ipv6_off(scope, true)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_ipv6_off(scope: &str, off: bool) -> Result<(), InitError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6");
+    match std::fs::write(&path, if off { "1" } else { "0" }) {
+        // A kernel without IPv6 has it off already.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.context(|| format!("write {path}")),
+    }
+}
+
+fn loopback_up() -> Result<(), InitError> {
     let sock = socket(
         AddressFamily::Inet,
         SockType::Datagram,
@@ -41,7 +67,7 @@ fn last_error(what: &str) -> InitError {
     }
 }
 
-pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), InitError> {
+fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), InitError> {
     use runq_netlink::{format_mac, Netlink, Route};
     if network.nics.is_empty() {
         return Ok(());
@@ -76,16 +102,24 @@ pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), Init
         if rename {
             netlink.rename_link(index, &nic.name).map_err(failed)?;
         }
-        if nic.ipv6_disabled {
-            let path = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", nic.name);
-            std::fs::write(&path, "1").context(|| format!("write {path}"))?;
-        }
+        // Also where it is on: `all` may have switched it off for every interface above.
+        set_ipv6_off(&nic.name, nic.ipv6_disabled)?;
         netlink
             .set_link(index, true, Some(nic.mtu), None)
             .map_err(failed)?;
         for cidr in &nic.addresses {
             let (ip, prefix) = parse_cidr(cidr)?;
-            netlink.add_address(index, ip, prefix).map_err(failed)?;
+            let broadcast = nic
+                .broadcasts
+                .get(cidr)
+                .map(|text| {
+                    text.parse()
+                        .map_err(|_| InitError::Network(format!("bad broadcast address {text:?}")))
+                })
+                .transpose()?;
+            netlink
+                .add_address(index, ip, prefix, broadcast)
+                .map_err(failed)?;
         }
     }
     // Routes on the wire first: a gateway must be reachable before a route can use it.

@@ -3,7 +3,7 @@
 //! redirects) and runq-init in the guest (give the NICs their addresses and routes).
 //! Synchronous because runq-init must stay single-threaded and neither needs more.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
@@ -67,6 +67,8 @@ pub struct Address {
     pub index: u32,
     pub ip: IpAddr,
     pub prefix: u8,
+    /// An IPv4 address's broadcast address, where it has one.
+    pub broadcast: Option<Ipv4Addr>,
     message: AddressMessage,
 }
 
@@ -172,10 +174,15 @@ impl Netlink {
                         AddressAttribute::Address(ip) => Some(*ip),
                         _ => None,
                     })?;
+                    let broadcast = message.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Broadcast(broadcast) => Some(*broadcast),
+                        _ => None,
+                    });
                     Some(Address {
                         index: message.header.index,
                         ip,
                         prefix: message.header.prefix_len,
+                        broadcast,
                         message,
                     })
                 }
@@ -305,7 +312,14 @@ impl Netlink {
         .map(drop)
     }
 
-    pub fn add_address(&mut self, index: u32, ip: IpAddr, prefix: u8) -> Result<(), NetlinkError> {
+    /// Adds `ip/prefix` to link `index`; an IPv4 address with its `broadcast`, if given.
+    pub fn add_address(
+        &mut self,
+        index: u32,
+        ip: IpAddr,
+        prefix: u8,
+        broadcast: Option<Ipv4Addr>,
+    ) -> Result<(), NetlinkError> {
         let mut message = AddressMessage::default();
         message.header.index = index;
         message.header.prefix_len = prefix;
@@ -313,6 +327,11 @@ impl Netlink {
         message.attributes.push(AddressAttribute::Address(ip));
         if ip.is_ipv4() {
             message.attributes.push(AddressAttribute::Local(ip));
+            if let Some(broadcast) = broadcast {
+                message
+                    .attributes
+                    .push(AddressAttribute::Broadcast(broadcast));
+            }
         } else {
             // The address is the container's, already checked for duplicates on its network.
             message.header.flags = netlink_packet_route::address::AddressHeaderFlags::Nodad;

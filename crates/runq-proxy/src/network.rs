@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use runq_netlink::{format_mac, Address, Link, Netlink, Route};
-use runq_shared::config::{GuestNetwork, GuestNic, GuestRoute};
+use runq_shared::config::{GuestNetwork, GuestNic, GuestRoute, Ipv6Off};
 use runq_shared::options::NetMode;
 
 /// A NIC for QEMU: the tap's file descriptor (or with `stream`, a socket passt serves) and
@@ -32,7 +32,10 @@ pub fn take_over(mode: NetMode) -> Result<(GuestNetwork, Vec<Tap>)> {
     let links = netlink.links()?;
     let addresses = netlink.addresses()?;
     let routes = netlink.routes()?;
-    let mut network = GuestNetwork::default();
+    let mut network = GuestNetwork {
+        ipv6_off: engines_ipv6_off(),
+        ..GuestNetwork::default()
+    };
     let mut taps = Vec::new();
     let container_links = links.iter().filter(|l| !l.loopback);
     for (number, link) in container_links.enumerate() {
@@ -74,15 +77,20 @@ pub fn guest_view(
     addresses: &[Address],
     routes: &[Route],
 ) -> (GuestNic, Vec<GuestRoute>) {
+    let own: Vec<_> = addresses
+        .iter()
+        .filter(|a| a.index == link.index && !is_link_local(a.ip))
+        .map(|a| (format!("{}/{}", a.ip, a.prefix), a.broadcast))
+        .collect();
     let nic = GuestNic {
         ipv6_disabled: ipv6_disabled(&link.name),
         name: link.name.clone(),
         mac: mac.to_string(),
         mtu: link.mtu,
-        addresses: addresses
+        addresses: own.iter().map(|(cidr, _)| cidr.clone()).collect(),
+        broadcasts: own
             .iter()
-            .filter(|a| a.index == link.index && !is_link_local(a.ip))
-            .map(|a| format!("{}/{}", a.ip, a.prefix))
+            .filter_map(|(cidr, broadcast)| Some((cidr.clone(), (*broadcast)?.to_string())))
             .collect(),
     };
     let routes = routes
@@ -174,6 +182,17 @@ fn is_link_local(ip: IpAddr) -> bool {
     }
 }
 
+/// IPv6 as the engine left it for the namespace as a whole and its loopback; read before the
+/// proxy switches it off on the interfaces it takes over.
+pub fn engines_ipv6_off() -> Ipv6Off {
+    Ipv6Off {
+        all: ipv6_disabled("all"),
+        default: ipv6_disabled("default"),
+        lo: ipv6_disabled("lo"),
+    }
+}
+
+/// Whether IPv6 is off on `interface`; a host without IPv6 has it off everywhere.
 fn ipv6_disabled(interface: &str) -> bool {
     std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6"))
         .map(|value| value.trim() == "1")

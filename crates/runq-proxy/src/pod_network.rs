@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use runq_netlink::{format_mac, Netlink};
 use runq_shared::config::GuestNetwork;
 
-use crate::network::{guest_view, random_local_mac, Tap};
+use crate::network::{engines_ipv6_off, guest_view, random_local_mac, Tap};
 use crate::qemu::Paths;
 
 /// The guest's view of the namespace's main interface, QEMU's end of passt's socket, and
@@ -22,6 +22,7 @@ use crate::qemu::Paths;
 pub fn share(paths: &Paths) -> Result<(GuestNetwork, Vec<Tap>, Option<Child>)> {
     let mut network = GuestNetwork {
         mirror_localhost: true,
+        ipv6_off: engines_ipv6_off(),
         ..GuestNetwork::default()
     };
     let mut netlink = Netlink::open().context("open a netlink socket")?;

@@ -138,6 +138,20 @@ pub struct GuestNetwork {
     /// The namespace is shared with other VMs: mirror listening ports both ways (runq-mirror).
     #[serde(default)]
     pub mirror_localhost: bool,
+    /// IPv6 as the engine left it in the container's namespace.
+    #[serde(default)]
+    pub ipv6_off: Ipv6Off,
+}
+
+/// Where the engine switched IPv6 off (`net.ipv6.conf.*.disable_ipv6`) in the container's
+/// namespace. Docker does for `all`, `default` and `lo` unless the container has IPv6, even
+/// with `--network none`, so that under runc loopback has no `::1`; the guest does the same
+/// before its loopback comes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Ipv6Off {
+    pub all: bool,
+    pub default: bool,
+    pub lo: bool,
 }
 
 /// A NIC of the VM, found in the guest by its MAC, the container interface's own.
@@ -149,6 +163,10 @@ pub struct GuestNic {
     pub mtu: u32,
     /// `address/prefix`, IPv4 and IPv6.
     pub addresses: Vec<String>,
+    /// IPv4 broadcast addresses, by the entry of `addresses` they go with (Docker gives each
+    /// IPv4 address one).
+    #[serde(default)]
+    pub broadcasts: BTreeMap<String, String>,
     /// The engine had IPv6 off on this interface (Docker does for IPv4-only networks).
     #[serde(default)]
     pub ipv6_disabled: bool,
