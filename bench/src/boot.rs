@@ -87,9 +87,20 @@ pub fn run(settings: &Settings) -> Result<()> {
     eprintln!("runq-bench boot: docker exec latency");
     let exec = exec_latency(&runq, &runc, &probe_binary, settings.exec_runs)?;
     eprintln!("runq-bench boot: density");
+    let count = settings.density;
     let density = [
-        ("runc", density(&runc, &probe_binary, settings.density)?),
-        ("runq", density(&runq, &probe_binary, settings.density)?),
+        (
+            format!("runc: {count} containers answering"),
+            density(&runc, &probe_binary, count)?,
+        ),
+        (
+            format!("runq: {count} containers answering"),
+            density(&runq, &probe_binary, count)?,
+        ),
+        (
+            format!("bare floor: {count} VMs booted to their exit"),
+            (floor.boot()?, floor.boot_together(count)?),
+        ),
     ];
 
     let summary = Summary::of(&rounds);
@@ -432,7 +443,7 @@ fn print_report(
     memory: &IdleMemory,
     (floor_kib, floor_split): (u64, [u64; 3]),
     exec: &(f64, f64),
-    density: &[(&str, (f64, f64)); 2],
+    density: &[(String, (f64, f64)); 3],
 ) {
     println!(
         "Boot, memory and density; {} cores, host kernel {}, guest under {}; medians of {} \
@@ -486,8 +497,7 @@ fn print_report(
     );
     for (label, (one, many)) in density {
         println!(
-            "| {label}: {} containers answering / one (s) | {many:.2} | {one:.2} (one) | {:.1}× |",
-            settings.density,
+            "| {label} / one (s) | {many:.2} | {one:.2} (one) | {:.1}× |",
             many / one
         );
     }
