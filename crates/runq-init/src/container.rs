@@ -2,7 +2,7 @@
 //! onto the shared container root, with the user, capabilities and limits of the OCI spec.
 //!
 //! The forked child may allocate before exec: glibc's fork takes malloc's locks, so another
-//! thread of init (the late module loader, the localhost mirror) cannot leave one held.
+//! thread of init (the localhost mirror) cannot leave one held.
 
 use std::ffi::CString;
 use std::io::{Read, Write};

@@ -94,19 +94,11 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     marks.mark("network_ready");
     let dns = dns_relay::listen_if_needed();
     let children = relay::block_child_signals()?;
-    // Late modules load beside the relay, so that the application's first output and a
-    // quick exit never wait for them, and only once it runs. The thread must exist before
-    // the application's PID namespace does: after that the kernel refuses new threads.
-    let (app_started, start_late) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if start_late.recv().is_ok() {
-            modules::load_late();
-        }
-    });
     let writer: relay::SharedPort = std::sync::Arc::new(std::sync::Mutex::new(
         port.try_clone().map_err(InitError::Channel)?,
     ));
-    // Also before the PID namespace, for the same reason.
+    // Before the application's PID namespace exists: after that the kernel refuses new
+    // threads.
     let mirror = if config.network.mirror_localhost {
         let writer = writer.clone();
         let send = Box::new(move |message: &Message| {
@@ -124,7 +116,6 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     };
     let app = container::spawn(&config, &disks)?;
     marks.mark("app_exec");
-    let _ = app_started.send(());
     let code = relay::run(port, writer, mirror, &config, app, children, dns, marks)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())

@@ -84,13 +84,16 @@ fn load_groups(groups: Vec<&'static [&'static str]>, loaded: &mut Loaded) -> Res
 }
 
 /// What can wait until the application runs; a failure only costs memory, so it is logged.
+/// Called by the relay a while after the application started (see `relay::LATE_MODULES_AFTER`).
 pub fn load_late() {
-    // Lowest priority: on a one-CPU guest the application's own start comes first.
+    // Lowest priority while they load: on a one-CPU guest the application comes first.
     // SAFETY: setpriority with who = 0 changes only the calling thread's nice value.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     if let Err(error) = load_matching(|name| LATE.contains(&name)) {
         console::log(&format!("{error}"));
     }
+    // SAFETY: as above; PID 1 keeps CAP_SYS_NICE, which raising the priority again needs.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
 }
 
 fn wanted_groups(root_fs: RootFs, nics: bool, disks: bool) -> Vec<&'static [&'static str]> {
