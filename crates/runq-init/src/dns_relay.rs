@@ -4,16 +4,11 @@
 //! the control channel; the proxy asks the real server and sends the answer back.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 
-use runq_shared::layout::GUEST_ROOTFS;
+use runq_shared::dns::EMBEDDED_DNS;
 
 use crate::console;
-
-pub const EMBEDDED_DNS: &str = "127.0.0.11";
-/// The same as an address: binding to a host name string would link glibc's resolver and
-/// its NSS machinery into this static binary (~200 KB of initrd that every boot unpacks).
-const EMBEDDED_DNS_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 
 /// Queries waiting for their answer, by id; bounded so a flood cannot grow it without end.
 const MAX_PENDING: usize = 1024;
@@ -24,17 +19,14 @@ pub struct DnsRelay {
     pending: HashMap<u32, SocketAddr>,
 }
 
-/// Listens when the application's resolv.conf names Docker's embedded server.
-pub fn listen_if_needed() -> Option<DnsRelay> {
-    let resolv = std::fs::read_to_string(format!("{GUEST_ROOTFS}/etc/resolv.conf")).ok()?;
-    let wanted = resolv.lines().any(|line| {
-        let mut words = line.split_whitespace();
-        words.next() == Some("nameserver") && words.next() == Some(EMBEDDED_DNS)
-    });
-    if !wanted {
+/// Listens when the application's resolv.conf names Docker's embedded server, as the proxy
+/// found (`GuestConfig::embedded_dns`). The address, not a host name string: binding to a
+/// string would link glibc's resolver and its NSS machinery into this static binary.
+pub fn listen_if_needed(embedded_dns: bool) -> Option<DnsRelay> {
+    if !embedded_dns {
         return None;
     }
-    match UdpSocket::bind((EMBEDDED_DNS_ADDR, 53)) {
+    match UdpSocket::bind((EMBEDDED_DNS, 53)) {
         Ok(socket) => {
             let _ = socket.set_nonblocking(true);
             Some(DnsRelay {
@@ -68,18 +60,5 @@ impl DnsRelay {
         if let Some(client) = self.pending.remove(&id) {
             let _ = self.socket.send_to(packet, client);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bound_address_is_the_one_resolv_conf_names() {
-        assert_eq!(
-            EMBEDDED_DNS.parse::<Ipv4Addr>().ok(),
-            Some(EMBEDDED_DNS_ADDR)
-        );
     }
 }

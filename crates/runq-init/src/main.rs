@@ -92,7 +92,7 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     marks.mark("root_mounted");
     net::configure(&config.network)?;
     marks.mark("network_ready");
-    let dns = dns_relay::listen_if_needed();
+    let dns = dns_relay::listen_if_needed(config.embedded_dns);
     let children = relay::block_child_signals()?;
     let writer: relay::SharedPort = std::sync::Arc::new(std::sync::Mutex::new(
         port.try_clone().map_err(InitError::Channel)?,

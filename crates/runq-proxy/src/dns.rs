@@ -1,14 +1,13 @@
 //! The host end of the embedded-DNS relay (see runq-init's dns_relay): queries from the guest
 //! go to 127.0.0.11:53 here, in the container's network namespace, where Docker answers them.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
 use runq_shared::protocol::Message;
 
 use runq_stdio::FrameWriter;
 
-const EMBEDDED_DNS: (&str, u16) = ("127.0.0.11", 53);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Asks the embedded server on a thread of its own; an unanswered query gets no reply, and
@@ -26,7 +25,9 @@ pub fn resolve_in_background(id: u32, query: Vec<u8>, channel: FrameWriter) {
 fn ask(query: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind(("127.0.0.1", 0)).ok()?;
     socket.set_read_timeout(Some(ANSWER_TIMEOUT)).ok()?;
-    socket.connect(EMBEDDED_DNS).ok()?;
+    socket
+        .connect(SocketAddrV4::new(runq_shared::dns::EMBEDDED_DNS, 53))
+        .ok()?;
     socket.send(query).ok()?;
     let mut buf = vec![0u8; 4096];
     let n = socket.recv(&mut buf).ok()?;

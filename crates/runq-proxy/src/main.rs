@@ -96,6 +96,7 @@ fn run() -> Result<i32> {
     };
     let guest_mounts = config.guest.mounts.iter().map(|m| m.destination.as_str());
     share::prepare(&paths.shared_root, guest_mounts)?;
+    config.guest.embedded_dns = embedded_dns(&paths.shared_root, &config.guest.dns);
     if config.guest.process.terminal {
         config.guest.process.terminal_onlcr = runq_stdio::terminal_onlcr();
         runq_stdio::make_raw();
@@ -156,6 +157,18 @@ fn run() -> Result<i32> {
     Supervisor::new(config, qemu, helpers, paths, timeline).run(queue)
 }
 
+/// Whether the application's resolv.conf (the engine's, with runq's DNS options applied as
+/// the guest will) sends queries to Docker's embedded server.
+fn embedded_dns(shared_root: &Path, settings: &runq_shared::dns::DnsSettings) -> bool {
+    let engine = std::fs::read_to_string(shared_root.join("etc/resolv.conf")).unwrap_or_default();
+    let effective = if settings.changes_anything() {
+        settings.resolv_conf(&engine)
+    } else {
+        engine
+    };
+    runq_shared::dns::names_embedded_dns(&effective)
+}
+
 /// qcow2 or raw, from the disk's first bytes.
 fn image_format(path: &str) -> Result<&'static str> {
     use std::io::Read;
@@ -180,4 +193,28 @@ fn load_config() -> Result<VmConfig> {
     nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
         .with_context(|| format!("unmount {}", dir.display()))?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runq_shared::dns::DnsSettings;
+
+    #[test]
+    fn the_relay_is_wanted_only_where_the_final_resolv_conf_names_the_embedded_server() {
+        let root = std::env::temp_dir().join(format!("runq-proxy-dns-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        assert!(
+            !embedded_dns(&root, &DnsSettings::default()),
+            "no resolv.conf"
+        );
+        std::fs::write(root.join("etc/resolv.conf"), "nameserver 127.0.0.11\n").unwrap();
+        assert!(embedded_dns(&root, &DnsSettings::default()));
+        let replaced = DnsSettings {
+            nameservers: Some(vec!["192.0.2.53".into()]),
+            ..DnsSettings::default()
+        };
+        assert!(!embedded_dns(&root, &replaced), "runq's --dns replaces it");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

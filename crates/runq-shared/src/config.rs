@@ -129,6 +129,11 @@ pub struct GuestConfig {
     /// runq's DNS options; the engine's resolv.conf is kept when they change nothing.
     #[serde(default)]
     pub dns: crate::dns::DnsSettings,
+    /// The application's resolv.conf names Docker's embedded DNS server: the guest listens
+    /// on its address and relays the queries. The proxy reads the file on its side, where
+    /// it costs no round trips to virtiofsd.
+    #[serde(default)]
+    pub embedded_dns: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -292,6 +297,7 @@ mod tests {
                 binds: vec!["/etc/hosts".into()],
                 network: GuestNetwork::default(),
                 dns: Default::default(),
+                embedded_dns: false,
             },
         };
         let text = serde_json::to_string(&config).unwrap();

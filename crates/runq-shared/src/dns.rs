@@ -1,7 +1,22 @@
 //! The guest's /etc/resolv.conf when runq's DNS options are set: the engine's file with the
 //! kinds of line runq was given replaced (an empty list removes them), everything else kept.
 
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
+
+/// Docker's embedded DNS server on user-defined networks; it answers only inside the
+/// container's network namespace on the host, so the guest relays queries for it.
+pub const EMBEDDED_DNS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+
+/// Whether a resolv.conf sends queries to Docker's embedded server.
+pub fn names_embedded_dns(resolv_conf: &str) -> bool {
+    resolv_conf.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some("nameserver")
+            && words.next().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) == Some(EMBEDDED_DNS)
+    })
+}
 
 /// `None` keeps the engine's lines of that kind.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -53,6 +68,17 @@ impl DnsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_nameserver_line_for_the_embedded_server_counts() {
+        assert!(names_embedded_dns(
+            "search example.org\nnameserver 127.0.0.11\noptions ndots:0\n"
+        ));
+        assert!(!names_embedded_dns("nameserver 8.8.8.8\n"));
+        assert!(!names_embedded_dns("# nameserver 127.0.0.11\n"));
+        assert!(!names_embedded_dns("nameserver 127.0.0.111\n"));
+        assert!(!names_embedded_dns(""));
+    }
 
     const ENGINE: &str = "# Docker\nnameserver 10.0.0.1\nsearch corp.example\noptions ndots:0\n";
 

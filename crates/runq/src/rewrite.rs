@@ -405,6 +405,8 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
                 options: options.dns_opts.clone(),
             }
         },
+        // Docker writes resolv.conf later: the proxy fills it in at start.
+        embedded_dns: false,
     }
 }
 
