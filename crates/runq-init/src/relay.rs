@@ -148,6 +148,19 @@ struct Relay<'a> {
 /// for the thread alone.
 pub const LATE_MODULES_AFTER: Duration = Duration::from_secs(1);
 
+/// Until the next event, or until the late modules are due (`due`), seen at `now`.
+fn poll_timeout(due: Option<Instant>, now: Instant) -> PollTimeout {
+    match due {
+        None => PollTimeout::NONE,
+        Some(at) => {
+            let left = at.saturating_duration_since(now);
+            // Rounded up, so that the loop does not spin in the last millisecond.
+            let millis = left.as_millis().saturating_add(1);
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
 /// Runs until the application has exited and its output is delivered; returns its exit code.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -231,21 +244,8 @@ impl Relay<'_> {
         }
     }
 
-    /// Until the next event, or until the late modules are due.
-    fn poll_timeout(&self) -> PollTimeout {
-        match self.late_modules_at {
-            None => PollTimeout::NONE,
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                // Rounded up, so that the loop does not spin in the last millisecond.
-                let millis = left.as_millis().saturating_add(1);
-                PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
-            }
-        }
-    }
-
     fn poll_once(&mut self, children: &SignalFd) -> Result<(), InitError> {
-        let timeout = self.poll_timeout();
+        let timeout = poll_timeout(self.late_modules_at, Instant::now());
         let (port_ready, children_ready, dns_ready, slots_ready) = {
             let mut fds = vec![
                 PollFd::new(self.port.as_fd(), PollFlags::POLLIN),
@@ -597,7 +597,17 @@ fn send_signal(pid: Pid, signal: i32) {
 
 #[cfg(test)]
 mod tests {
-    use super::systemd_exit_code;
+    use super::{poll_timeout, systemd_exit_code, Duration, Instant, PollTimeout};
+
+    #[test]
+    fn the_poll_waits_for_events_only_once_the_late_modules_are_loaded() {
+        let now = Instant::now();
+        assert_eq!(poll_timeout(None, now), PollTimeout::NONE);
+        let due = now + Duration::from_millis(250);
+        assert_eq!(poll_timeout(Some(due), now), PollTimeout::from(251u16));
+        // Overdue: a short wait, never a negative or endless one.
+        assert_eq!(poll_timeout(Some(now), due), PollTimeout::from(1u16));
+    }
 
     #[test]
     fn only_poweroff_and_halt_are_clean_systemd_ends() {
