@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// Where the proxy sees the asset tree; the floor runs on the host, where it is installed.
-const ASSETS_IN_CONTAINER: &str = "/.runq/qemu";
+/// Where the proxy sees the asset tree (in its own root); the floor runs on the host, where
+/// it is installed.
+const ASSETS_IN_PROXY: &str = runq_shared::layout::own_root::ASSETS;
 
 /// QEMU options of the captured command line that the floor keeps, with their values.
 const KEPT_WITH_VALUE: &[&str] = &[
@@ -28,7 +29,10 @@ pub fn floor_args(
     serial: &Path,
     idle: bool,
 ) -> Result<Vec<String>> {
-    let on_host = |value: &str| value.replace(ASSETS_IN_CONTAINER, &assets.to_string_lossy());
+    let on_host = |value: &str| match value.strip_prefix(ASSETS_IN_PROXY) {
+        Some(rest) if rest.starts_with('/') => format!("{}{rest}", assets.display()),
+        _ => value.to_string(),
+    };
     let qemu_at = captured
         .iter()
         .position(|arg| arg.ends_with("/qemu-system-x86_64"))
@@ -265,16 +269,16 @@ mod tests {
     use super::*;
 
     fn captured() -> Vec<String> {
-        "/.runq/qemu/lib/ld-linux-x86-64.so.2 --library-path /.runq/qemu/lib \
-         /.runq/qemu/bin/qemu-system-x86_64 -L /.runq/qemu/share/qemu \
+        "/qemu/lib/ld-linux-x86-64.so.2 --library-path /qemu/lib \
+         /qemu/bin/qemu-system-x86_64 -L /qemu/share/qemu \
          -M microvm,memory-backend=mem -accel tcg -cpu max -m 256M -smp 1 -nodefaults \
          -no-user-config -nographic -no-reboot -sandbox on,obsolete=deny \
-         -serial file:/.runq/console.log -object memory-backend-memfd,id=mem,size=256M,share=on \
-         -chardev socket,id=vfs0,path=/.runq/virtiofsd.sock \
+         -serial file:/console.log -object memory-backend-memfd,id=mem,size=256M,share=on \
+         -chardev socket,id=vfs0,path=/virtiofsd.sock \
          -device vhost-user-fs-device,queue-size=1024,chardev=vfs0,tag=rootfs \
          -netdev tap,id=net0,fd=8,vhost=off -device virtio-net-device,netdev=net0 \
          -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-device,rng=rng0 \
-         -kernel /.runq/qemu/kernel/vmlinux -initrd /.runq/qemu/kernel/initrd \
+         -kernel /qemu/kernel/vmlinux -initrd /qemu/kernel/initrd \
          -append quiet"
             .split_whitespace()
             .map(String::from)

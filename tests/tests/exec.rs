@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -227,16 +228,25 @@ fn twenty_concurrent_sessions_run_and_end_cleanly() {
     let running = docker(&["inspect", "-f", "{{.State.Running}}", &name.0]);
     assert_eq!(running.stdout_text().trim(), "true");
 
-    // Nothing of the sessions is left in the container's /.runq.
+    // Nothing of the sessions is left: not in the proxy's own root, not in runq's private
+    // directory for the container (below Docker's runtime state root).
     let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &name.0]).stdout_text();
-    let runq_dir = format!("/proc/{}/root/.runq", pid.trim());
-    let leftovers: Vec<_> = std::fs::read_dir(&runq_dir)
+    let id = docker(&["inspect", "-f", "{{.Id}}", &name.0]).stdout_text();
+    let private = std::fs::read_dir("/run/docker")
         .unwrap()
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("exec-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?} in {runq_dir}");
+        .map(|e| e.path().join("moby/.runq").join(id.trim()))
+        .find(|dir| dir.exists())
+        .expect("runq's private directory for the container");
+    for dir in [PathBuf::from(format!("/proc/{}/root", pid.trim())), private] {
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("exec-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?} in {}", dir.display());
+    }
 }
 
 #[test]

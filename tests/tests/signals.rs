@@ -69,8 +69,10 @@ fn delete_force_of_a_running_container_leaves_no_process() {
     assert!(delete.success());
     let left: Vec<i32> = processes.into_iter().filter(|pid| alive(*pid)).collect();
     assert!(left.is_empty(), "processes left running: {left:?}");
-    // The bundle is the engine's again, without the mount points runc made for runq.
+    // The bundle is the engine's again, without the mount points runc made for runq, and
+    // runq's private directory is gone.
     assert!(!bundle.path().join("runq").exists());
+    assert!(!bundle.state.join(".runq").join(&bundle.id).exists());
     assert!(!bundle.rootfs().join(".runq").exists());
     assert!(!bundle.rootfs().join("lib").exists());
     let spec: serde_json::Value =

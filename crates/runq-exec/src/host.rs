@@ -43,8 +43,8 @@ pub fn run(command: &Command) -> Result<i32> {
         bail!("no command given (usage: runq-exec [OPTIONS] CONTAINER COMMAND...)");
     }
     let runq = runq_shared::layout::install_root().join("runq");
-    if let Some(bundle) = runq_bundle(&runq, &command.root, container) {
-        return runq_exec(&runq, &bundle, container, command);
+    if let Some(rootfs) = runq_rootfs(&runq, &command.root, container) {
+        return runq_exec(&runq, &rootfs, container, command);
     }
     let docker = docker_client();
     let runtime = std::process::Command::new(&docker)
@@ -101,8 +101,9 @@ fn docker_exec(docker: &Path, container: &str, command: &Command) -> std::proces
     exec
 }
 
-/// The bundle of a container runq (through runc) knows in `root`.
-fn runq_bundle(runq: &Path, root: &Path, container: &str) -> Option<PathBuf> {
+/// The root file system of a container runq (through runc) knows in `root`, as runc
+/// recorded it.
+fn runq_rootfs(runq: &Path, root: &Path, container: &str) -> Option<PathBuf> {
     let output = std::process::Command::new(runq)
         .arg("--root")
         .arg(root)
@@ -112,10 +113,10 @@ fn runq_bundle(runq: &Path, root: &Path, container: &str) -> Option<PathBuf> {
         .ok()
         .filter(|output| output.status.success())?;
     let state: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    state["bundle"].as_str().map(PathBuf::from)
+    state["rootfs"].as_str().map(PathBuf::from)
 }
 
-fn runq_exec(runq: &Path, bundle: &Path, container: &str, command: &Command) -> Result<i32> {
+fn runq_exec(runq: &Path, rootfs: &Path, container: &str, command: &Command) -> Result<i32> {
     let mut exec = std::process::Command::new(runq);
     exec.arg("--root").arg(&command.root).arg("exec");
     if command.tty {
@@ -125,7 +126,7 @@ fn runq_exec(runq: &Path, bundle: &Path, container: &str, command: &Command) -> 
         exec.args(["--env", variable]);
     }
     if let Some(user) = &command.user {
-        let (uid, gid) = resolve_user(&container_root(bundle)?, user)?;
+        let (uid, gid) = resolve_user(rootfs, user)?;
         exec.args(["--user", &format!("{uid}:{gid}")]);
     }
     if let Some(dir) = &command.workdir {
@@ -139,26 +140,15 @@ fn runq_exec(runq: &Path, bundle: &Path, container: &str, command: &Command) -> 
     Err(exec.exec()).with_context(|| format!("run {}", runq.display()))
 }
 
-/// The container's root file system on the host, from the engine's spec runq kept.
-fn container_root(bundle: &Path) -> Result<PathBuf> {
-    let spec_file = bundle
-        .join(runq_shared::layout::BUNDLE_RUNQ_DIR)
-        .join(runq_shared::layout::ORIGINAL_SPEC_FILE);
-    let spec: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&spec_file).with_context(|| format!("read {}", spec_file.display()))?,
-    )
-    .with_context(|| format!("parse {}", spec_file.display()))?;
-    let root = spec["root"]["path"].as_str().unwrap_or("rootfs");
-    Ok(bundle.join(root))
-}
-
-/// `USER[:GROUP]`, names looked up in the container's /etc/passwd and /etc/group.
+/// `USER[:GROUP]`, names looked up in the container's /etc/passwd and /etc/group, as the
+/// container resolves those paths (they are the image's, or the guest's: links in them
+/// point inside the container, and only regular files of a bounded size are read).
 fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32)> {
     let (user, group) = match user.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (user, None),
     };
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let passwd = container_file(root, "/etc/passwd")?;
     let (uid, primary_gid) = match user.parse::<u32>() {
         Ok(uid) => (uid, lookup(&passwd, 2, &uid.to_string(), 3).unwrap_or(0)),
         Err(_) => (
@@ -172,7 +162,7 @@ fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32)> {
         Some(group) => match group.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => {
-                let groups = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+                let groups = container_file(root, "/etc/group")?;
                 lookup(&groups, 0, group, 2)
                     .with_context(|| format!("no group {group:?} in the container's /etc/group"))?
             }
@@ -180,6 +170,18 @@ fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32)> {
     };
     Ok((uid, gid))
 }
+
+/// A file of the container's, empty where it has none.
+fn container_file(root: &Path, path: &str) -> Result<String> {
+    match runq_shared::in_root::read_file(root, path, USER_DB_LIMIT) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(error) if error.is_not_found() => Ok(String::new()),
+        Err(error) => Err(error).context("look up the user"),
+    }
+}
+
+/// More than any real /etc/passwd or /etc/group.
+const USER_DB_LIMIT: u64 = 4 << 20;
 
 /// In a colon-separated file, the number in column `want` of the line whose column `key`
 /// is `value`.
@@ -209,6 +211,11 @@ mod tests {
         assert_eq!(resolve_user(&dir, "1000:7").unwrap(), (1000, 7));
         assert!(resolve_user(&dir, "ghost").is_err());
         assert!(resolve_user(&dir, "root:ghosts").is_err());
+        // A FIFO in its place is refused, not waited on.
+        std::fs::remove_file(dir.join("etc/group")).unwrap();
+        nix::unistd::mkfifo(&dir.join("etc/group"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let error = format!("{:#}", resolve_user(&dir, "root:staff").unwrap_err());
+        assert!(error.contains("a FIFO"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

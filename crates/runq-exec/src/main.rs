@@ -3,9 +3,9 @@
 //! - `runq-exec [-t] [-i] [-e K=V] [-u USER] [-w DIR] CONTAINER CMD...` from a host shell: a
 //!   Docker container (id or name) goes through `docker exec`, a plain runq container through
 //!   `runq exec`. Access is the host's: root, or whoever Docker lets in.
-//! - `runq-exec --relay TOKEN`: what `runq exec` has runc start inside the container. It
-//!   reads the session's process from the file `runq exec` left in the container's /.runq,
-//!   and carries the session over the proxy's exec socket.
+//! - `runq-exec --relay FD`: what `runq exec` has runc start in the proxy's own root. It
+//!   reads the session's process from descriptor FD, which `runq exec` handed to runc, and
+//!   carries the session over the proxy's exec socket.
 
 mod host;
 mod session;
@@ -16,14 +16,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use runq_shared::config::ProcessConfig;
-use runq_shared::layout::{exec_request_file, EXEC_SOCKET};
+use runq_shared::layout::own_root;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Run a command in a running runq container")]
 struct Cli {
-    /// Inside a container: carry the session `runq exec` prepared under this token.
-    #[arg(long, value_name = "TOKEN", hide = true)]
-    relay: Option<String>,
+    /// Inside a container: carry the session whose process `runq exec` passed as this
+    /// descriptor.
+    #[arg(long, value_name = "FD", hide = true)]
+    relay: Option<i32>,
     #[command(flatten)]
     command: host::Command,
 }
@@ -31,7 +32,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.relay {
-        Some(token) => relay(token),
+        Some(fd) => relay(*fd),
         None => host::run(&cli.command),
     };
     match result {
@@ -43,15 +44,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn relay(token: &str) -> Result<i32> {
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        bail!("invalid relay token {token:?}");
+fn relay(fd: i32) -> Result<i32> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        bail!("invalid relay descriptor {fd}");
     }
-    let file = exec_request_file(Path::new("/"), token);
-    let json = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
-    // Read once: it holds the session's environment.
-    let _ = std::fs::remove_file(&file);
-    let process: ProcessConfig =
-        serde_json::from_slice(&json).with_context(|| format!("parse {}", file.display()))?;
-    session::run(Path::new(EXEC_SOCKET), process)
+    // SAFETY: runq exec had runc pass this descriptor for the relay alone; nothing else in
+    // this process uses it.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut json = Vec::new();
+    file.take(runq_shared::protocol::MAX_FRAME_LEN as u64)
+        .read_to_end(&mut json)
+        .with_context(|| format!("read the exec request from descriptor {fd}"))?;
+    let process: ProcessConfig = serde_json::from_slice(&json)
+        .with_context(|| format!("parse the exec request from descriptor {fd}"))?;
+    session::run(Path::new(own_root::EXEC_SOCKET), process)
 }

@@ -82,12 +82,12 @@ mod tests {
     use super::*;
 
     const MAPS: &str = "\
-55d0c0000000-55d0c0100000 r--p 00000000 00:2a 12 /.runq/qemu/bin/qemu-system-x86_64
-7f09a000000-7f09dedb000 r--p 00000000 00:2a 40 /.runq/qemu/kernel/vmlinux
+55d0c0000000-55d0c0100000 r--p 00000000 00:2a 12 /qemu/bin/qemu-system-x86_64
+7f09a000000-7f09dedb000 r--p 00000000 00:2a 40 /qemu/kernel/vmlinux
 7f09dfff000-7f0adfff000 rw-s 00000000 00:01 9 /memfd:memory-backend-memfd (deleted)
-7f0cca00000-7f0ccfd1000 r--p 00000000 00:2a 41 /.runq/qemu/kernel/initrd
+7f0cca00000-7f0ccfd1000 r--p 00000000 00:2a 41 /qemu/kernel/initrd
 7f0cd000000-7f0cd001000 rw-p 00000000 00:00 0 
-7f0ce000000-7f0ce001000 r--p 00000000 00:2a 42 /.runq/qemu/kernel/vmlinux.old
+7f0ce000000-7f0ce001000 r--p 00000000 00:2a 42 /qemu/kernel/vmlinux.old
 ";
 
     #[test]
@@ -95,8 +95,8 @@ mod tests {
         let found = mappings_of(
             MAPS,
             &[
-                Path::new("/.runq/qemu/kernel/vmlinux"),
-                Path::new("/.runq/qemu/kernel/initrd"),
+                Path::new("/qemu/kernel/vmlinux"),
+                Path::new("/qemu/kernel/initrd"),
             ],
         );
         assert_eq!(
@@ -117,7 +117,7 @@ mod tests {
     #[test]
     fn nothing_mapped_means_nothing_to_do() {
         assert!(mappings_of(MAPS, &[Path::new("/elsewhere/vmlinux")]).is_empty());
-        assert!(mappings_of("", &[Path::new("/.runq/qemu/kernel/vmlinux")]).is_empty());
+        assert!(mappings_of("", &[Path::new("/qemu/kernel/vmlinux")]).is_empty());
     }
 
     #[test]

@@ -12,9 +12,9 @@ mod dns;
 mod exec;
 mod fds;
 mod network;
+mod own_root;
 mod pod_network;
 mod qemu;
-mod share;
 mod signals;
 mod supervisor;
 
@@ -26,7 +26,7 @@ use std::sync::mpsc;
 
 use anyhow::{Context, Result};
 use runq_shared::config::{RootFs, VmConfig};
-use runq_shared::layout::{CONFIG_DIR_IN_CONTAINER, VM_CONFIG_FILE};
+use runq_shared::layout::VM_CONFIG_FILE;
 use runq_shared::options::NetMode;
 use runq_shared::protocol::Message;
 use runq_shared::timeline::Timeline;
@@ -77,6 +77,8 @@ fn main() -> ExitCode {
 fn run() -> Result<i32> {
     let started = runq_shared::timeline::wall_clock_ns();
     signals::block_all().context("block signals")?;
+    // Before anything else: nothing of the image may be on the way of what follows.
+    own_root::enter()?;
     let mut config = load_config()?;
     let mut timeline = config.vm.timeline_origin_ns.map(|origin| {
         let mut timeline = Timeline::new(origin);
@@ -88,14 +90,14 @@ fn run() -> Result<i32> {
             timeline.mark(stage);
         }
     };
-    let paths = Paths::in_container(&config.vm);
+    let paths = Paths::in_own_root(&config.vm);
     let host = HostFacts {
         tsc_khz: std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|text| qemu::tsc_khz_from_cpuinfo(&text)),
     };
     let guest_mounts = config.guest.mounts.iter().map(|m| m.destination.as_str());
-    share::prepare(&paths.shared_root, guest_mounts)?;
+    own_root::share_container_tree(guest_mounts)?;
     config.guest.embedded_dns = embedded_dns(&paths.shared_root, &config.guest.dns);
     if config.guest.process.terminal {
         config.guest.process.terminal_onlcr = runq_stdio::terminal_onlcr();
@@ -108,8 +110,11 @@ fn run() -> Result<i32> {
     let agent = UnixListener::bind(&paths.agent_socket)
         .with_context(|| format!("listen on {}", paths.agent_socket.display()))?;
     if !config.guest.noexec {
-        exec::spawn_listener(Path::new(runq_shared::layout::EXEC_SOCKET), events.clone())
-            .context("listen for exec sessions")?;
+        exec::spawn_listener(
+            Path::new(runq_shared::layout::own_root::EXEC_SOCKET),
+            events.clone(),
+        )
+        .context("listen for exec sessions")?;
     }
     channel::spawn_reader(agent, events).context("start the channel thread")?;
 
@@ -158,9 +163,13 @@ fn run() -> Result<i32> {
 }
 
 /// Whether the application's resolv.conf (the engine's, with runq's DNS options applied as
-/// the guest will) sends queries to Docker's embedded server.
+/// the guest will) sends queries to Docker's embedded server. The file is read as the
+/// container sees it, bounded, and only when it is a regular file: the engine binds its own
+/// there, but without one it is the image's.
 fn embedded_dns(shared_root: &Path, settings: &runq_shared::dns::DnsSettings) -> bool {
-    let engine = std::fs::read_to_string(shared_root.join("etc/resolv.conf")).unwrap_or_default();
+    let engine = runq_shared::in_root::read_file(shared_root, "/etc/resolv.conf", 64 << 10)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
     let effective = if settings.changes_anything() {
         settings.resolv_conf(&engine)
     } else {
@@ -181,18 +190,10 @@ fn image_format(path: &str) -> Result<&'static str> {
     Ok(runq_shared::disks::format_of(&first[..read]))
 }
 
-/// Reads the VM config, then unmounts it: it holds the application's environment, which
-/// nothing else in the container needs to see.
+/// Reads the VM config runq create wrote.
 fn load_config() -> Result<VmConfig> {
-    let dir = Path::new(CONFIG_DIR_IN_CONTAINER);
-    let file = dir.join(VM_CONFIG_FILE);
-    let text =
-        std::fs::read(&file).with_context(|| format!("read the VM config {}", file.display()))?;
-    let config = serde_json::from_slice(&text)
-        .with_context(|| format!("parse the VM config {}", file.display()))?;
-    nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
-        .with_context(|| format!("unmount {}", dir.display()))?;
-    Ok(config)
+    let text = own_root::read_config(VM_CONFIG_FILE).context("read the VM config")?;
+    serde_json::from_slice(&text).context("parse the VM config")
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use runq_shared::config::{Accel, RootFs, VmSettings};
 use runq_shared::disks::DiskCache;
-use runq_shared::layout::{self, assets, AGENT_PORT_NAME, ROOTFS_TAG};
+use runq_shared::layout::{self, assets, own_root, AGENT_PORT_NAME, ROOTFS_TAG};
 
-/// Where QEMU finds what it needs, as seen from inside the container.
+/// Where QEMU finds what it needs, in runq's own root (see `own_root`).
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub assets: PathBuf,
@@ -24,9 +24,9 @@ pub struct Paths {
 }
 
 impl Paths {
-    pub fn in_container(vm: &VmSettings) -> Paths {
-        let run = Path::new(layout::RUNQ_DIR);
-        let assets = PathBuf::from(layout::ASSETS_IN_CONTAINER);
+    pub fn in_own_root(vm: &VmSettings) -> Paths {
+        let run = Path::new("/");
+        let assets = PathBuf::from(own_root::ASSETS);
         Paths {
             kernel: vm
                 .kernel
@@ -45,7 +45,7 @@ impl Paths {
             qemu_log: run.join("qemu.log"),
             virtiofsd_log: run.join("virtiofsd.log"),
             passt_log: run.join("passt.log"),
-            shared_root: run.join("root"),
+            shared_root: PathBuf::from(own_root::ROOTFS),
         }
     }
 
@@ -311,7 +311,7 @@ mod tests {
     #[test]
     fn tcg_vm_with_virtiofs_root() {
         let vm = settings();
-        let paths = Paths::in_container(&vm);
+        let paths = Paths::in_own_root(&vm);
         let args = args(
             &vm,
             HostFacts {
@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(value_of(&args, "-cpu"), ["max,erms=off,fsrm=off"]);
         assert_eq!(value_of(&args, "-m"), ["300M"]);
         assert_eq!(value_of(&args, "-smp"), ["2"]);
-        assert_eq!(value_of(&args, "-kernel"), ["/.runq/qemu/kernel/vmlinux"]);
+        assert_eq!(value_of(&args, "-kernel"), ["/qemu/kernel/vmlinux"]);
         assert!(
             value_of(&args, "-object").contains(&"memory-backend-memfd,id=mem,size=300M,share=on")
         );
@@ -354,8 +354,8 @@ mod tests {
         vm.root_fs = RootFs::NineP {
             cache: NinePCache::Loose,
         };
-        vm.kernel = Some("/.runq/kernel".into());
-        let paths = Paths::in_container(&vm);
+        vm.kernel = Some("/kernel".into());
+        let paths = Paths::in_own_root(&vm);
         let args = args(
             &vm,
             HostFacts {
@@ -406,10 +406,10 @@ mod tests {
             .contains(&"virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02,status=off"));
         assert_eq!(value_of(&args, "-accel"), ["kvm"]);
         assert_eq!(value_of(&args, "-cpu"), ["Skylake-Client"]);
-        assert_eq!(value_of(&args, "-kernel"), ["/.runq/kernel"]);
+        assert_eq!(value_of(&args, "-kernel"), ["/kernel"]);
         assert_eq!(
             value_of(&args, "-fsdev"),
-            ["local,id=fs0,path=/.runq/root,security_model=passthrough"]
+            ["local,id=fs0,path=/rootfs,security_model=passthrough"]
         );
         assert!(!value_of(&args, "-append")[0].contains("tsc_early_khz"));
     }
@@ -421,7 +421,7 @@ mod tests {
         let args = args(
             &vm,
             HostFacts { tsc_khz: None },
-            &Paths::in_container(&vm),
+            &Paths::in_own_root(&vm),
             &[],
             &[],
         );

@@ -14,37 +14,61 @@ pub fn install_root() -> std::path::PathBuf {
 /// The assets directory below the install root: QEMU, its libraries, virtiofsd, kernel, initrd.
 pub const ASSETS_SUBDIR: &str = "qemu";
 
-/// A tmpfs the spec rewrite mounts into every runq container; everything runq adds lives below.
+/// A tmpfs the spec rewrite mounts into every runq container, with the assets and the VM
+/// config below it. The proxy makes it its root (see [`own_root`]) before any helper starts.
 pub const RUNQ_DIR: &str = "/.runq";
 
-/// The host assets directory, bind-mounted read-only.
+/// The host assets directory, bind-mounted read-only: runc starts the proxy from here.
 pub const ASSETS_IN_CONTAINER: &str = "/.runq/qemu";
 
-/// The bundle's private runq directory, bind-mounted read-only; the proxy unmounts it once read.
+/// runq's private directory for the container, bind-mounted read-only; the proxy unmounts it
+/// once read.
 pub const CONFIG_DIR_IN_CONTAINER: &str = "/.runq/config";
 
-/// File name of the VM config inside the bundle's runq directory.
+/// runq's own root: the [`RUNQ_DIR`] tmpfs, which the proxy makes its root before it starts any
+/// helper, so that nothing of the image is ever on a host-side process's library path, `/etc`
+/// or PATH, and nothing the guest can change is ever on a path the host side uses. The
+/// container's tree is only the directory [`own_root::ROOTFS`] that is shared with the guest.
+/// `/proc/<proxy pid>/root` on the host, and the root `runc exec` enters.
+pub mod own_root {
+    /// The assets (QEMU, its libraries, virtiofsd, passt, kernel, initrd, runq-exec).
+    pub const ASSETS: &str = "/qemu";
+    /// runq's private directory for the container, until the proxy has read it.
+    pub const CONFIG: &str = "/config";
+    /// The container's tree as the guest gets it.
+    pub const ROOTFS: &str = "/rootfs";
+    /// The exec socket (root only): `runq exec`'s relay connects here.
+    pub const EXEC_SOCKET: &str = "/exec.sock";
+    /// A kernel or initrd other than the installed ones.
+    pub const KERNEL: &str = "/kernel";
+    pub const INITRD: &str = "/initrd";
+
+    /// Where a path of runq's own root is in the container before the proxy pivots into it.
+    pub fn in_container(path: &str) -> String {
+        format!("{}{path}", super::RUNQ_DIR)
+    }
+}
+
+/// File name of the VM config in runq's private directory.
 pub const VM_CONFIG_FILE: &str = "vm.json";
 
-/// File name of the engine's untouched spec inside the bundle's runq directory.
+/// File name of the engine's untouched spec in runq's private directory.
 pub const ORIGINAL_SPEC_FILE: &str = "config.orig.json";
 
-/// The bundle's private runq directory, relative to the bundle.
-pub const BUNDLE_RUNQ_DIR: &str = "runq";
+/// runq's private directories live below runc's state root (`--root`), one per container,
+/// root-only: never in the engine's bundle, which a container with `root.path` `.` can reach.
+pub const PRIVATE_SUBDIR: &str = ".runq";
+
+/// runc's state root when the engine names none.
+pub const DEFAULT_RUNC_ROOT: &str = "/run/runc";
+
+/// runq's private directory for container `id` under runc's state root.
+pub fn private_dir(runc_root: &std::path::Path, id: &str) -> std::path::PathBuf {
+    runc_root.join(PRIVATE_SUBDIR).join(id)
+}
 
 /// The proxy binary, relative to the assets directory.
 pub const PROXY: &str = "proxy";
-
-/// The proxy's exec socket inside the container (root only): `runq exec`'s relay and the
-/// `runq-exec` command connect here. From the host: `/proc/<proxy pid>/root` + this.
-pub const EXEC_SOCKET: &str = "/.runq/exec.sock";
-
-/// Where `runq exec` leaves an exec session's process for the relay, below a container's
-/// root as the host sees it (`/proc/<proxy pid>/root`) or as the relay does (`/`).
-pub fn exec_request_file(root: &std::path::Path, token: &str) -> std::path::PathBuf {
-    root.join(RUNQ_DIR.trim_start_matches('/'))
-        .join(format!("exec-{token}.json"))
-}
 
 /// The exec client binary, relative to the assets directory.
 pub const EXEC_CLIENT: &str = "runq-exec";

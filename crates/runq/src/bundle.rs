@@ -1,13 +1,20 @@
-//! The bundle directory: the engine's config.json, rewritten in place, with the original and
-//! the VM config kept in a root-only `runq/` beside it; restored when the container is deleted.
+//! The engine's bundle and runq's private directory for the container.
+//!
+//! The bundle's config.json is rewritten in place (runc reads it from there); everything else
+//! runq keeps for the container — the engine's original spec, the VM config with the
+//! application's environment, the mount points runc made for runq, exec requests — lives in a
+//! root-only directory below runc's state root ([`layout::private_dir`]), never in the bundle:
+//! a bundle whose `root.path` is `.` is the container's own tree, which the guest can read and
+//! write. `delete` puts config.json back and removes that directory.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
-use runq_shared::layout::{BUNDLE_RUNQ_DIR, ORIGINAL_SPEC_FILE, VM_CONFIG_FILE};
+use runq_shared::layout::{self, ORIGINAL_SPEC_FILE, VM_CONFIG_FILE};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::rewrite::{is_rewritten, Rewritten};
@@ -26,39 +33,55 @@ pub enum BundleError {
     },
     #[error("{path} was rewritten by runq but its original ({original}) is gone")]
     LostOriginal { path: PathBuf, original: PathBuf },
+    #[error(
+        "container id {0:?}: runc accepts only letters, digits, '_', '+', '-' and '.', and not \
+         \".\" or \"..\""
+    )]
+    BadId(String),
+    #[error(
+        "the image has {kind} at {path}: runq mounts its own files there, so that path must be \
+         a directory or absent"
+    )]
+    RunqPathTaken { path: PathBuf, kind: &'static str },
 }
 
 pub struct Bundle {
     dir: PathBuf,
+    private: PathBuf,
 }
 
 impl Bundle {
-    pub fn new(dir: &Path) -> Result<Bundle, BundleError> {
+    /// The bundle `dir` of container `id`, whose runc state lives in `runc_root`.
+    pub fn new(dir: &Path, runc_root: &Path, id: &str) -> Result<Bundle, BundleError> {
         let dir = fs::canonicalize(dir).map_err(|source| BundleError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok(Bundle { dir })
+        Ok(Bundle {
+            dir,
+            private: private_dir(runc_root, id)?,
+        })
     }
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.json")
     }
 
-    pub fn runq_dir(&self) -> PathBuf {
-        self.dir.join(BUNDLE_RUNQ_DIR)
+    /// runq's root-only directory for the container.
+    pub fn private_dir(&self) -> &Path {
+        &self.private
     }
 
     fn original_path(&self) -> PathBuf {
-        self.runq_dir().join(ORIGINAL_SPEC_FILE)
+        self.private.join(ORIGINAL_SPEC_FILE)
     }
 
-    /// The engine's spec, even when config.json is already runq's output (create twice).
     /// Whether runq rewrote this bundle (a runq container), rather than leaving it to runc.
     pub fn is_runq(&self) -> Result<bool, BundleError> {
         Ok(is_rewritten(&read_spec(&self.config_path())?))
     }
 
+    /// The engine's spec, even when config.json is already runq's output (create twice).
     pub fn original_spec(&self) -> Result<Spec, BundleError> {
         let current = read_spec(&self.config_path())?;
         if !is_rewritten(&current) {
@@ -74,16 +97,30 @@ impl Bundle {
         read_spec(&original)
     }
 
-    /// Saves the original, writes the VM config (root-only) and the rewritten config.json.
+    /// runq mounts its own tmpfs at /.runq; an image with anything but a directory there (a
+    /// link would send runc's mounts elsewhere) is refused, naming the path.
+    pub fn check_image(&self, original: &Spec) -> Result<(), BundleError> {
+        use nix::sys::stat::SFlag;
+        let Some(root) = original.root() else {
+            return Ok(());
+        };
+        let root = self.dir.join(root.path());
+        match runq_shared::in_root::entry_identity(&root, layout::RUNQ_DIR) {
+            Ok(found) if found.kind != SFlag::S_IFDIR => Err(BundleError::RunqPathTaken {
+                path: root.join(layout::RUNQ_DIR.trim_start_matches('/')),
+                kind: runq_shared::in_root::kind_name(found.kind),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Saves the original and the VM config (root-only), then writes the rewritten config.json.
     pub fn write(&self, original: &Spec, rewritten: &Rewritten) -> Result<(), BundleError> {
-        let dir = self.runq_dir();
-        fs::create_dir_all(&dir).map_err(|source| io(&dir, source))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(|source| io(&dir, source))?;
+        make_private_dir(&self.private)?;
         write_json(&self.original_path(), original, 0o600)?;
-        write_json(&dir.join(VM_CONFIG_FILE), &rewritten.vm, 0o600)?;
-        let missing = self.missing_mount_points(original, &rewritten.spec);
-        write_json(&dir.join(MOUNT_POINTS_FILE), &missing, 0o600)?;
+        write_json(&self.private.join(VM_CONFIG_FILE), &rewritten.vm, 0o600)?;
+        let made = self.missing_mount_points(original, &rewritten.spec);
+        write_json(&self.private.join(MOUNT_POINTS_FILE), &made, 0o600)?;
         let mode = fs::metadata(self.config_path())
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o600);
@@ -92,67 +129,108 @@ impl Bundle {
 
     /// The VM config `create` wrote.
     pub fn vm_config(&self) -> Result<runq_shared::config::VmConfig, BundleError> {
-        let path = self.runq_dir().join(VM_CONFIG_FILE);
+        let path = self.private.join(VM_CONFIG_FILE);
         let bytes = fs::read(&path).map_err(|source| io(&path, source))?;
         serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse { path, source })
     }
 
-    /// Writes a root-only file into the bundle's runq directory; returns its path.
+    /// Writes a root-only file into runq's private directory; returns its path.
     pub fn write_private(
         &self,
         name: &str,
         value: &impl serde::Serialize,
     ) -> Result<PathBuf, BundleError> {
-        let path = self.runq_dir().join(name);
+        let path = self.private.join(name);
         write_json(&path, value, 0o600)?;
         Ok(path)
     }
 
     /// Puts the engine's config.json back and removes what runq and runc added for it.
     pub fn restore(&self) -> Result<(), BundleError> {
-        let dir = self.runq_dir();
-        // runc made these mount points in the image's root for runq's mounts; each is
-        // removed if still empty, deepest first.
-        let made: Vec<PathBuf> = fs::read(dir.join(MOUNT_POINTS_FILE))
+        // runc made these mount points in the image's root for runq's mounts; each is removed
+        // if still an empty directory, deepest first, resolved inside the root: the guest may
+        // have turned any of their parents into a link to a host path since.
+        let made: MountPoints = fs::read(self.private.join(MOUNT_POINTS_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
-        for path in made.iter().rev() {
-            let _ = fs::remove_dir(path);
+        for path in made.paths.iter().rev() {
+            let _ = runq_shared::in_root::remove_empty_dir(&made.root, path);
         }
         let original = self.original_path();
         if original.exists() {
             fs::rename(&original, self.config_path()).map_err(|source| io(&original, source))?;
         }
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(|source| io(&dir, source))?;
-        }
-        Ok(())
+        remove_private_dir(&self.private)
     }
 
     /// Directories runc will have to create in the root for the mounts runq adds, outermost
-    /// first.
-    fn missing_mount_points(&self, original: &Spec, rewritten: &Spec) -> Vec<PathBuf> {
+    /// first, as paths inside the root. Read before the container ever ran, from the image as
+    /// the engine prepared it, and resolved inside the root.
+    fn missing_mount_points(&self, original: &Spec, rewritten: &Spec) -> MountPoints {
         let Some(root) = original.root() else {
-            return Vec::new();
+            return MountPoints::default();
         };
         let root = self.dir.join(root.path());
         let before = original.mounts().clone().unwrap_or_default();
-        let mut missing = Vec::new();
+        let mut paths: Vec<String> = Vec::new();
         for mount in rewritten.mounts().iter().flatten() {
             if before.contains(mount) {
                 continue;
             }
-            let mut path = root.clone();
+            let mut path = PathBuf::from("/");
             for part in mount.destination().components().skip(1) {
                 path.push(part);
-                if path.symlink_metadata().is_err() && !missing.contains(&path) {
-                    missing.push(path.clone());
+                let text = path.to_string_lossy().into_owned();
+                if !paths.contains(&text)
+                    && runq_shared::in_root::identity(&root, &text).is_err_and(|e| e.is_not_found())
+                {
+                    paths.push(text);
                 }
             }
         }
-        missing
+        MountPoints { root, paths }
     }
+}
+
+/// runq's private directory for container `id` under runc's state root, once the id is one
+/// runc would accept: it becomes part of a path.
+pub fn private_dir(runc_root: &Path, id: &str) -> Result<PathBuf, BundleError> {
+    let valid = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+    if !valid {
+        return Err(BundleError::BadId(id.to_string()));
+    }
+    Ok(layout::private_dir(runc_root, id))
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), BundleError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| io(dir, source))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| io(dir, source))
+}
+
+/// Removes the container's private directory. The directory of all of them stays: another
+/// container's create may be making its own in it right now.
+pub fn remove_private_dir(dir: &Path) -> Result<(), BundleError> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|source| io(dir, source))?;
+    }
+    Ok(())
+}
+
+/// The mount points runc made in the image for runq's mounts: paths inside `root`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MountPoints {
+    root: PathBuf,
+    paths: Vec<String>,
 }
 
 /// The mount points runc will create for runq, recorded so `delete` can remove them.

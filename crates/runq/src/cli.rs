@@ -18,6 +18,8 @@ pub struct Invocation {
     pub runc_globals: Vec<OsString>,
     pub log: Option<PathBuf>,
     pub log_json: bool,
+    /// runc's state root (`--root`), as given.
+    pub runc_root: Option<PathBuf>,
     pub command: Option<String>,
     /// Everything after the command, as given.
     pub args: Vec<OsString>,
@@ -98,11 +100,21 @@ pub fn parse(argv: &[OsString]) -> Result<Invocation, OptionError> {
             match bare {
                 "log" => invocation.log = Some(PathBuf::from(value)),
                 "log-format" => invocation.log_json = value == "json",
+                "root" => invocation.runc_root = Some(PathBuf::from(value)),
                 _ => {}
             }
         }
     }
     Ok(invocation)
+}
+
+impl Invocation {
+    /// runc's state root: the one given, or runc's default.
+    pub fn runc_root(&self) -> PathBuf {
+        self.runc_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(runq_shared::layout::DEFAULT_RUNC_ROOT))
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +140,7 @@ mod tests {
         );
         assert_eq!(inv.log, Some(PathBuf::from("/x/log.json")));
         assert!(inv.log_json);
+        assert_eq!(inv.runc_root(), PathBuf::from("/run/runq"));
         assert_eq!(inv.command.as_deref(), Some("create"));
         assert_eq!(inv.args, argv("--bundle /b --pid-file /p id1"));
     }
@@ -137,6 +150,7 @@ mod tests {
         let inv = parse(&argv("runq create --bundle /b --pid-file /p id")).unwrap();
         assert!(inv.runc_globals.is_empty());
         assert_eq!(inv.command.as_deref(), Some("create"));
+        assert_eq!(inv.runc_root(), PathBuf::from("/run/runc"));
     }
 
     #[test]

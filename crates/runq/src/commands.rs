@@ -1,7 +1,7 @@
 //! The commands runq changes; all others go to runc untouched.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
@@ -35,13 +35,19 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
         return Err(runc.exec_globals_only().into());
     };
     let args = &invocation.args;
+    let runc_root = invocation.runc_root();
     match command {
         "create" => {
             let parsed = parse_args::<CreateArgs>("create", args)?;
-            if is_pod_sandbox(&parsed.create.bundle)? {
+            let bundle = Bundle::new(
+                &parsed.create.bundle,
+                &runc_root,
+                &parsed.create.container_id,
+            )?;
+            if is_pod_sandbox(&bundle)? {
                 return Err(runc.exec(command, args).into());
             }
-            let bundle = prepare_bundle(&parsed.create.bundle, &invocation, logger)?;
+            prepare_bundle(&bundle, &invocation, logger)?;
             // A child rather than exec, to put the bundle back when runc refuses: the engine
             // will not call delete for a container that was never created.
             let status = runc.run_forwarding_signals(command, args)?;
@@ -52,10 +58,11 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
         }
         "run" => {
             let parsed = parse_args::<RunArgs>("run", args)?;
-            if is_pod_sandbox(&parsed.run.bundle)? {
+            let bundle = Bundle::new(&parsed.run.bundle, &runc_root, &parsed.run.container_id)?;
+            if is_pod_sandbox(&bundle)? {
                 return Err(runc.exec(command, args).into());
             }
-            let bundle = prepare_bundle(&parsed.run.bundle, &invocation, logger)?;
+            prepare_bundle(&bundle, &invocation, logger)?;
             let status = runc.run_forwarding_signals(command, args)?;
             // A detached container lives on; `runq delete` restores its bundle.
             if !parsed.run.detach {
@@ -68,14 +75,22 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             let bundle = runc.bundle_of(&id).ok();
             let status = runc.run_forwarding_signals(command, args)?;
             if status.success() {
-                if let Some(dir) = bundle.filter(|dir| dir.exists()) {
-                    Bundle::new(&dir)?.restore()?;
+                match bundle.filter(|dir| dir.exists()) {
+                    Some(dir) => Bundle::new(&dir, &runc_root, &id)?.restore()?,
+                    None => crate::bundle::remove_private_dir(&crate::bundle::private_dir(
+                        &runc_root, &id,
+                    )?)?,
                 }
             }
             Ok(exit_code(status))
         }
         "kill" => Err(runc.exec(command, &kill_args(args)).into()),
-        "exec" => crate::exec::exec(&runc, args),
+        "exec" => crate::exec::exec(
+            &runc,
+            &runc_root,
+            &host::assets_dir(&invocation.options),
+            args,
+        ),
         "check" => Ok(crate::check::report(&invocation.options)),
         _ => Err(runc.exec(command, args).into()),
     }
@@ -100,14 +115,14 @@ fn parse_args<T: Parser>(command: &str, args: &[OsString]) -> Result<T> {
 }
 
 /// A Kubernetes pod's sandbox is left to runc as it is (see [`crate::sandbox`]).
-fn is_pod_sandbox(dir: &Path) -> Result<bool> {
-    let spec = Bundle::new(dir)?.original_spec()?;
-    Ok(crate::sandbox::is_pod_sandbox(&spec))
+fn is_pod_sandbox(bundle: &Bundle) -> Result<bool> {
+    let spec = bundle.original_spec()?;
+    Ok(crate::sandbox::is_pod_sandbox(&spec)?)
 }
 
-fn prepare_bundle(dir: &Path, invocation: &Invocation, logger: &Logger) -> Result<Bundle> {
-    let bundle = Bundle::new(dir)?;
+fn prepare_bundle(bundle: &Bundle, invocation: &Invocation, logger: &Logger) -> Result<()> {
     let original = bundle.original_spec()?;
+    bundle.check_image(&original)?;
     let options = &invocation.options;
     let assets_dir = host::assets_dir(options);
     host::check_assets(&assets_dir, options)?;
@@ -122,9 +137,9 @@ fn prepare_bundle(dir: &Path, invocation: &Invocation, logger: &Logger) -> Resul
         macvtap_major: host::macvtap_major(),
         rlimits: host::own_rlimits(),
     };
-    let rewritten = rewrite::rewrite(&original, options, &facts, &bundle.runq_dir())?;
+    let rewritten = rewrite::rewrite(&original, options, &facts, bundle.private_dir())?;
     bundle.write(&original, &rewritten)?;
-    Ok(bundle)
+    Ok(())
 }
 
 fn last_positional(args: &[OsString]) -> Option<String> {

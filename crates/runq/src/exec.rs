@@ -1,20 +1,28 @@
 //! `runq exec`: a process in the running VM, inside the application's namespaces.
 //!
 //! runc cannot enter the VM, so runq hands runc a different process to exec into the
-//! container: the relay (`runq-exec --relay TOKEN`, from the assets), which carries the
-//! session over the proxy's exec socket. The real process goes to the relay through a
-//! root-only file in the container's /.runq tmpfs, never through a command line.
+//! container: the relay (`runq-exec --relay FD`, from the assets in the proxy's own root),
+//! which carries the session over the proxy's exec socket. The real process reaches the relay
+//! as an anonymous file runc passes on as descriptor FD, never through a command line or a
+//! file anything in the container could see.
+//!
+//! `runc exec` enters the proxy's mount namespace, whose root is runq's own once the proxy
+//! has set it up; until then it is the image's, where nothing may be run. So runq first waits
+//! until the proxy's root holds the very relay binary of the assets and the exec socket.
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxCapabilitiesBuilder, Process, ProcessBuilder, UserBuilder,
 };
-use runq_shared::layout::{exec_request_file, ASSETS_IN_CONTAINER, EXEC_CLIENT};
+use runq_shared::layout::{own_root, EXEC_CLIENT};
 
 use crate::bundle::Bundle;
 use crate::rewrite::process_config;
@@ -27,7 +35,7 @@ struct ExecArgs {
     exec: liboci_cli::Exec,
 }
 
-pub fn exec(runc: &Runc, raw_args: &[OsString]) -> Result<i32> {
+pub fn exec(runc: &Runc, runc_root: &Path, assets: &Path, raw_args: &[OsString]) -> Result<i32> {
     let args = ExecArgs::try_parse_from(raw_args)
         .map_err(|e| anyhow!("exec: {}", e.to_string().trim()))?
         .exec;
@@ -36,7 +44,7 @@ pub fn exec(runc: &Runc, raw_args: &[OsString]) -> Result<i32> {
     if state.status != "running" {
         bail!("exec: container {id} is {}, not running", state.status);
     }
-    let bundle = Bundle::new(&state.bundle)?;
+    let bundle = Bundle::new(&state.bundle, runc_root, id)?;
     if !bundle.is_runq()? {
         // A container runq left to runc (a pod sandbox): runc's own exec.
         return Err(runc.exec("exec", raw_args).into());
@@ -55,23 +63,69 @@ pub fn exec(runc: &Runc, raw_args: &[OsString]) -> Result<i32> {
         bail!("exec: no command given");
     }
 
-    let token = random_token()?;
-    let request = exec_request_file(&PathBuf::from(format!("/proc/{}/root", state.pid)), &token);
-    crate::bundle::write_json(&request, &process_config(&process), 0o600)
+    wait_for_proxy(
+        id,
+        state.pid,
+        assets,
+        Duration::from_secs(vm.vm.boot_timeout_secs.into()),
+    )?;
+    let request = request_file(&process_config(&process))
         .with_context(|| format!("exec: hand the process to container {id}"))?;
-    let relay_file = bundle.write_private(&format!("exec-{token}.json"), &relay(&process, &token)?);
-    let status = relay_file
-        .map_err(anyhow::Error::from)
-        .and_then(|relay_file| {
-            let status = runc.run_forwarding_signals("exec", &runc_args(&args, &relay_file));
-            let _ = std::fs::remove_file(&relay_file);
-            Ok(status?)
-        });
-    if !status.as_ref().is_ok_and(|s| s.success()) {
-        // The relay never ran to take it.
-        let _ = std::fs::remove_file(&request);
-    }
+    // runc passes descriptors 3 .. 3+N on, N being --preserve-fds: the request comes after
+    // the caller's own.
+    let request_fd = 3 + args.preserve_fds.max(0);
+    let token = random_token()?;
+    let relay_file =
+        bundle.write_private(&format!("exec-{token}.json"), &relay(&process, request_fd)?)?;
+    let status = runc.run_forwarding_signals_with_fd(
+        "exec",
+        &runc_args(&args, &relay_file),
+        Some((request, request_fd)),
+    );
+    let _ = std::fs::remove_file(&relay_file);
     Ok(exit_code(status?))
+}
+
+/// Waits until the container's root is runq's own, holding the relay of these assets and the
+/// exec socket. The proxy makes it so before it starts QEMU, within moments of its start.
+fn wait_for_proxy(id: &str, pid: i32, assets: &Path, timeout: Duration) -> Result<()> {
+    let relay = std::fs::metadata(assets.join(EXEC_CLIENT))
+        .with_context(|| format!("exec: {}", assets.join(EXEC_CLIENT).display()))?;
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let relay_in_root = format!("{}/{EXEC_CLIENT}", own_root::ASSETS);
+    let deadline = Instant::now() + timeout;
+    loop {
+        use runq_shared::in_root::identity;
+        let ours = identity(&root, &relay_in_root)
+            .is_ok_and(|found| (found.dev, found.ino) == (relay.dev(), relay.ino()));
+        let socket = identity(&root, own_root::EXEC_SOCKET)
+            .is_ok_and(|found| found.kind == nix::sys::stat::SFlag::S_IFSOCK);
+        if ours && socket {
+            return Ok(());
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("exec: container {id} ended before it could run an exec session");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "exec: container {id}'s proxy did not set up its exec socket within {} s",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An anonymous file holding the process, read from the start.
+fn request_file(process: &runq_shared::config::ProcessConfig) -> Result<OwnedFd> {
+    let fd = nix::sys::memfd::memfd_create(
+        c"runq-exec-request",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(&serde_json::to_vec(process)?)?;
+    file.rewind()?;
+    Ok(file.into())
 }
 
 fn read_process(path: &Path) -> Result<Process> {
@@ -135,8 +189,8 @@ fn process_from_flags(bundle: &Bundle, args: &liboci_cli::Exec) -> Result<Proces
 }
 
 /// The process runc execs into the container: the relay, as root without capabilities; it
-/// needs only to read its request and reach the exec socket, both root's.
-fn relay(process: &Process, token: &str) -> Result<Process> {
+/// needs only to read its request and reach the exec socket, which is root's.
+fn relay(process: &Process, request_fd: i32) -> Result<Process> {
     let none = oci_spec::runtime::Capabilities::new;
     let no_caps: LinuxCapabilities = LinuxCapabilitiesBuilder::default()
         .bounding(none())
@@ -149,9 +203,9 @@ fn relay(process: &Process, token: &str) -> Result<Process> {
         .terminal(process.terminal().unwrap_or(false))
         .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
         .args(vec![
-            format!("{ASSETS_IN_CONTAINER}/{EXEC_CLIENT}"),
+            format!("{}/{EXEC_CLIENT}", own_root::ASSETS),
             "--relay".to_string(),
-            token.to_string(),
+            request_fd.to_string(),
         ])
         .env(vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string()])
         .cwd("/")
@@ -175,12 +229,11 @@ fn runc_args(args: &liboci_cli::Exec, relay_file: &Path) -> Vec<OsString> {
     if let Some(pid_file) = &args.pid_file {
         out.extend(["--pid-file".into(), pid_file.into()]);
     }
-    if args.preserve_fds > 0 {
-        out.extend([
-            "--preserve-fds".into(),
-            args.preserve_fds.to_string().into(),
-        ]);
-    }
+    // The caller's descriptors, then the relay's request.
+    out.extend([
+        "--preserve-fds".into(),
+        (args.preserve_fds.max(0) + 1).to_string().into(),
+    ]);
     if let Some(cgroup) = &args.cgroup {
         out.extend(["--cgroup".into(), cgroup.into()]);
     }

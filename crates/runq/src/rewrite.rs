@@ -14,7 +14,9 @@ use runq_shared::config::{
     VmConfig, VmSettings,
 };
 use runq_shared::disks::{DiskError, DiskSpec, FsType, VmDisk};
-use runq_shared::layout::{self, ASSETS_IN_CONTAINER, CONFIG_DIR_IN_CONTAINER, PROXY, RUNQ_DIR};
+use runq_shared::layout::{
+    self, own_root, ASSETS_IN_CONTAINER, CONFIG_DIR_IN_CONTAINER, PROXY, RUNQ_DIR,
+};
 use runq_shared::options::{FsKind, NetMode, OptionError, RunqOptions};
 use thiserror::Error;
 
@@ -30,10 +32,6 @@ pub const VMM_OVERHEAD_MIB: u32 = 256;
 
 /// Where the guest kernel's module tree appears in the container.
 const GUEST_MODULES: &str = "/lib/modules";
-
-/// Where a kernel or initrd other than the installed ones appears inside the container.
-const CUSTOM_KERNEL: &str = "/.runq/kernel";
-const CUSTOM_INITRD: &str = "/.runq/initrd";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFacts {
@@ -94,21 +92,106 @@ pub enum RewriteError {
     TooLarge(usize),
     #[error("RUNQ_ROOTDISK={0}: a root disk holds ext2 or ext4, not {1}")]
     RootDiskFs(String, &'static str),
+    #[error(
+        "{variable}={value} asks for more than the operator allows ({limit} {unit}, from \
+         {set_by}): the container's environment, which includes the image's ENV, may lower \
+         {unit} below the operator's setting but never raise it"
+    )]
+    AboveOperator {
+        variable: &'static str,
+        value: u32,
+        limit: u32,
+        unit: &'static str,
+        set_by: &'static str,
+    },
+}
+
+/// The container's environment (the image's ENV and the engine's `-e` alike) may choose less
+/// guest memory or fewer vCPUs than the operator set (runtimeArgs, `docker -m`, `--cpus`,
+/// `--cpuset-cpus`), never more: more memory would raise the container's memory limit with it.
+fn check_env_bounds(
+    spec: &Spec,
+    operator: &RunqOptions,
+    effective: &RunqOptions,
+) -> Result<(), RewriteError> {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let engine_mem = resources
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|limit| *limit > 0)
+        .map(|limit| u32::try_from(limit >> 20).unwrap_or(u32::MAX));
+    let cpu = resources.and_then(|r| r.cpu().as_ref());
+    let engine_cpus = cpu.and_then(|cpu| match (cpu.quota(), cpu.period()) {
+        (Some(quota), Some(period)) if quota > 0 && period > 0 => {
+            Some((quota as u64).div_ceil(period) as u32)
+        }
+        _ => None,
+    });
+    let cpuset = cpu
+        .and_then(|cpu| cpu.cpus().as_deref())
+        .and_then(count_cpus);
+    let bound = |limits: [(Option<u32>, &'static str); 3]| {
+        limits
+            .into_iter()
+            .filter_map(|(limit, source)| limit.map(|limit| (limit, source)))
+            .min_by_key(|(limit, _)| *limit)
+    };
+    if let (Some(value), Some((limit, source))) = (
+        effective
+            .mem_mib
+            .filter(|_| effective.mem_mib != operator.mem_mib),
+        bound([
+            (operator.mem_mib, "runq's --mem"),
+            (engine_mem, "the container's memory limit (docker -m)"),
+            (None, ""),
+        ]),
+    ) {
+        if value > limit {
+            return Err(RewriteError::AboveOperator {
+                variable: "RUNQ_MEM",
+                value,
+                limit,
+                unit: "MiB",
+                set_by: source,
+            });
+        }
+    }
+    if let (Some(value), Some((limit, source))) = (
+        effective.cpus.filter(|_| effective.cpus != operator.cpus),
+        bound([
+            (operator.cpus, "runq's --cpu"),
+            (engine_cpus, "the container's CPU quota (docker --cpus)"),
+            (cpuset, "the container's cpuset (docker --cpuset-cpus)"),
+        ]),
+    ) {
+        if value > limit {
+            return Err(RewriteError::AboveOperator {
+                variable: "RUNQ_CPU",
+                value,
+                limit,
+                unit: "vCPUs",
+                set_by: source,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub fn rewrite(
     original: &Spec,
     options: &RunqOptions,
     host: &HostFacts,
-    bundle_runq_dir: &Path,
+    private_dir: &Path,
 ) -> Result<Rewritten, RewriteError> {
     let process = original.process().as_ref().ok_or(RewriteError::NoProcess)?;
     if process.args().as_ref().is_none_or(|args| args.is_empty()) {
         return Err(RewriteError::NoArgs);
     }
     let placement = network_placement(original)?;
+    let operator = options;
     let mut options = options.clone();
     options.apply_env(process.env().as_deref().unwrap_or_default())?;
+    check_env_bounds(original, operator, &options)?;
     if placement == NetworkPlacement::Joined {
         // The interfaces serve every container in the namespace; no VM may take them over.
         options.net = NetMode::Shared;
@@ -178,7 +261,7 @@ pub fn rewrite(
         process,
         &options,
         host,
-        bundle_runq_dir,
+        private_dir,
         vm.vm.mem_mib,
     )?;
     Ok(Rewritten { spec, vm })
@@ -273,8 +356,14 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
         boot_timeout_secs: options.boot_timeout_secs,
         nested_vm: options.nested_vm,
         debug: options.debug,
-        kernel: options.kernel.as_ref().map(|_| CUSTOM_KERNEL.to_string()),
-        initrd: options.initrd.as_ref().map(|_| CUSTOM_INITRD.to_string()),
+        kernel: options
+            .kernel
+            .as_ref()
+            .map(|_| own_root::KERNEL.to_string()),
+        initrd: options
+            .initrd
+            .as_ref()
+            .map(|_| own_root::INITRD.to_string()),
         timeline_origin_ns: options.timeline.then(runq_shared::timeline::wall_clock_ns),
     }
 }
@@ -519,7 +608,7 @@ fn host_spec(
     process: &Process,
     options: &RunqOptions,
     host: &HostFacts,
-    bundle_runq_dir: &Path,
+    private_dir: &Path,
     mem_mib: u32,
 ) -> Result<Spec, RewriteError> {
     let mut spec = original.clone();
@@ -539,7 +628,8 @@ fn host_spec(
     caps.set_inheritable(None);
     caps.set_ambient(None);
     proxy.set_capabilities(Some(caps));
-    proxy.set_no_new_privileges(Some(false));
+    // Nothing on the host side ever needs to gain privileges through exec.
+    proxy.set_no_new_privileges(Some(true));
     // The application's limits apply in the guest; on the host they would only starve QEMU
     // and virtiofsd (a small RLIMIT_NOFILE caps the files the guest can open).
     proxy.set_rlimits(None);
@@ -562,12 +652,12 @@ fn host_spec(
         &host.assets_dir.join(runq_shared::layout::assets::MODULES),
         GUEST_MODULES,
     )?);
-    mounts.push(bind(bundle_runq_dir, CONFIG_DIR_IN_CONTAINER)?);
+    mounts.push(bind(private_dir, CONFIG_DIR_IN_CONTAINER)?);
     if let Some(kernel) = &options.kernel {
-        mounts.push(bind(kernel, CUSTOM_KERNEL)?);
+        mounts.push(bind(kernel, &own_root::in_container(own_root::KERNEL))?);
     }
     if let Some(initrd) = &options.initrd {
-        mounts.push(bind(initrd, CUSTOM_INITRD)?);
+        mounts.push(bind(initrd, &own_root::in_container(own_root::INITRD))?);
     }
     spec.set_mounts(Some(mounts));
 

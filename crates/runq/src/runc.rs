@@ -1,6 +1,7 @@
 //! Handing work to the runc binary.
 
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
@@ -63,16 +64,43 @@ impl Runc {
         command: &str,
         args: &[OsString],
     ) -> Result<ExitStatus, RuncError> {
+        self.run_forwarding_signals_with_fd(command, args, None)
+    }
+
+    /// The same, with descriptor `fd` handed to runc as number `number`.
+    pub fn run_forwarding_signals_with_fd(
+        &self,
+        command: &str,
+        args: &[OsString],
+        fd: Option<(OwnedFd, i32)>,
+    ) -> Result<ExitStatus, RuncError> {
         let forwarded = forwardable_signals();
         // Threads inherit the mask; std gives the child a clean one.
         let _ = forwarded.thread_block();
-        let mut child = self
-            .command(command, args)
-            .spawn()
-            .map_err(|source| RuncError::Start {
-                path: self.path.clone(),
-                source,
-            })?;
+        let mut command = self.command(command, args);
+        if let Some((fd, number)) = &fd {
+            let (raw, number) = (fd.as_raw_fd(), *number);
+            // SAFETY: the closure only calls dup2 and fcntl, which are async-signal-safe, on a
+            // descriptor the parent keeps open until spawn returns.
+            unsafe {
+                command.pre_exec(move || {
+                    if raw == number {
+                        if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(raw, number) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let spawned = command.spawn();
+        drop(fd);
+        let mut child = spawned.map_err(|source| RuncError::Start {
+            path: self.path.clone(),
+            source,
+        })?;
         let pid = Pid::from_raw(child.id() as i32);
         let _ = std::thread::Builder::new()
             .name("signals".into())

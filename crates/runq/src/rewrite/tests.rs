@@ -83,7 +83,11 @@ fn the_proxy_becomes_the_process_and_the_application_moves_to_the_vm_config() {
     );
     assert_eq!(proxy.user().uid(), 0);
     assert!(proxy.rlimits().is_none(), "rlimits belong to the guest");
-    assert_eq!(proxy.no_new_privileges(), Some(false));
+    assert_eq!(
+        proxy.no_new_privileges(),
+        Some(true),
+        "the host side never gains privileges through exec"
+    );
     let host_json = serde_json::to_string(&out.spec).unwrap();
     assert!(
         !host_json.contains("hunter2"),
@@ -254,14 +258,50 @@ fn engine_limits_size_the_vm_and_the_cgroup_makes_room_for_qemu() {
 }
 
 #[test]
-fn runq_variables_beat_engine_limits_and_flags() {
+fn runq_variables_lower_engine_limits_and_flags() {
     let mut spec = docker_like(&["RUNQ_MEM=300", "RUNQ_CPU=3"]);
-    with_resources(&mut spec, 512 << 20, 100_000, 100_000);
+    with_resources(&mut spec, 512 << 20, 400_000, 100_000);
     let mut options = RunqOptions::default();
     options.set_flag("--mem", Some("1024")).unwrap();
     let out = rewrite(&spec, &options, &host(Accel::Tcg), Path::new("/b/runq")).unwrap();
     assert_eq!(out.vm.vm.mem_mib, 300);
     assert_eq!(out.vm.vm.cpus, 3);
+}
+
+#[test]
+fn runq_variables_never_raise_what_the_operator_set() {
+    let refused = |env: &[&str], flags: &[(&str, &str)], limits: Option<(i64, i64)>| {
+        let mut spec = docker_like(env);
+        if let Some((memory, quota)) = limits {
+            with_resources(&mut spec, memory, quota, 100_000);
+        }
+        let mut options = RunqOptions::default();
+        for (flag, value) in flags {
+            options.set_flag(flag, Some(value)).unwrap();
+        }
+        rewrite(&spec, &options, &host(Accel::Tcg), Path::new("/b/runq"))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let error = refused(&["RUNQ_MEM=1048576"], &[], Some((512 << 20, 100_000))).unwrap_err();
+    assert!(
+        error.contains("RUNQ_MEM=1048576") && error.contains("512 MiB"),
+        "{error}"
+    );
+    assert!(error.contains("docker -m"), "{error}");
+    let error = refused(&["RUNQ_MEM=600"], &[("--mem", "512")], None).unwrap_err();
+    assert!(error.contains("--mem"), "{error}");
+    let error = refused(&["RUNQ_CPU=3"], &[], Some((1 << 30, 200_000))).unwrap_err();
+    assert!(
+        error.contains("RUNQ_CPU=3") && error.contains("2 vCPUs"),
+        "{error}"
+    );
+    let error = refused(&["RUNQ_CPU=2"], &[("--cpu", "1")], None).unwrap_err();
+    assert!(error.contains("--cpu"), "{error}");
+    // Without an operator's setting there is nothing to raise.
+    assert!(refused(&["RUNQ_MEM=2048", "RUNQ_CPU=4"], &[], None).is_ok());
+    // The operator's own flag is no raise either.
+    assert!(refused(&[], &[("--mem", "1024")], Some((512 << 20, 100_000))).is_ok());
 }
 
 #[test]
@@ -331,7 +371,8 @@ fn custom_kernel_is_bound_in_and_named_in_the_vm_settings() {
         Path::new("/b/runq"),
     )
     .unwrap();
-    assert_eq!(out.vm.vm.kernel.as_deref(), Some("/.runq/kernel"));
+    // The proxy reads it in its own root, where the container's /.runq is /.
+    assert_eq!(out.vm.vm.kernel.as_deref(), Some("/kernel"));
     assert!(out
         .spec
         .mounts()
