@@ -25,6 +25,10 @@ fn failing_create(bundle: &TestBundle, runq_flags: &[&str]) -> (String, String) 
         !bundle.path().join("runq").exists(),
         "runq files left in the bundle"
     );
+    assert!(
+        !bundle.state.join(".runq").join(&bundle.id).exists(),
+        "runq's private directory left behind"
+    );
     (
         String::from_utf8_lossy(&output.stderr).into_owned(),
         log_text,

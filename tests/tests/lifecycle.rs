@@ -35,12 +35,15 @@ fn create_start_pause_resume_kill_delete() {
         .unwrap();
     assert!(create.success());
     assert_eq!(state_of(&bundle)["status"], "created");
-    // The VM config holds the application's environment: root only.
+    // The VM config holds the application's environment: root only, in runq's private
+    // directory below runc's state root, never in the bundle.
     use std::os::unix::fs::PermissionsExt;
     let mode =
         |path: std::path::PathBuf| std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(bundle.path().join("runq")), 0o700);
-    assert_eq!(mode(bundle.path().join("runq/vm.json")), 0o600);
+    let private = bundle.state.join(".runq").join(&bundle.id);
+    assert_eq!(mode(private.clone()), 0o700);
+    assert_eq!(mode(private.join("vm.json")), 0o600);
+    assert!(!bundle.path().join("runq").exists());
     assert!(bundle
         .runq(&[], &["start", &bundle.id])
         .status()
@@ -94,7 +97,7 @@ fn create_start_pause_resume_kill_delete() {
         .status()
         .unwrap()
         .success());
-    assert!(!bundle.path().join("runq").exists());
+    assert!(!private.exists());
 }
 
 /// Waits for text in a file another process writes; a deadline, not a fixed sleep.
