@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::docker::{docker, docker_with_input, start_detached, Name, DOCKER, IMAGE};
-use common::{finish, runq_root, under_script, Outcome, TestBundle, RUN_DEADLINE};
+use common::{finish, runq_root, under_script, wait_until, Outcome, TestBundle, RUN_DEADLINE};
 
 /// A container that idles until removed, under runc or runq; waits until exec works in it.
 fn idle_container(runtime_options: &[&str]) -> Name {
@@ -26,14 +26,6 @@ fn idle_container(runtime_options: &[&str]) -> Name {
 
 fn runq_container() -> Name {
     idle_container(&["--runtime", "runq"])
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + RUN_DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn exec(name: &Name, options: &[&str], command: &[&str]) -> Outcome {

@@ -7,18 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::docker::{docker, wait_for_log, Name, DOCKER};
-use common::{descendants, finish, guest_release, runq_root, TestBundle, RUN_DEADLINE};
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + RUN_DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{descendants, finish, guest_release, runq_root, wait_until, TestBundle, RUN_DEADLINE};
 
 /// A Docker image built for one test, removed again however the test ends.
 struct Image(String);

@@ -56,6 +56,9 @@ fn pass_to_child(command: &mut Command, fd: i32) {
     }
 }
 
+/// The overflow user and group, which passt runs as.
+const NOBODY: u32 = 65534;
+
 /// passt, serving the VM's NIC on `socket` from the namespace's interface `interface`. It
 /// quits when QEMU closes the other end.
 pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Child> {
@@ -70,6 +73,9 @@ pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Ch
         // The guest is configured statically; the gateway must stay the gateway, not the
         // namespace's loopback, which the mirror serves.
         .args(["--no-map-gw", "--no-dhcp", "--no-dhcpv6", "--no-ra"])
+        // Numeric, so that passt, started as root, drops to nobody without a user database
+        // lookup: runq's own root has none, and the image's must not be read on the host.
+        .arg(format!("--runas={NOBODY}:{NOBODY}"))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())

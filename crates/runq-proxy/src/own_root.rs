@@ -15,6 +15,7 @@
 //! `runc exec` enters this root too: that is where the exec relay runs from.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -43,6 +44,11 @@ pub fn enter() -> Result<()> {
     nix::unistd::pivot_root(new_root, &put_old)
         .with_context(|| format!("pivot into runq's own root {RUNQ_DIR}"))?;
     nix::unistd::chdir("/").context("chdir to runq's own root")?;
+    // passt drops to nobody before it sandboxes itself, and then mounts an empty tmpfs on
+    // /tmp to pivot into: nobody must be able to pass through this root to reach it.
+    std::fs::set_permissions("/", std::fs::Permissions::from_mode(0o711))
+        .context("open runq's own root to the helpers that drop to nobody")?;
+    mkdir(Path::new("/tmp"))?;
     // runc refuses to mount proc and sysfs on anything but a plain directory, so these two
     // paths are the container's; /proc then resolves what /dev is below the old root.
     bind(&Path::new(OLD_ROOT).join("proc"), Path::new("/proc"))?;

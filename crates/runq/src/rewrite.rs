@@ -106,6 +106,39 @@ pub enum RewriteError {
     },
 }
 
+/// What the engine's resources say of the VM's size.
+struct EngineLimits {
+    /// The memory limit, in MiB.
+    mem_mib: Option<u32>,
+    /// The CPU quota, rounded up to whole CPUs.
+    cpus: Option<u32>,
+    /// The number of CPUs in the cpuset.
+    cpuset_cpus: Option<u32>,
+}
+
+impl EngineLimits {
+    fn of(spec: &Spec) -> EngineLimits {
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let cpu = resources.and_then(|r| r.cpu().as_ref());
+        EngineLimits {
+            mem_mib: resources
+                .and_then(|r| r.memory().as_ref())
+                .and_then(|m| m.limit())
+                .filter(|limit| *limit > 0)
+                .map(|limit| u32::try_from(limit >> 20).unwrap_or(u32::MAX)),
+            cpus: cpu.and_then(|cpu| match (cpu.quota(), cpu.period()) {
+                (Some(quota), Some(period)) if quota > 0 && period > 0 => {
+                    Some((quota as u64).div_ceil(period) as u32)
+                }
+                _ => None,
+            }),
+            cpuset_cpus: cpu
+                .and_then(|cpu| cpu.cpus().as_deref())
+                .and_then(count_cpus),
+        }
+    }
+}
+
 /// The container's environment (the image's ENV and the engine's `-e` alike) may choose less
 /// guest memory or fewer vCPUs than the operator set (runtimeArgs, `docker -m`, `--cpus`,
 /// `--cpuset-cpus`), never more: more memory would raise the container's memory limit with it.
@@ -114,67 +147,54 @@ fn check_env_bounds(
     operator: &RunqOptions,
     effective: &RunqOptions,
 ) -> Result<(), RewriteError> {
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    let engine_mem = resources
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit())
-        .filter(|limit| *limit > 0)
-        .map(|limit| u32::try_from(limit >> 20).unwrap_or(u32::MAX));
-    let cpu = resources.and_then(|r| r.cpu().as_ref());
-    let engine_cpus = cpu.and_then(|cpu| match (cpu.quota(), cpu.period()) {
-        (Some(quota), Some(period)) if quota > 0 && period > 0 => {
-            Some((quota as u64).div_ceil(period) as u32)
+    let engine = EngineLimits::of(spec);
+    let check = |variable: &'static str,
+                 unit: &'static str,
+                 value: Option<u32>,
+                 operator_value: Option<u32>,
+                 limits: &[(Option<u32>, &'static str)]| {
+        let Some(value) = value.filter(|_| value != operator_value) else {
+            return Ok(());
+        };
+        let lowest = limits
+            .iter()
+            .filter_map(|(limit, set_by)| limit.map(|limit| (limit, *set_by)))
+            .min_by_key(|(limit, _)| *limit);
+        match lowest {
+            Some((limit, set_by)) if value > limit => Err(RewriteError::AboveOperator {
+                variable,
+                value,
+                limit,
+                unit,
+                set_by,
+            }),
+            _ => Ok(()),
         }
-        _ => None,
-    });
-    let cpuset = cpu
-        .and_then(|cpu| cpu.cpus().as_deref())
-        .and_then(count_cpus);
-    let bound = |limits: [(Option<u32>, &'static str); 3]| {
-        limits
-            .into_iter()
-            .filter_map(|(limit, source)| limit.map(|limit| (limit, source)))
-            .min_by_key(|(limit, _)| *limit)
     };
-    if let (Some(value), Some((limit, source))) = (
-        effective
-            .mem_mib
-            .filter(|_| effective.mem_mib != operator.mem_mib),
-        bound([
+    check(
+        "RUNQ_MEM",
+        "MiB",
+        effective.mem_mib,
+        operator.mem_mib,
+        &[
             (operator.mem_mib, "runq's --mem"),
-            (engine_mem, "the container's memory limit (docker -m)"),
-            (None, ""),
-        ]),
-    ) {
-        if value > limit {
-            return Err(RewriteError::AboveOperator {
-                variable: "RUNQ_MEM",
-                value,
-                limit,
-                unit: "MiB",
-                set_by: source,
-            });
-        }
-    }
-    if let (Some(value), Some((limit, source))) = (
-        effective.cpus.filter(|_| effective.cpus != operator.cpus),
-        bound([
+            (engine.mem_mib, "the container's memory limit (docker -m)"),
+        ],
+    )?;
+    check(
+        "RUNQ_CPU",
+        "vCPUs",
+        effective.cpus,
+        operator.cpus,
+        &[
             (operator.cpus, "runq's --cpu"),
-            (engine_cpus, "the container's CPU quota (docker --cpus)"),
-            (cpuset, "the container's cpuset (docker --cpuset-cpus)"),
-        ]),
-    ) {
-        if value > limit {
-            return Err(RewriteError::AboveOperator {
-                variable: "RUNQ_CPU",
-                value,
-                limit,
-                unit: "vCPUs",
-                set_by: source,
-            });
-        }
-    }
-    Ok(())
+            (engine.cpus, "the container's CPU quota (docker --cpus)"),
+            (
+                engine.cpuset_cpus,
+                "the container's cpuset (docker --cpuset-cpus)",
+            ),
+        ],
+    )
 }
 
 pub fn rewrite(
@@ -322,29 +342,15 @@ fn is_hosts_netns(path: &Path) -> bool {
 }
 
 fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettings {
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    let engine_cpus = resources.and_then(|r| r.cpu().as_ref()).and_then(|cpu| {
-        match (cpu.quota(), cpu.period()) {
-            (Some(quota), Some(period)) if quota > 0 && period > 0 => {
-                Some((quota as u64).div_ceil(period) as u32)
-            }
-            _ => None,
-        }
-    });
-    let engine_mem = resources
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit())
-        .filter(|limit| *limit > 0)
-        .map(|limit| ((limit as u64) >> 20).max(runq_shared::options::MIN_MEM_MIB as u64) as u32);
-    let cpuset_cpus = resources
-        .and_then(|r| r.cpu().as_ref())
-        .and_then(|cpu| cpu.cpus().as_deref())
-        .and_then(count_cpus);
+    let engine = EngineLimits::of(spec);
+    let engine_mem = engine
+        .mem_mib
+        .map(|mib| mib.max(runq_shared::options::MIN_MEM_MIB));
     VmSettings {
         cpus: options
             .cpus
-            .or(engine_cpus)
-            .or(cpuset_cpus)
+            .or(engine.cpus)
+            .or(engine.cpuset_cpus)
             .unwrap_or(1)
             .max(1),
         mem_mib: options.mem_mib.or(engine_mem).unwrap_or(DEFAULT_MEM_MIB),

@@ -302,6 +302,15 @@ pub fn finish(mut child: Child, input: Vec<u8>, deadline: Duration) -> Outcome {
     }
 }
 
+/// Waits until `condition` holds, checking every 100 ms; fails the test at the run deadline.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + RUN_DEADLINE;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Every process below `pid`, found through /proc's children lists.
 pub fn descendants(pid: i32) -> Vec<i32> {
     let mut found = Vec::new();
