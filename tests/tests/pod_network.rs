@@ -58,6 +58,18 @@ impl PodNamespace {
         format!("/var/run/netns/{}", self.name)
     }
 
+    /// The processes in the namespace.
+    fn pids(&self) -> Vec<String> {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .expect("ip netns pids");
+        String::from_utf8_lossy(&pids.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// A busybox bundle whose container joins this namespace.
     fn bundle(&self, args: &[&str]) -> TestBundle {
         let bundle = TestBundle::busybox(args);
@@ -129,6 +141,13 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
          nc -ll -p 8082 -e head -c 3000000 /dev/zero & \
          nc -ll -p 8080 -e echo hello-from-a & wait",
     ]);
+    // A hostile image's user database: were passt to look "nobody" up in it, it would stay
+    // root. It drops to the overflow ids whatever the image says.
+    std::fs::write(
+        server.rootfs().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:0:0:nobody:/:/bin/sh\n",
+    )
+    .expect("write the image's passwd");
     server.run_detached();
 
     // B asks A over localhost, and the host outside the pod over the network.
@@ -167,6 +186,36 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
     // Far more than the channel's window per connection: credit flows back as B reads.
     assert!(text.contains("bulk=3000000\n"), "{outcome:?}");
 
+    let passt_ids = pod
+        .pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains("/passt"))
+        })
+        .map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|line| line.starts_with("Uid:") || line.starts_with("Gid:"))
+                .map(|line| {
+                    line.split_whitespace()
+                        .skip(1)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>();
+    assert!(!passt_ids.is_empty(), "no passt serves A");
+    for ids in passt_ids {
+        assert_eq!(
+            ids,
+            ["65534 65534 65534 65534", "65534 65534 65534 65534"],
+            "passt's user and group"
+        );
+    }
+
     // From outside, A's wildcard port answers on the pod's address; its loopback-only port
     // stays inside the pod.
     let deadline = Instant::now() + common::RUN_DEADLINE;
@@ -182,13 +231,9 @@ fn vms_in_one_namespace_reach_each_other_over_localhost_and_the_network_through_
     // Deleting the containers leaves no process in the namespace: no proxy, QEMU or passt.
     drop(client);
     drop(server);
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &pod.name])
-        .output()
-        .expect("ip netns pids");
     assert_eq!(
-        String::from_utf8_lossy(&pids.stdout).trim(),
-        "",
+        pod.pids(),
+        Vec::<String>::new(),
         "processes left in the pod"
     );
 }
