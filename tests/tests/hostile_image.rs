@@ -352,3 +352,101 @@ fn runq_mem_in_the_environment_never_raises_dockers_memory_limit() {
         "{message}"
     );
 }
+
+/// One field of /proc/PID/status, as the kernel prints it.
+fn status_field(pid: i32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn cmdline(pid: i32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
+/// What the README's confinement table says of each host-side process, read from the
+/// kernel's view of them: no_new_privs everywhere, QEMU with its own seccomp filter and
+/// only DAC_OVERRIDE left in its bounding set, virtiofsd's file server in its own filter with
+/// an empty bounding set, and the proxy in runq's own root, not the image's.
+#[test]
+fn the_host_side_processes_are_confined_as_the_readme_says() {
+    let name = Name::new();
+    let started = docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "runq",
+        "--name",
+        &name.0,
+        common::docker::IMAGE,
+        "sh",
+        "-c",
+        "echo ready; sleep 1000",
+    ]);
+    assert_eq!(started.code(), 0, "{started:?}");
+    wait_for_log(&name.0, "ready", 1);
+    let proxy: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name.0])
+        .stdout_text()
+        .trim()
+        .parse()
+        .expect("the container's pid");
+
+    let root = PathBuf::from(format!("/proc/{proxy}/root"));
+    assert!(
+        root.join("qemu").is_dir(),
+        "the proxy is not in runq's own root"
+    );
+    assert!(
+        !root.join("bin").exists(),
+        "the proxy sees the image's /bin"
+    );
+
+    let helpers = descendants(proxy);
+    let qemu: Vec<i32> = helpers
+        .iter()
+        .copied()
+        .filter(|pid| cmdline(*pid).contains("/qemu-system-"))
+        .collect();
+    let virtiofsd: Vec<i32> = helpers
+        .iter()
+        .copied()
+        .filter(|pid| cmdline(*pid).contains("/virtiofsd "))
+        .collect();
+    assert_eq!(qemu.len(), 1, "QEMU among {helpers:?}");
+    assert!(!virtiofsd.is_empty(), "no virtiofsd among {helpers:?}");
+
+    for pid in std::iter::once(proxy).chain(helpers.iter().copied()) {
+        assert_eq!(
+            status_field(pid, "NoNewPrivs"),
+            "1",
+            "no_new_privs of {}",
+            cmdline(pid)
+        );
+    }
+    assert_eq!(status_field(qemu[0], "Seccomp"), "2", "QEMU's seccomp mode");
+    assert_eq!(
+        status_field(qemu[0], "CapBnd"),
+        "0000000000000002",
+        "QEMU's bounding set: DAC_OVERRIDE only"
+    );
+    for pid in &virtiofsd {
+        assert_eq!(
+            status_field(*pid, "CapBnd"),
+            "0000000000000000",
+            "virtiofsd's bounding set"
+        );
+    }
+    assert!(
+        virtiofsd
+            .iter()
+            .any(|pid| status_field(*pid, "Seccomp") == "2"),
+        "virtiofsd's file server runs without its seccomp filter"
+    );
+    let removed = docker(&["rm", "-f", &name.0]);
+    assert_eq!(removed.code(), 0, "{removed:?}");
+}
