@@ -266,3 +266,57 @@ fn a_root_disk_that_names_no_disk_is_refused() {
     let text = outcome.stdout_text() + &outcome.stderr_text();
     assert!(text.contains("RUNQ_ROOTDISK=nothing"), "{outcome:?}");
 }
+
+/// The guest writes its disks, so a disk's header is the guest's: a qcow2 header naming a
+/// backing file or an external data file, written into a raw disk, would have QEMU open that
+/// file on the host side at the next start. Such images are refused by name.
+#[test]
+fn a_qcow2_header_that_names_another_file_is_refused() {
+    let images = Images::new();
+    let dir = images.0.path();
+    let secret = images.raw("secret", 1, None);
+    let backed = dir.join("backed.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            secret.to_str().unwrap(),
+            "-F",
+            "raw",
+            backed.to_str().unwrap(),
+            "1M",
+        ],
+    );
+    let external = dir.join("external.qcow2");
+    let data_file = format!("data_file={}", secret.display());
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &data_file,
+            external.to_str().unwrap(),
+            "1M",
+        ],
+    );
+    for (image, message) in [
+        (&backed, "names a backing file is refused"),
+        (&external, "external data file is refused"),
+    ] {
+        let disk = volume(image, "a/none");
+        let outcome = run(Runtime::Runq, &["-v", &disk], &["true"]);
+        assert_ne!(outcome.code(), 0, "{image:?} started");
+        let text = outcome.stdout_text() + &outcome.stderr_text();
+        assert!(
+            text.contains(message) && text.contains("/dev/runq/a/none"),
+            "{image:?}: {outcome:?}"
+        );
+    }
+}

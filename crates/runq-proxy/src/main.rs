@@ -181,13 +181,12 @@ fn embedded_dns(shared_root: &Path, settings: &runq_shared::dns::DnsSettings) ->
 /// qcow2 or raw, from the disk's first bytes.
 fn image_format(path: &str) -> Result<&'static str> {
     use std::io::Read;
-    let mut first = [0u8; 4];
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("open the runq disk {path}"))?;
-    let read = file
-        .read(&mut first)
+    let file = std::fs::File::open(path).with_context(|| format!("open the runq disk {path}"))?;
+    let mut header = Vec::with_capacity(runq_shared::disks::HEADER_LEN);
+    file.take(runq_shared::disks::HEADER_LEN as u64)
+        .read_to_end(&mut header)
         .with_context(|| format!("read the runq disk {path}"))?;
-    Ok(runq_shared::disks::format_of(&first[..read]))
+    runq_shared::disks::format_of(&header).with_context(|| format!("runq disk {path}"))
 }
 
 /// Reads the VM config runq create wrote.

@@ -189,14 +189,51 @@ pub struct VmDisk {
     pub cache: DiskCache,
 }
 
-/// The disk image format, told from its first bytes: qcow2 has a magic number, anything
-/// else is taken as raw.
-pub fn format_of(first_bytes: &[u8]) -> &'static str {
-    if first_bytes.starts_with(b"QFI\xfb") {
-        "qcow2"
-    } else {
-        "raw"
+/// How many bytes of a disk [`format_of`] needs: a qcow2 version 3 header up to its
+/// incompatible features.
+pub const HEADER_LEN: usize = 80;
+
+/// Why a disk image is refused: what its header names would make QEMU, on the host side,
+/// open another file than the disk. The guest writes the disk, so the header is its.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error(
+        "a qcow2 image that names a backing file is refused: QEMU would open that file on the host side (flatten it with qemu-img convert)"
+    )]
+    BackingFile,
+    #[error(
+        "a qcow2 image with an external data file is refused: QEMU would open that file on the host side"
+    )]
+    ExternalDataFile,
+}
+
+/// The disk image format, told from its first [`HEADER_LEN`] bytes: qcow2 has a magic
+/// number, anything else is taken as raw. A qcow2 header that sends QEMU to another file is
+/// refused.
+pub fn format_of(header: &[u8]) -> Result<&'static str, ImageError> {
+    if !header.starts_with(b"QFI\xfb") {
+        return Ok("raw");
     }
+    let be_u64 = |at: usize| {
+        header
+            .get(at..at + 8)
+            .and_then(|bytes| bytes.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0)
+    };
+    let version = header
+        .get(4..8)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0);
+    if be_u64(8) != 0 {
+        return Err(ImageError::BackingFile);
+    }
+    const EXTERNAL_DATA_FILE: u64 = 1 << 2;
+    if version >= 3 && be_u64(72) & EXTERNAL_DATA_FILE != 0 {
+        return Err(ImageError::ExternalDataFile);
+    }
+    Ok("qcow2")
 }
 
 #[cfg(test)]
@@ -248,8 +285,21 @@ mod tests {
 
     #[test]
     fn qcow2_is_told_from_raw() {
-        assert_eq!(format_of(b"QFI\xfb\x00\x00\x00\x03"), "qcow2");
-        assert_eq!(format_of(&[0u8; 512]), "raw");
-        assert_eq!(format_of(b""), "raw");
+        let mut qcow2 = [0u8; HEADER_LEN];
+        qcow2[..8].copy_from_slice(b"QFI\xfb\x00\x00\x00\x03");
+        assert_eq!(format_of(&qcow2), Ok("qcow2"));
+        assert_eq!(format_of(&qcow2[..8]), Ok("qcow2"));
+        assert_eq!(format_of(&[0u8; 512]), Ok("raw"));
+        assert_eq!(format_of(b""), Ok("raw"));
+
+        let mut backed = qcow2;
+        backed[15] = 0xd0; // backing_file_offset
+        assert_eq!(format_of(&backed), Err(ImageError::BackingFile));
+        let mut external = qcow2;
+        external[79] = 1 << 2; // incompatible features: external data file
+        assert_eq!(format_of(&external), Err(ImageError::ExternalDataFile));
+        // Version 2 has no feature fields: those bytes belong to other fields there.
+        external[7] = 2;
+        assert_eq!(format_of(&external), Ok("qcow2"));
     }
 }
