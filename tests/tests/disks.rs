@@ -275,37 +275,21 @@ fn a_qcow2_header_that_names_another_file_is_refused() {
     let images = Images::new();
     let dir = images.0.path();
     let secret = images.raw("secret", 1, None);
-    let backed = dir.join("backed.qcow2");
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            secret.to_str().unwrap(),
-            "-F",
-            "raw",
-            backed.to_str().unwrap(),
-            "1M",
-        ],
+    // An empty qcow2 image of `name` whose header sends QEMU to `secret`, as `option` says.
+    let qcow2_naming_secret = |name: &str, option: &[&str]| {
+        let path = dir.join(name);
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        args.extend(option);
+        args.extend([path.to_str().unwrap(), "1M"]);
+        tool("qemu-img", &args);
+        path
+    };
+    let backed = qcow2_naming_secret(
+        "backed.qcow2",
+        &["-b", secret.to_str().unwrap(), "-F", "raw"],
     );
-    let external = dir.join("external.qcow2");
     let data_file = format!("data_file={}", secret.display());
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &data_file,
-            external.to_str().unwrap(),
-            "1M",
-        ],
-    );
+    let external = qcow2_naming_secret("external.qcow2", &["-o", &data_file]);
     for (image, message) in [
         (&backed, "names a backing file is refused"),
         (&external, "external data file is refused"),

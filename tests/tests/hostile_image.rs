@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::docker::{docker, wait_for_log, Name, DOCKER};
+use common::docker::{docker, start_detached, wait_for_log, Name, DOCKER};
 use common::{descendants, finish, guest_release, runq_root, wait_until, TestBundle, RUN_DEADLINE};
 
 /// A Docker image built for one test, removed again however the test ends.
@@ -376,19 +376,7 @@ fn cmdline(pid: i32) -> String {
 #[test]
 fn the_host_side_processes_are_confined_as_the_readme_says() {
     let name = Name::new();
-    let started = docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "runq",
-        "--name",
-        &name.0,
-        common::docker::IMAGE,
-        "sh",
-        "-c",
-        "echo ready; sleep 1000",
-    ]);
-    assert_eq!(started.code(), 0, "{started:?}");
+    start_detached(&name, &[], &["sh", "-c", "echo ready; sleep 1000"]);
     wait_for_log(&name.0, "ready", 1);
     let proxy: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name.0])
         .stdout_text()

@@ -178,7 +178,7 @@ fn embedded_dns(shared_root: &Path, settings: &runq_shared::dns::DnsSettings) ->
     runq_shared::dns::names_embedded_dns(&effective)
 }
 
-/// qcow2 or raw, from the disk's first bytes.
+/// qcow2 or raw, from the disk's first bytes; an image that names another file is refused.
 fn image_format(path: &str) -> Result<&'static str> {
     use std::io::Read;
     let file = std::fs::File::open(path).with_context(|| format!("open the runq disk {path}"))?;
