@@ -1,5 +1,6 @@
-//! runq disks: files and block devices at /dev/runq/<id>/<cache>[/<fstype>/<mountpoint>]
-//! become virtio-blk disks of the VM, mounted where asked and linked by id.
+//! runq disks: files and block devices at
+//! /dev/runq/<id>[.qcow2]/<cache>[/<fstype>/<mountpoint>] become virtio-blk disks of the VM,
+//! mounted where asked and linked by id.
 
 mod common;
 
@@ -74,7 +75,10 @@ fn volume(image: &Path, spec: &str) -> String {
 fn three_disks_keep_ten_megabytes_each_for_the_next_container() {
     let images = Images::new();
     let disks = [
-        volume(&images.qcow2_ext2("a.qcow2"), "a/writeback/ext2/mnt/a"),
+        volume(
+            &images.qcow2_ext2("a.qcow2"),
+            "a.qcow2/writeback/ext2/mnt/a",
+        ),
         volume(&images.raw("b.raw", 320, Some("xfs")), "b/none/xfs/mnt/b"),
         volume(
             &images.raw("c.raw", 64, Some("ext4")),
@@ -185,7 +189,8 @@ fn bad_disk_specs_are_refused_at_create_by_name() {
     let images = Images::new();
     let image = images.raw("x.raw", 16, None);
     let cases = [
-        (vec!["bad.id/none"], "must match"),
+        (vec!["bad!id/none"], "must match"),
+        (vec!["a.vmdk/none"], "image format \"vmdk\""),
         (vec!["a/none", "a/unsafe"], "used twice"),
         (vec!["a/fast"], "cache mode \"fast\""),
         (vec!["a/none/zfs/data"], "file system \"zfs\""),
@@ -267,14 +272,16 @@ fn a_root_disk_that_names_no_disk_is_refused() {
     assert!(text.contains("RUNQ_ROOTDISK=nothing"), "{outcome:?}");
 }
 
-/// The guest writes its disks, so a disk's header is the guest's: a qcow2 header naming a
-/// backing file or an external data file, written into a raw disk, would have QEMU open that
-/// file on the host side at the next start. Such images are refused by name.
+/// The guest writes its disks, so a disk's header is the guest's: the format is the
+/// operator's (`<id>.qcow2`), never told from the content. A qcow2 image that names a backing
+/// file or an external data file, where QEMU would open that file on the host side, is
+/// refused by name; the same header in a raw disk stays data.
 #[test]
-fn a_qcow2_header_that_names_another_file_is_refused() {
+fn a_disk_header_never_sends_qemu_to_another_file() {
     let images = Images::new();
     let dir = images.0.path();
-    let secret = images.raw("secret", 1, None);
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "host secret".repeat(1000)).unwrap();
     // An empty qcow2 image of `name` whose header sends QEMU to `secret`, as `option` says.
     let qcow2_naming_secret = |name: &str, option: &[&str]| {
         let path = dir.join(name);
@@ -290,16 +297,37 @@ fn a_qcow2_header_that_names_another_file_is_refused() {
     );
     let data_file = format!("data_file={}", secret.display());
     let external = qcow2_naming_secret("external.qcow2", &["-o", &data_file]);
+    let not_qcow2 = images.raw("plain.raw", 1, None);
     for (image, message) in [
         (&backed, "names a backing file is refused"),
         (&external, "external data file is refused"),
+        (&not_qcow2, "not a qcow2 image"),
     ] {
-        let disk = volume(image, "a/none");
+        let disk = volume(image, "a.qcow2/none");
         let outcome = run(Runtime::Runq, &["-v", &disk], &["true"]);
         assert_ne!(outcome.code(), 0, "{image:?} started");
         let text = outcome.stdout_text() + &outcome.stderr_text();
         assert!(
-            text.contains(message) && text.contains("/dev/runq/a/none"),
+            text.contains(message) && text.contains("/dev/runq/a.qcow2/none"),
+            "{image:?}: {outcome:?}"
+        );
+    }
+
+    // Attached as raw, the guest reads the header itself: QEMU never read it as qcow2, so
+    // never opened the backing file it names.
+    for image in [&backed, &external] {
+        let disk = volume(image, "a/none");
+        let outcome = run(
+            Runtime::Runq,
+            &["-v", &disk],
+            &["head", "-c", "3", "/dev/disk/by-runq-id/a"],
+        );
+        assert_eq!(outcome.code(), 0, "{image:?}: {outcome:?}");
+        assert_eq!(outcome.stdout_text(), "QFI", "{image:?}: {outcome:?}");
+        assert!(
+            outcome
+                .stderr_text()
+                .contains("starts like a qcow2 image but is used as raw"),
             "{image:?}: {outcome:?}"
         );
     }

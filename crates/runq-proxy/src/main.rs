@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use runq_shared::config::{RootFs, VmConfig};
 use runq_shared::layout::VM_CONFIG_FILE;
 use runq_shared::options::NetMode;
@@ -147,8 +147,9 @@ fn run() -> Result<i32> {
         .map(|disk| {
             Ok(qemu::Disk {
                 path: disk.path.clone(),
-                format: image_format(&disk.path)?,
+                format: disk.format,
                 cache: disk.cache,
+                block_device: checked_image(disk)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -178,15 +179,41 @@ fn embedded_dns(shared_root: &Path, settings: &runq_shared::dns::DnsSettings) ->
     runq_shared::dns::names_embedded_dns(&effective)
 }
 
-/// qcow2 or raw, from the disk's first bytes; an image that names another file is refused.
-fn image_format(path: &str) -> Result<&'static str> {
+/// Checks a disk against the format the operator named (see `check_image`) and tells whether
+/// it is a block device. A raw disk that starts like a qcow2 image stays raw: one line says
+/// how to name it qcow2, in case that was meant.
+fn checked_image(disk: &runq_shared::disks::VmDisk) -> Result<bool> {
     use std::io::Read;
-    let file = std::fs::File::open(path).with_context(|| format!("open the runq disk {path}"))?;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let path = &disk.path;
+    // Non-blocking: a FIFO in its place must not hang the start.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("open the runq disk {path}"))?;
+    let kind = file
+        .metadata()
+        .with_context(|| format!("stat the runq disk {path}"))?
+        .file_type();
+    if !kind.is_file() && !kind.is_block_device() {
+        bail!("runq disk {path}: neither a regular file nor a block device");
+    }
     let mut header = Vec::with_capacity(runq_shared::disks::HEADER_LEN);
     file.take(runq_shared::disks::HEADER_LEN as u64)
         .read_to_end(&mut header)
         .with_context(|| format!("read the runq disk {path}"))?;
-    runq_shared::disks::format_of(&header).with_context(|| format!("runq disk {path}"))
+    runq_shared::disks::check_image(disk.format, &header)
+        .with_context(|| format!("runq disk {path}"))?;
+    if disk.format == runq_shared::disks::DiskFormat::Raw
+        && runq_shared::disks::looks_like_qcow2(&header)
+    {
+        eprintln!(
+            "runq: runq disk {path} starts like a qcow2 image but is used as raw; \
+             name it <id>.qcow2 to use it as qcow2"
+        );
+    }
+    Ok(kind.is_block_device())
 }
 
 /// Reads the VM config runq create wrote.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use runq_shared::config::{Accel, RootFs, VmSettings};
-use runq_shared::disks::DiskCache;
+use runq_shared::disks::{DiskCache, DiskFormat};
 use runq_shared::layout::{self, assets, own_root, AGENT_PORT_NAME, ROOTFS_TAG};
 
 /// Where QEMU finds what it needs, in runq's own root (see `own_root`).
@@ -89,8 +89,46 @@ pub struct Nic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disk {
     pub path: String,
-    pub format: &'static str,
+    pub format: DiskFormat,
     pub cache: DiskCache,
+    pub block_device: bool,
+}
+
+impl Disk {
+    /// The disk as one `-blockdev` node tree. Spelled out, not `-drive`, so that nothing is
+    /// left for QEMU to take from the image: the format is the operator's and a qcow2 image
+    /// gets no backing file, whatever its header says.
+    fn blockdev(&self, node: &str) -> String {
+        // -drive's cache modes: O_DIRECT, and whether flushes reach the disk; whether the
+        // guest sees a write cache is the device's `write-cache`.
+        let cache = serde_json::json!({
+            "direct": self.cache == DiskCache::None,
+            "no-flush": self.cache == DiskCache::Unsafe,
+        });
+        let file = serde_json::json!({
+            "driver": if self.block_device { "host_device" } else { "file" },
+            "filename": self.path,
+            "cache": cache,
+        });
+        let mut node = serde_json::json!({
+            "driver": self.format.as_str(),
+            "node-name": node,
+            "cache": cache,
+            "file": file,
+        });
+        if self.format == DiskFormat::Qcow2 {
+            node["backing"] = serde_json::Value::Null;
+        }
+        node.to_string()
+    }
+
+    fn write_cache(&self) -> &'static str {
+        if self.cache == DiskCache::Writethrough {
+            "off"
+        } else {
+            "on"
+        }
+    }
 }
 
 /// Arguments after the loader's own (see [`Paths::loader_args`]).
@@ -193,18 +231,13 @@ pub fn args(
     }
     for (number, disk) in disks.iter().enumerate() {
         push(&[
-            "-drive",
-            &format!(
-                "file={},if=none,id=disk{number},format={},cache={}",
-                // QEMU's option syntax doubles a comma inside a value.
-                disk.path.replace(',', ",,"),
-                disk.format,
-                disk.cache.as_str()
-            ),
+            "-blockdev",
+            &disk.blockdev(&format!("disk{number}")),
             "-device",
             &format!(
-                "virtio-blk-device,drive=disk{number},serial={}",
-                runq_shared::disks::serial(number)
+                "virtio-blk-device,drive=disk{number},serial={},write-cache={}",
+                runq_shared::disks::serial(number),
+                disk.write_cache()
             ),
         ]);
     }
@@ -376,25 +409,56 @@ mod tests {
             ],
             &[
                 Disk {
-                    path: "/dev/runq/data/none/ext4/data".into(),
-                    format: "qcow2",
+                    path: "/dev/runq/data.qcow2/none/ext4/data".into(),
+                    format: DiskFormat::Qcow2,
                     cache: DiskCache::None,
+                    block_device: false,
                 },
                 Disk {
                     path: "/dev/runq/odd,name/unsafe".into(),
-                    format: "raw",
+                    format: DiskFormat::Raw,
                     cache: DiskCache::Unsafe,
+                    block_device: false,
+                },
+                Disk {
+                    path: "/dev/runq/sdb/writethrough".into(),
+                    format: DiskFormat::Raw,
+                    cache: DiskCache::Writethrough,
+                    block_device: true,
                 },
             ],
         );
+        let blockdevs: Vec<serde_json::Value> = value_of(&args, "-blockdev")
+            .iter()
+            .map(|text| serde_json::from_str(text).unwrap())
+            .collect();
         assert_eq!(
-            value_of(&args, "-drive"),
-            [
-                "file=/dev/runq/data/none/ext4/data,if=none,id=disk0,format=qcow2,cache=none",
-                "file=/dev/runq/odd,,name/unsafe,if=none,id=disk1,format=raw,cache=unsafe"
-            ]
+            blockdevs[0],
+            serde_json::json!({
+                "driver": "qcow2", "node-name": "disk0", "backing": null,
+                "cache": {"direct": true, "no-flush": false},
+                "file": {
+                    "driver": "file", "filename": "/dev/runq/data.qcow2/none/ext4/data",
+                    "cache": {"direct": true, "no-flush": false},
+                },
+            })
         );
-        assert!(value_of(&args, "-device").contains(&"virtio-blk-device,drive=disk1,serial=runq1"));
+        assert_eq!(
+            blockdevs[1],
+            serde_json::json!({
+                "driver": "raw", "node-name": "disk1",
+                "cache": {"direct": false, "no-flush": true},
+                "file": {
+                    "driver": "file", "filename": "/dev/runq/odd,name/unsafe",
+                    "cache": {"direct": false, "no-flush": true},
+                },
+            })
+        );
+        assert_eq!(blockdevs[2]["file"]["driver"], "host_device");
+        assert!(value_of(&args, "-device")
+            .contains(&"virtio-blk-device,drive=disk1,serial=runq1,write-cache=on"));
+        assert!(value_of(&args, "-device")
+            .contains(&"virtio-blk-device,drive=disk2,serial=runq2,write-cache=off"));
         assert_eq!(
             value_of(&args, "-netdev"),
             [

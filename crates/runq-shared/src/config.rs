@@ -261,6 +261,7 @@ mod tests {
                 net: crate::options::NetMode::Macvtap,
                 disks: vec![crate::disks::VmDisk {
                     path: "/dev/runq/d/none/xfs/data".into(),
+                    format: crate::disks::DiskFormat::Qcow2,
                     cache: crate::disks::DiskCache::None,
                 }],
                 boot_timeout_secs: 60,

@@ -1,7 +1,10 @@
 //! runq disks: a file or block device the engine puts at
-//! `/dev/runq/<id>/<cache>[/<fstype>/<mountpoint>]` in the container becomes a virtio-blk disk
-//! of the VM, linked as `/dev/disk/by-runq-id/<id>` in the guest and mounted at `<mountpoint>`
-//! when a file system is named.
+//! `/dev/runq/<id>[.qcow2]/<cache>[/<fstype>/<mountpoint>]` in the container becomes a
+//! virtio-blk disk of the VM, linked as `/dev/disk/by-runq-id/<id>` in the guest and mounted at
+//! `<mountpoint>` when a file system is named.
+//!
+//! The image format comes from the operator's path, never from the disk's content: the guest
+//! writes its disks, so their first bytes are the guest's.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -33,6 +36,24 @@ impl DiskCache {
     }
 }
 
+/// The image format, as the operator named it: raw unless the id ends in `.qcow2`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    #[default]
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsType {
@@ -59,6 +80,7 @@ impl FsType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskSpec {
     pub id: String,
+    pub format: DiskFormat,
     pub cache: DiskCache,
     /// The file system and the absolute mount point, when the guest mounts the disk.
     pub mount: Option<(FsType, String)>,
@@ -66,10 +88,12 @@ pub struct DiskSpec {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DiskError {
-    #[error("runq disk {path}: expected /dev/runq/<id>/<cache>[/<fstype>/<mountpoint>]")]
+    #[error("runq disk {path}: expected /dev/runq/<id>[.qcow2]/<cache>[/<fstype>/<mountpoint>]")]
     Shape { path: String },
     #[error("runq disk {path}: id {id:?} must match ^[a-zA-Z0-9_-]{{1,36}}$")]
     Id { path: String, id: String },
+    #[error("runq disk {path}: image format {format:?} is not one of raw, qcow2")]
+    Format { path: String, format: String },
     #[error(
         "runq disk {path}: cache mode {cache:?} is not one of none, writeback, writethrough, \
          unsafe"
@@ -96,7 +120,18 @@ pub fn parse(path: &str) -> Result<Option<DiskSpec>, DiskError> {
         path: path.to_string(),
     };
     let mut parts = rest.splitn(4, '/');
-    let id = parts.next().filter(|id| !id.is_empty()).ok_or_else(shape)?;
+    let named = parts.next().filter(|id| !id.is_empty()).ok_or_else(shape)?;
+    let (id, format) = match named.split_once('.') {
+        None => (named, DiskFormat::Raw),
+        Some((id, "raw")) => (id, DiskFormat::Raw),
+        Some((id, "qcow2")) => (id, DiskFormat::Qcow2),
+        Some((_, format)) => {
+            return Err(DiskError::Format {
+                path: path.to_string(),
+                format: format.to_string(),
+            })
+        }
+    };
     let cache = parts.next().filter(|c| !c.is_empty()).ok_or_else(shape)?;
     let fstype = parts.next().filter(|f| !f.is_empty());
     let mount_point = parts
@@ -152,6 +187,7 @@ pub fn parse(path: &str) -> Result<Option<DiskSpec>, DiskError> {
     };
     Ok(Some(DiskSpec {
         id: id.to_string(),
+        format,
         cache,
         mount,
     }))
@@ -182,21 +218,28 @@ pub fn serial(index: usize) -> String {
     format!("runq{index}")
 }
 
-/// What the proxy needs of a disk: where it is in the container and how QEMU caches it.
+/// What the proxy needs of a disk: where it is in the container, its format and how QEMU
+/// caches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmDisk {
     pub path: String,
+    pub format: DiskFormat,
     pub cache: DiskCache,
 }
 
-/// How many bytes of a disk [`format_of`] needs: a qcow2 version 3 header up to its
+/// How many bytes of a disk [`check_image`] reads: a qcow2 version 3 header up to its
 /// incompatible features.
 pub const HEADER_LEN: usize = 80;
 
-/// Why a disk image is refused: what its header names would make QEMU, on the host side,
-/// open another file than the disk. The guest writes the disk, so the header is its.
+const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
+
+/// Why a disk image is refused: it is not what the operator named, or what its header names
+/// would make QEMU, on the host side, open another file than the disk. The guest writes the
+/// disk, so the header is its.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ImageError {
+    #[error("named .qcow2 but not a qcow2 image (no qcow2 magic number)")]
+    NotQcow2,
     #[error(
         "a qcow2 image that names a backing file is refused: QEMU would open that file on the host side (flatten it with qemu-img convert)"
     )]
@@ -207,12 +250,15 @@ pub enum ImageError {
     ExternalDataFile,
 }
 
-/// The disk image format, told from its first [`HEADER_LEN`] bytes: qcow2 has a magic
-/// number, anything else is taken as raw. A qcow2 header that sends QEMU to another file is
-/// refused.
-pub fn format_of(header: &[u8]) -> Result<&'static str, ImageError> {
-    if !header.starts_with(b"QFI\xfb") {
-        return Ok("raw");
+/// Checks a disk's first [`HEADER_LEN`] bytes against the format the operator named. A raw
+/// disk is never interpreted, whatever it holds; a qcow2 disk must be one and must not send
+/// QEMU to another file (QEMU also gets it with no backing, so this is the clear message).
+pub fn check_image(format: DiskFormat, header: &[u8]) -> Result<(), ImageError> {
+    if format == DiskFormat::Raw {
+        return Ok(());
+    }
+    if !looks_like_qcow2(header) {
+        return Err(ImageError::NotQcow2);
     }
     let be_u64 = |at: usize| {
         header
@@ -233,7 +279,13 @@ pub fn format_of(header: &[u8]) -> Result<&'static str, ImageError> {
     if version >= 3 && be_u64(72) & EXTERNAL_DATA_FILE != 0 {
         return Err(ImageError::ExternalDataFile);
     }
-    Ok("qcow2")
+    Ok(())
+}
+
+/// Whether a disk starts like a qcow2 image: only a hint for a raw disk the operator may have
+/// meant as qcow2 (the guest can write these bytes too).
+pub fn looks_like_qcow2(header: &[u8]) -> bool {
+    header.starts_with(QCOW2_MAGIC)
 }
 
 #[cfg(test)]
@@ -246,6 +298,7 @@ mod tests {
             parse("/dev/runq/data-1/writeback/ext4/var/lib/data").unwrap(),
             Some(DiskSpec {
                 id: "data-1".into(),
+                format: DiskFormat::Raw,
                 cache: DiskCache::Writeback,
                 mount: Some((FsType::Ext4, "/var/lib/data".into())),
             })
@@ -254,9 +307,22 @@ mod tests {
             parse("/dev/runq/raw_0/none").unwrap(),
             Some(DiskSpec {
                 id: "raw_0".into(),
+                format: DiskFormat::Raw,
                 cache: DiskCache::None,
                 mount: None,
             })
+        );
+        assert_eq!(
+            parse("/dev/runq/data.qcow2/none")
+                .unwrap()
+                .map(|d| (d.id, d.format)),
+            Some(("data".into(), DiskFormat::Qcow2))
+        );
+        assert_eq!(
+            parse("/dev/runq/data.raw/none")
+                .unwrap()
+                .map(|d| (d.id, d.format)),
+            Some(("data".into(), DiskFormat::Raw))
         );
         assert_eq!(parse("/data").unwrap(), None);
         assert_eq!(parse("/dev/runqx/a/none").unwrap(), None);
@@ -265,13 +331,15 @@ mod tests {
     #[test]
     fn bad_specs_name_what_is_wrong() {
         let error = |path: &str| parse(path).unwrap_err().to_string();
-        assert!(error("/dev/runq/a.b/none").contains("id \"a.b\""));
+        assert!(error("/dev/runq/a.b/none").contains("image format \"b\""));
+        assert!(error("/dev/runq/a.qcow2.raw/none").contains("image format \"qcow2.raw\""));
+        assert!(error("/dev/runq/a!.qcow2/none").contains("id \"a!\""));
         assert!(error(&format!("/dev/runq/{}/none", "x".repeat(37))).contains("must match"));
         assert!(error("/dev/runq/a/fast").contains("cache mode \"fast\""));
         assert!(error("/dev/runq/a/none/zfs/mnt").contains("file system \"zfs\""));
         assert!(error("/dev/runq/a/none/ext4").contains("mount point"));
         assert!(error("/dev/runq/a/none/ext4/").contains("mount point"));
-        assert!(error("/dev/runq/a").contains("expected /dev/runq/<id>/<cache>"));
+        assert!(error("/dev/runq/a").contains("expected /dev/runq/<id>[.qcow2]/<cache>"));
         assert!(error("/dev/runq//none").contains("expected"));
     }
 
@@ -284,22 +352,38 @@ mod tests {
     }
 
     #[test]
-    fn qcow2_is_told_from_raw() {
+    fn the_format_is_the_operators_and_a_qcow2_header_is_checked() {
         let mut qcow2 = [0u8; HEADER_LEN];
         qcow2[..8].copy_from_slice(b"QFI\xfb\x00\x00\x00\x03");
-        assert_eq!(format_of(&qcow2), Ok("qcow2"));
-        assert_eq!(format_of(&qcow2[..8]), Ok("qcow2"));
-        assert_eq!(format_of(&[0u8; 512]), Ok("raw"));
-        assert_eq!(format_of(b""), Ok("raw"));
+        assert_eq!(check_image(DiskFormat::Qcow2, &qcow2), Ok(()));
+        assert_eq!(check_image(DiskFormat::Qcow2, &qcow2[..8]), Ok(()));
+        assert_eq!(
+            check_image(DiskFormat::Qcow2, &[0u8; 512]),
+            Err(ImageError::NotQcow2)
+        );
+        assert_eq!(
+            check_image(DiskFormat::Qcow2, b""),
+            Err(ImageError::NotQcow2)
+        );
 
         let mut backed = qcow2;
         backed[15] = 0xd0; // backing_file_offset
-        assert_eq!(format_of(&backed), Err(ImageError::BackingFile));
+        assert_eq!(
+            check_image(DiskFormat::Qcow2, &backed),
+            Err(ImageError::BackingFile)
+        );
         let mut external = qcow2;
         external[79] = 1 << 2; // incompatible features: external data file
-        assert_eq!(format_of(&external), Err(ImageError::ExternalDataFile));
+        assert_eq!(
+            check_image(DiskFormat::Qcow2, &external),
+            Err(ImageError::ExternalDataFile)
+        );
+        // A raw disk is never read as anything else, whatever the guest wrote into it.
+        assert_eq!(check_image(DiskFormat::Raw, &backed), Ok(()));
+        assert_eq!(check_image(DiskFormat::Raw, &external), Ok(()));
+        assert!(looks_like_qcow2(&backed));
         // Version 2 has no feature fields: those bytes belong to other fields there.
         external[7] = 2;
-        assert_eq!(format_of(&external), Ok("qcow2"));
+        assert_eq!(check_image(DiskFormat::Qcow2, &external), Ok(()));
     }
 }

@@ -273,6 +273,7 @@ pub fn rewrite(
         .into_iter()
         .map(|(path, disk)| VmDisk {
             path,
+            format: disk.format,
             cache: disk.cache,
         })
         .collect();
