@@ -26,11 +26,15 @@ impl Setup {
         }
     }
 
-    pub fn runq(label: &'static str, env: &[&str]) -> Setup {
-        let mut options = vec!["--runtime".to_string(), "runq".to_string()];
-        for variable in env {
-            options.extend(["-e".to_string(), variable.to_string()]);
-        }
+    /// runq with these `docker run` options (`-e RUNQ_MEM=…`).
+    pub fn runq(label: &'static str, docker_options: &[&str]) -> Setup {
+        Setup::runtime(label, "runq", docker_options)
+    }
+
+    /// A runtime registered for the benchmark (see [`ExtraRuntime`]) with these options.
+    pub fn runtime(label: &'static str, runtime: &str, docker_options: &[&str]) -> Setup {
+        let mut options = vec!["--runtime".to_string(), runtime.to_string()];
+        options.extend(docker_options.iter().map(|option| option.to_string()));
         Setup { label, options }
     }
 }
@@ -136,4 +140,78 @@ pub fn run_probe(setup: &Setup, name: &str, probe: &Path, command: &[&str]) -> R
     args.extend(run_args(setup, &mount, &[IMAGE, PROBE]));
     args.extend(command);
     docker(&args)
+}
+
+const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+/// A runq runtime with runq flags in its `runtimeArgs` (what only the operator may choose,
+/// such as `--fs 9p`), added to daemon.json for the benchmark and removed on drop. Debian 12's
+/// Docker has no `docker run --annotation`.
+pub struct ExtraRuntime {
+    pub name: &'static str,
+}
+
+impl ExtraRuntime {
+    /// Registers `name` as the `runq` runtime's binary with `args`.
+    pub fn register(name: &'static str, args: &[&str]) -> Result<ExtraRuntime> {
+        let config = read_daemon_json()?;
+        let runq = config["runtimes"]["runq"]["path"].clone();
+        if !runq.is_string() {
+            bail!("{DAEMON_JSON} has no runq runtime (make docker registers it)");
+        }
+        set_runtime(
+            name,
+            Some(serde_json::json!({ "path": runq, "runtimeArgs": args })),
+        )?;
+        Ok(ExtraRuntime { name })
+    }
+}
+
+impl Drop for ExtraRuntime {
+    fn drop(&mut self) {
+        if let Err(error) = set_runtime(self.name, None) {
+            eprintln!(
+                "runq-bench: remove runtime {} from {DAEMON_JSON}: {error:#}",
+                self.name
+            );
+        }
+    }
+}
+
+/// Adds or removes a runtime in daemon.json, has dockerd reread it (SIGHUP) and waits until
+/// `docker info` agrees.
+fn set_runtime(name: &str, entry: Option<serde_json::Value>) -> Result<()> {
+    let mut config = read_daemon_json()?;
+    let present = entry.is_some();
+    match entry {
+        Some(entry) => config["runtimes"][name] = entry,
+        None => {
+            if let Some(runtimes) = config["runtimes"].as_object_mut() {
+                runtimes.remove(name);
+            }
+        }
+    }
+    let text = serde_json::to_vec_pretty(&config).context("serialize daemon.json")?;
+    std::fs::write(DAEMON_JSON, text).with_context(|| format!("write {DAEMON_JSON}"))?;
+    let status = Command::new("pkill")
+        .args(["-HUP", "-x", "dockerd"])
+        .status()
+        .context("run pkill")?;
+    if !status.success() {
+        bail!("no dockerd to reload (make docker starts one)");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let quoted = format!("\"{name}\"");
+    while docker(&["info", "--format", "{{json .Runtimes}}"])?.contains(&quoted) != present {
+        if std::time::Instant::now() > deadline {
+            bail!("dockerd did not reload {DAEMON_JSON} within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn read_daemon_json() -> Result<serde_json::Value> {
+    let text = std::fs::read(DAEMON_JSON).with_context(|| format!("read {DAEMON_JSON}"))?;
+    serde_json::from_slice(&text).with_context(|| format!("parse {DAEMON_JSON}"))
 }

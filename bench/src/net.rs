@@ -31,11 +31,11 @@ pub fn run(settings: &Settings) -> Result<()> {
     let probe_binary = std::env::current_exe().context("find the runq-bench binary")?;
     let setups = [
         Setup::runc(),
-        Setup::runq("runq tap", &["RUNQ_NET=tap"]),
-        Setup::runq("runq macvtap", &["RUNQ_NET=macvtap"]),
+        Setup::runq("runq tap", &["-e", "RUNQ_NET=tap"]),
+        Setup::runq("runq macvtap", &["-e", "RUNQ_NET=macvtap"]),
         // A pod's way: in through the mirrored listener and the control channel, out
         // through passt.
-        Setup::runq("runq shared", &["RUNQ_NET=shared"]),
+        Setup::runq("runq shared", &["-e", "RUNQ_NET=shared"]),
     ];
     let load = &settings.load;
     let load_args = [

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 
-use common::docker::{docker, run, same_as_runc, start_detached, Name, Runtime, IMAGE};
+use common::docker::{docker, run, same_as_runc, ExtraRuntime, Name, Runtime, IMAGE};
 
 const SIZE: &[&str] = &["sh", "-c", "nproc; grep MemTotal /proc/meminfo"];
 
@@ -85,9 +85,21 @@ fn runqenv_restores_the_environment_for_the_user_only() {
 }
 
 #[test]
-fn runq_cpuargs_reaches_qemus_command_line() {
+fn the_operators_cpu_model_reaches_qemus_command_line() {
+    let runtime = ExtraRuntime::register("runq-test-cpuargs", &["--cpuargs", "qemu64"]);
     let name = Name::new();
-    start_detached(&name, &["-e", "RUNQ_CPUARGS=qemu64"], &["sleep", "1000"]);
+    let started = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name.0,
+        "--runtime",
+        runtime.0,
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(started.code(), 0, "{started:?}");
     let top = docker(&["top", &name.0, "-eo", "pid"]);
     let found = top.stdout_text().lines().skip(1).any(|pid| {
         std::fs::read(format!("/proc/{}/cmdline", pid.trim()))
@@ -140,67 +152,6 @@ fn sysctls_and_ulimits_match_runc() {
              grep -E '^Max (open files|processes|core|cpu)' /proc/self/limits",
         ],
     );
-}
-
-/// A second runtime entry whose `runtimeArgs` carry runq flags, added to daemon.json for
-/// the test and removed again.
-struct ExtraRuntime(&'static str);
-
-impl ExtraRuntime {
-    fn register(name: &'static str, args: &[&str]) -> ExtraRuntime {
-        set_runtime(
-            name,
-            Some(serde_json::json!({
-                "path": common::runq_root().join("runq"),
-                "runtimeArgs": args,
-            })),
-        );
-        ExtraRuntime(name)
-    }
-}
-
-impl Drop for ExtraRuntime {
-    fn drop(&mut self) {
-        set_runtime(self.0, None);
-    }
-}
-
-/// Adds or removes a runtime in /etc/docker/daemon.json and has dockerd reread it (SIGHUP),
-/// waiting until `docker info` agrees.
-fn set_runtime(name: &str, entry: Option<serde_json::Value>) {
-    let path = "/etc/docker/daemon.json";
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let present = entry.is_some();
-    match entry {
-        Some(entry) => config["runtimes"][name] = entry,
-        None => {
-            if let Some(runtimes) = config["runtimes"].as_object_mut() {
-                runtimes.remove(name);
-            }
-        }
-    }
-    std::fs::write(path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    let pid = std::process::Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .unwrap();
-    let pid: i32 = String::from_utf8_lossy(&pid.stdout).trim().parse().unwrap();
-    // SAFETY: kill with the pid of the running dockerd.
-    unsafe { libc::kill(pid, libc::SIGHUP) };
-    let deadline = std::time::Instant::now() + common::RUN_DEADLINE;
-    let quoted = format!("\"{name}\"");
-    while docker(&["info", "--format", "{{json .Runtimes}}"])
-        .stdout_text()
-        .contains(&quoted)
-        != present
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dockerd did not reload"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -353,6 +353,23 @@ fn runq_mem_in_the_environment_never_raises_dockers_memory_limit() {
     );
 }
 
+/// The runtime sees one environment: the image's ENV and `docker run -e` alike. 9p (a file
+/// server inside QEMU) and QEMU's CPU model are only the operator's to pick: the runtime's
+/// flags or an annotation, which the engine never takes from an image.
+#[test]
+fn the_environment_cannot_pick_what_weakens_the_host_side() {
+    for variable in ["RUNQ_FS=9p", "RUNQ_CPUARGS=host"] {
+        let outcome =
+            common::docker::run(common::docker::Runtime::Runq, &["-e", variable], &["true"]);
+        assert_ne!(outcome.code(), 0, "{variable}: {outcome:?}");
+        let message = outcome.stderr_text();
+        assert!(
+            message.contains(variable) && message.contains("--annotation"),
+            "{variable}: {message}"
+        );
+    }
+}
+
 /// One field of /proc/PID/status, as the kernel prints it.
 fn status_field(pid: i32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -161,3 +161,43 @@ fn podman_run_init_puts_its_init_under_the_application_in_the_vm() {
         "{outcome:?}"
     );
 }
+
+/// The operator's per-container options are annotations (`run.runq.<flag>`), which the engine
+/// takes from its own command line, never from the image; the environment, which includes the
+/// image's ENV, may not pick 9p.
+#[test]
+fn an_annotation_picks_what_the_environment_may_not() {
+    let podman = Podman::new();
+    let runq = runq();
+    let outcome = podman.podman(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &runq,
+        "--annotation",
+        "run.runq.fs=9p",
+        IMAGE,
+        "sh",
+        "-c",
+        "grep ' / ' /proc/mounts | cut -d' ' -f3",
+    ]);
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "9p\n", "{outcome:?}");
+
+    let outcome = podman.podman(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &runq,
+        "-e",
+        "RUNQ_FS=9p",
+        IMAGE,
+        "true",
+    ]);
+    assert_ne!(outcome.code(), 0, "{outcome:?}");
+    let message = outcome.stderr_text();
+    assert!(
+        message.contains("RUNQ_FS=9p") && message.contains("run.runq.fs=9p"),
+        "{message}"
+    );
+}

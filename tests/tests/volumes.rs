@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::docker::{docker, run, same_as_runc, start_detached, Name, Runtime};
+use common::docker::{
+    docker, run, same_as_runc, start_detached, ExtraRuntime, Name, Runtime, IMAGE,
+};
 
 /// A directory on the host for a bind mount, removed on drop.
 fn host_dir() -> tempfile::TempDir {
@@ -124,6 +126,9 @@ fn each_9p_cache_mode_shows_in_the_mount_table_and_virtiofs_is_the_default() {
         default.stdout_text().starts_with("virtiofs "),
         "{default:?}"
     );
+    // 9p is the operator's choice (runq's --fs, here in a runtime's runtimeArgs); its cache
+    // mode is the container's.
+    let nine_p = ExtraRuntime::register("runq-test-9p", &["--fs", "9p"]);
     // cache=none is 9p's default and shows as no cache option: reads and writes go through.
     for (mode, shown) in [
         ("none", ",sync,"),
@@ -132,11 +137,9 @@ fn each_9p_cache_mode_shows_in_the_mount_table_and_virtiofs_is_the_default() {
         ("mmap", ",mmap,"),
     ] {
         let variable = format!("RUNQ_9PCACHE={mode}");
-        let outcome = run(
-            Runtime::Runq,
-            &["-e", "RUNQ_FS=9p", "-e", &variable],
-            &root(),
-        );
+        let mut args = vec!["run", "--rm", "--runtime", nine_p.0, "-e", &variable, IMAGE];
+        args.extend(root());
+        let outcome = docker(&args);
         let text = outcome.stdout_text();
         assert!(
             text.starts_with("9p ") && text.contains(shown),

@@ -1,5 +1,7 @@
-//! runq's own options: global flags (from `daemon.json` `runtimeArgs`), each overridable per
-//! container by a `RUNQ_*` variable in the container's environment. The variable wins.
+//! runq's own options: global flags (from `daemon.json` `runtimeArgs`), some settable per
+//! container by the operator through an annotation (`run.runq.fs=9p` is `--fs 9p`), and most
+//! overridable by a `RUNQ_*` variable in the container's environment. The environment
+//! includes the image's `ENV`, so what it may set is bounded by the runtime (see `rewrite`).
 
 use std::path::PathBuf;
 
@@ -114,6 +116,45 @@ pub enum OptionError {
     MissingValue { name: String },
     #[error("{name} is not supported on x86_64: AP passthrough exists only on s390x")]
     ApPassthrough { name: String },
+    #[error(
+        "unknown runq annotation {name}: runq's annotations are {}",
+        annotation_names()
+    )]
+    UnknownAnnotation { name: String },
+}
+
+/// Annotations whose name starts with this set runq options for one container. The engine
+/// writes them from its caller (`docker run --annotation`, a pod's annotations that the
+/// CRI runtime is configured to pass on), never from the image.
+pub const ANNOTATION_PREFIX: &str = "run.runq.";
+
+/// The options an annotation may set, by the flag's name without its dashes: what the
+/// operator may choose per container. Host paths (runc, assets, kernel) and the accelerator
+/// stay with the runtime's flags.
+const ANNOTATED: &[Key] = &[
+    Key::Cpu,
+    Key::Mem,
+    Key::Fs,
+    Key::NinePCache,
+    Key::CpuArgs,
+    Key::Net,
+    Key::NoExec,
+];
+
+/// runq's annotations, for messages.
+fn annotation_names() -> String {
+    annotated_options()
+        .filter_map(|(name, _)| name)
+        .map(|name| format!("{ANNOTATION_PREFIX}{name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn annotated_options() -> impl Iterator<Item = (Option<&'static str>, &'static OptionSpec)> {
+    OPTIONS
+        .iter()
+        .filter(|option| ANNOTATED.contains(&option.key))
+        .map(|option| (option.flag.and_then(|f| f.strip_prefix("--")), option))
 }
 
 /// One runq option; the flag and the variable that set it.
@@ -259,6 +300,35 @@ impl RunqOptions {
                 name: flag.to_string(),
             }),
         }
+    }
+
+    /// Applies runq's annotations (`run.runq.<flag>`) among a container's; `ignore` names
+    /// runq's own bookkeeping annotations, which set no option.
+    pub fn apply_annotations<'a>(
+        &mut self,
+        annotations: impl IntoIterator<Item = (&'a str, &'a str)>,
+        ignore: &[&str],
+    ) -> Result<(), OptionError> {
+        for (name, value) in annotations {
+            let Some(short) = name.strip_prefix(ANNOTATION_PREFIX) else {
+                continue;
+            };
+            if ignore.contains(&name) {
+                continue;
+            }
+            let option = annotated_options()
+                .find(|(flag, _)| *flag == Some(short))
+                .map(|(_, option)| option)
+                .ok_or_else(|| OptionError::UnknownAnnotation {
+                    name: name.to_string(),
+                })?;
+            let value = match (option.boolean, value) {
+                (true, "") => "true",
+                _ => value,
+            };
+            self.set(option.key, name, value)?;
+        }
+        Ok(())
     }
 
     /// Applies the `RUNQ_*` variables found in a container's environment (`KEY=VALUE` lines).
@@ -517,6 +587,45 @@ mod tests {
             assert!(err.contains(name), "{line}: {err}");
             assert!(err.len() < 5000 + huge.len(), "{err}");
         }
+    }
+
+    #[test]
+    fn annotations_set_the_operators_options_and_unknown_ones_are_refused() {
+        let mut options = RunqOptions::default();
+        options
+            .apply_annotations(
+                [
+                    ("run.runq.fs", "9p"),
+                    ("run.runq.9pcache", "loose"),
+                    ("run.runq.cpuargs", "qemu64"),
+                    ("run.runq.noexec", ""),
+                    ("run.runq.rewritten", "true"),
+                    ("org.example", "anything"),
+                ],
+                &["run.runq.rewritten"],
+            )
+            .unwrap();
+        assert_eq!(options.fs, FsKind::NineP);
+        assert_eq!(options.ninep_cache, NinePCache::Loose);
+        assert_eq!(options.cpu_model.as_deref(), Some("qemu64"));
+        assert!(options.noexec);
+
+        let err = RunqOptions::default()
+            .apply_annotations([("run.runq.runc", "/tmp/runc")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("run.runq.runc") && err.contains("run.runq.fs"),
+            "{err}"
+        );
+        let err = RunqOptions::default()
+            .apply_annotations([("run.runq.fs", "nfs")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("run.runq.fs") && err.contains("virtiofs, 9p"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -104,6 +104,19 @@ pub enum RewriteError {
         unit: &'static str,
         set_by: &'static str,
     },
+    #[error(
+        "{variable}={value} is refused: the container's environment, which includes the \
+         image's ENV, may not choose it ({why}); the operator sets it with runq's --{option} \
+         (a runtime's runtimeArgs) or, for one container, the annotation \
+         run.runq.{option}={value} (podman run --annotation; docker run --annotation from \
+         Docker 24)"
+    )]
+    OperatorOnly {
+        variable: &'static str,
+        value: String,
+        why: &'static str,
+        option: &'static str,
+    },
 }
 
 /// What the engine's resources say of the VM's size.
@@ -142,11 +155,29 @@ impl EngineLimits {
 /// The container's environment (the image's ENV and the engine's `-e` alike) may choose less
 /// guest memory or fewer vCPUs than the operator set (runtimeArgs, `docker -m`, `--cpus`,
 /// `--cpuset-cpus`), never more: more memory would raise the container's memory limit with it.
+/// What weakens the host side (the 9p file server, QEMU's CPU model) only the operator picks.
 fn check_env_bounds(
     spec: &Spec,
     operator: &RunqOptions,
     effective: &RunqOptions,
 ) -> Result<(), RewriteError> {
+    if effective.fs == FsKind::NineP && operator.fs != FsKind::NineP {
+        return Err(RewriteError::OperatorOnly {
+            variable: "RUNQ_FS",
+            value: "9p".into(),
+            why: "9p's file server runs inside QEMU, which then keeps more of the host's \
+                  privileges than with virtiofsd",
+            option: "fs",
+        });
+    }
+    if effective.cpu_model != operator.cpu_model {
+        return Err(RewriteError::OperatorOnly {
+            variable: "RUNQ_CPUARGS",
+            value: effective.cpu_model.clone().unwrap_or_default(),
+            why: "QEMU's CPU model decides how much of the host's CPU the guest reaches",
+            option: "cpuargs",
+        });
+    }
     let engine = EngineLimits::of(spec);
     let check = |variable: &'static str,
                  unit: &'static str,
@@ -208,10 +239,16 @@ pub fn rewrite(
         return Err(RewriteError::NoArgs);
     }
     let placement = network_placement(original)?;
-    let operator = options;
-    let mut options = options.clone();
+    let mut operator = options.clone();
+    if let Some(annotations) = original.annotations() {
+        operator.apply_annotations(
+            annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &[REWRITTEN_ANNOTATION],
+        )?;
+    }
+    let mut options = operator.clone();
     options.apply_env(process.env().as_deref().unwrap_or_default())?;
-    check_env_bounds(original, operator, &options)?;
+    check_env_bounds(original, &operator, &options)?;
     if placement == NetworkPlacement::Joined {
         // The interfaces serve every container in the namespace; no VM may take them over.
         options.net = NetMode::Shared;

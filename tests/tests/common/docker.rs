@@ -138,3 +138,69 @@ pub fn save_busybox(archive: &std::path::Path) {
         .expect("docker save");
     assert!(saved.status.success(), "docker save: {saved:?}");
 }
+
+/// A second runtime entry whose `runtimeArgs` carry runq flags, added to daemon.json for
+/// the test and removed again.
+pub struct ExtraRuntime(pub &'static str);
+
+impl ExtraRuntime {
+    pub fn register(name: &'static str, args: &[&str]) -> ExtraRuntime {
+        set_runtime(
+            name,
+            Some(serde_json::json!({
+                "path": super::runq_root().join("runq"),
+                "runtimeArgs": args,
+            })),
+        );
+        ExtraRuntime(name)
+    }
+}
+
+impl Drop for ExtraRuntime {
+    fn drop(&mut self) {
+        set_runtime(self.0, None);
+    }
+}
+
+/// Adds or removes a runtime in /etc/docker/daemon.json and has dockerd reread it (SIGHUP),
+/// waiting until `docker info` agrees.
+/// Tests of one binary run in parallel: one rewrite of daemon.json at a time.
+fn set_runtime(name: &str, entry: Option<serde_json::Value>) {
+    static DAEMON_JSON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = DAEMON_JSON
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let path = "/etc/docker/daemon.json";
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let present = entry.is_some();
+    match entry {
+        Some(entry) => config["runtimes"][name] = entry,
+        None => {
+            if let Some(runtimes) = config["runtimes"].as_object_mut() {
+                runtimes.remove(name);
+            }
+        }
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let pid = std::process::Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pid.stdout).trim().parse().unwrap();
+    // SAFETY: kill with the pid of the running dockerd.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + RUN_DEADLINE;
+    let quoted = format!("\"{name}\"");
+    while docker(&["info", "--format", "{{json .Runtimes}}"])
+        .stdout_text()
+        .contains(&quoted)
+        != present
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dockerd did not reload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

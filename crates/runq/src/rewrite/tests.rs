@@ -305,6 +305,56 @@ fn runq_variables_never_raise_what_the_operator_set() {
 }
 
 #[test]
+fn what_weakens_the_host_side_comes_only_from_the_operator() {
+    let outcome = |env: &[&str], annotations: &[(&str, &str)]| {
+        let mut spec = docker_like(env);
+        spec.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+        rewrite(
+            &spec,
+            &RunqOptions::default(),
+            &host(Accel::Tcg),
+            Path::new("/b/runq"),
+        )
+        .map_err(|e| e.to_string())
+    };
+    let error = outcome(&["RUNQ_FS=9p"], &[]).unwrap_err();
+    assert!(
+        error.contains("RUNQ_FS=9p") && error.contains("run.runq.fs=9p") && error.contains("ENV"),
+        "{error}"
+    );
+    let error = outcome(&["RUNQ_CPUARGS=host"], &[]).unwrap_err();
+    assert!(
+        error.contains("RUNQ_CPUARGS=host") && error.contains("run.runq.cpuargs=host"),
+        "{error}"
+    );
+    let error = outcome(&["RUNQ_CPUARGS=host"], &[("run.runq.cpuargs", "qemu64")]).unwrap_err();
+    assert!(error.contains("RUNQ_CPUARGS=host"), "{error}");
+
+    let nine_p = outcome(&["RUNQ_9PCACHE=loose"], &[("run.runq.fs", "9p")]).unwrap();
+    assert_eq!(
+        nine_p.vm.vm.root_fs,
+        RootFs::NineP {
+            cache: runq_shared::config::NinePCache::Loose
+        }
+    );
+    // Choosing the stronger file server, or repeating the operator's choice, is no raise.
+    let virtiofs = outcome(&["RUNQ_FS=virtiofs"], &[("run.runq.fs", "9p")]).unwrap();
+    assert_eq!(virtiofs.vm.vm.root_fs, RootFs::Virtiofs);
+    let same = outcome(&["RUNQ_CPUARGS=qemu64"], &[("run.runq.cpuargs", "qemu64")]).unwrap();
+    assert_eq!(same.vm.vm.cpu_model.as_deref(), Some("qemu64"));
+    let error = outcome(&[], &[("run.runq.kernel", "/tmp/vmlinux")]).unwrap_err();
+    assert!(
+        error.contains("unknown runq annotation run.runq.kernel"),
+        "{error}"
+    );
+}
+
+#[test]
 fn defaults_without_limits() {
     let out = rewrite_default(&docker_like(&[]));
     assert_eq!(out.vm.vm.mem_mib, DEFAULT_MEM_MIB);
