@@ -338,6 +338,27 @@ fn an_image_with_a_link_at_runqs_own_path_is_refused_by_name() {
     assert_eq!(spec["process"]["args"][0], "true");
 }
 
+/// runc runs startContainer hooks from the container's root; under runq that root is the
+/// host side's, so the hook would be the image's binary outside the VM. Refused at create.
+#[test]
+fn a_start_container_hook_from_the_image_is_refused_and_never_runs() {
+    let bundle = TestBundle::busybox(&["true"]);
+    bundle.edit(|spec| {
+        spec["hooks"] = serde_json::json!({
+            "startContainer": [
+                { "path": "/bin/sh", "args": ["sh", "-c", "touch /hook-ran"] }
+            ]
+        });
+    });
+    let outcome = bundle.run();
+    assert_ne!(outcome.code(), 0, "{outcome:?}");
+    let message = outcome.stderr_text();
+    assert!(message.contains("startContainer hook"), "{message}");
+    assert!(!bundle.rootfs().join("hook-ran").exists());
+    assert!(!bundle.state.join(&bundle.id).exists());
+    assert!(!bundle.state.join(".runq").join(&bundle.id).exists());
+}
+
 #[test]
 fn runq_mem_in_the_environment_never_raises_dockers_memory_limit() {
     let outcome = common::docker::run(

@@ -105,6 +105,12 @@ pub enum RewriteError {
         set_by: &'static str,
     },
     #[error(
+        "config.json: {0} startContainer hook(s): runq refuses them, since runc would run them \
+         from the container's root, which under runq is outside the VM: a binary of the \
+         image's on the host side; the other hooks run as under runc"
+    )]
+    StartContainerHooks(usize),
+    #[error(
         "{variable}={value} is refused: the container's environment, which includes the \
          image's ENV, may not choose it ({why}); the operator sets it with runq's --{option} \
          (a runtime's runtimeArgs) or, for one container, the annotation \
@@ -237,6 +243,14 @@ pub fn rewrite(
     let process = original.process().as_ref().ok_or(RewriteError::NoProcess)?;
     if process.args().as_ref().is_none_or(|args| args.is_empty()) {
         return Err(RewriteError::NoArgs);
+    }
+    let start_hooks = original
+        .hooks()
+        .as_ref()
+        .and_then(|hooks| hooks.start_container().as_ref())
+        .map_or(0, Vec::len);
+    if start_hooks > 0 {
+        return Err(RewriteError::StartContainerHooks(start_hooks));
     }
     let placement = network_placement(original)?;
     let mut operator = options.clone();

@@ -355,6 +355,46 @@ fn what_weakens_the_host_side_comes_only_from_the_operator() {
 }
 
 #[test]
+fn start_container_hooks_are_refused_and_the_others_kept() {
+    use oci_spec::runtime::{HookBuilder, HooksBuilder};
+    let hook = |path: &str| HookBuilder::default().path(path).build().unwrap();
+    let mut spec = docker_like(&[]);
+    spec.set_hooks(Some(
+        HooksBuilder::default()
+            .create_runtime(vec![hook("/usr/bin/engine-hook")])
+            .build()
+            .unwrap(),
+    ));
+    let out = rewrite_default(&spec);
+    assert_eq!(
+        out.spec
+            .hooks()
+            .as_ref()
+            .unwrap()
+            .create_runtime()
+            .as_ref()
+            .unwrap()[0]
+            .path(),
+        Path::new("/usr/bin/engine-hook")
+    );
+    spec.set_hooks(Some(
+        HooksBuilder::default()
+            .start_container(vec![hook("/bin/from-the-image")])
+            .build()
+            .unwrap(),
+    ));
+    let error = rewrite(
+        &spec,
+        &RunqOptions::default(),
+        &host(Accel::Tcg),
+        Path::new("/b/runq"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("1 startContainer hook"), "{error}");
+}
+
+#[test]
 fn defaults_without_limits() {
     let out = rewrite_default(&docker_like(&[]));
     assert_eq!(out.vm.vm.mem_mib, DEFAULT_MEM_MIB);
