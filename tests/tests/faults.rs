@@ -72,12 +72,13 @@ fn status_field(pid: i32, field: &str) -> String {
 
 #[test]
 fn qemu_and_virtiofsd_run_sandboxed_with_almost_no_capabilities() {
-    for (flags, bounding) in [
+    // The proxy keeps QEMU's set and CAP_SYS_NICE (0x800000) once QEMU runs.
+    for (flags, bounding, proxy) in [
         // CAP_DAC_OVERRIDE only: disk images may belong to anyone.
-        (&[][..], "0000000000000002"),
+        (&[][..], "0000000000000002", "0000000000800002"),
         // A 9p root adds what its passthrough file server needs: chown, dac_override,
         // dac_read_search, fowner, fsetid, setgid, setuid, mknod.
-        (&["--fs", "9p"][..], "00000000080000df"),
+        (&["--fs", "9p"][..], "00000000080000df", "00000000088000df"),
     ] {
         let bundle = TestBundle::busybox(&["sh", "-c", "echo ready; exec sleep 1000"]);
         let (running, first) = bundle.start_and_wait_for_line(flags);
@@ -88,6 +89,9 @@ fn qemu_and_virtiofsd_run_sandboxed_with_almost_no_capabilities() {
         assert_eq!(status_field(qemu[0], "CapEff:"), bounding, "{flags:?}");
         assert_eq!(status_field(qemu[0], "Seccomp:"), "2", "{flags:?}");
         assert_eq!(status_field(qemu[0], "NoNewPrivs:"), "1", "{flags:?}");
+        let proxy_pid: i32 = status_field(qemu[0], "PPid:").parse().unwrap();
+        assert_eq!(status_field(proxy_pid, "CapBnd:"), proxy, "{flags:?}");
+        assert_eq!(status_field(proxy_pid, "Seccomp:"), "2", "{flags:?}");
         // virtiofsd confines its own worker: empty bounding set, seccomp, no new privileges.
         if flags.is_empty() {
             // By its binary: QEMU's command line names virtiofsd's socket.

@@ -473,6 +473,44 @@ fn the_host_side_processes_are_confined_as_the_readme_says() {
             .any(|pid| status_field(*pid, "Seccomp") == "2"),
         "virtiofsd's file server runs without its seccomp filter"
     );
+
+    // The proxy confines itself once QEMU runs, every thread of it: SYS_NICE (paging the
+    // boot images out of QEMU) and QEMU's DAC_OVERRIDE, runq's seccomp filter, and the
+    // engine's read-only /proc/sys (Docker's readonlyPaths), which QEMU shares.
+    let threads: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{proxy}/task"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(threads.len() > 1, "the proxy's threads: {threads:?}");
+    for thread in &threads {
+        let status = std::fs::read_to_string(thread.join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        for set in ["CapEff", "CapPrm", "CapBnd"] {
+            assert_eq!(field(set), "0000000000800002", "{set} of {thread:?}");
+        }
+        assert_eq!(field("Seccomp"), "2", "seccomp of {thread:?}");
+    }
+    let mounts = std::fs::read_to_string(format!("/proc/{proxy}/mountinfo")).unwrap();
+    let proc_sys = mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.get(4) == Some(&"/proc/sys")).then(|| fields[5].to_string())
+        })
+        .next_back();
+    assert!(
+        proc_sys
+            .as_deref()
+            .is_some_and(|options| options.starts_with("ro,")),
+        "/proc/sys on the host side: {proc_sys:?}"
+    );
     let removed = docker(&["rm", "-f", &name.0]);
     assert_eq!(removed.code(), 0, "{removed:?}");
 }

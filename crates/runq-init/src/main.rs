@@ -18,7 +18,6 @@ mod port;
 mod relay;
 mod rootdisk;
 mod rootfs;
-mod seccomp;
 mod system;
 
 use std::fs::File;

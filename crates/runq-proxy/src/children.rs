@@ -89,7 +89,7 @@ pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Ch
 /// The capabilities QEMU keeps: opening disk images whoever owns them, and for a 9p root,
 /// what its passthrough file server does to files for the guest. Everything else leaves
 /// QEMU's bounding set before it runs, so that root in QEMU is not root on the host.
-fn qemu_capabilities(ninep: bool) -> Vec<i32> {
+pub fn qemu_capabilities(ninep: bool) -> Vec<caps::Capability> {
     use caps::Capability::*;
     let mut keep = vec![CAP_DAC_OVERRIDE];
     if ninep {
@@ -103,7 +103,7 @@ fn qemu_capabilities(ninep: bool) -> Vec<i32> {
             CAP_SETUID,
         ]);
     }
-    keep.into_iter().map(|cap| i32::from(cap.index())).collect()
+    keep
 }
 
 pub fn start_qemu(
@@ -115,7 +115,10 @@ pub fn start_qemu(
 ) -> Result<Child> {
     let mut command = Command::new(paths.loader());
     let inherited: Vec<i32> = nics.iter().map(|nic| nic.fd).collect();
-    let keep = qemu_capabilities(ninep);
+    let keep: Vec<i32> = qemu_capabilities(ninep)
+        .into_iter()
+        .map(|cap| i32::from(cap.index()))
+        .collect();
     let last_cap: i32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|text| text.trim().parse().ok())

@@ -12,9 +12,13 @@ use runq_shared::protocol::{read_message, Message, MAIN_SESSION};
 use crate::Event;
 use runq_stdio::FrameWriter;
 
-pub fn spawn_listener(path: &Path, events: Sender<Event>) -> std::io::Result<()> {
+/// The exec socket, bound before the proxy confines itself and served after.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    UnixListener::bind(path)
+}
+
+pub fn spawn_listener(listener: UnixListener, events: Sender<Event>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("exec".into())
         .spawn(move || {

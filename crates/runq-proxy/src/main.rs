@@ -8,6 +8,7 @@
 mod boot_images;
 mod channel;
 mod children;
+mod confine;
 mod dns;
 mod exec;
 mod fds;
@@ -104,19 +105,19 @@ fn run() -> Result<i32> {
         runq_stdio::make_raw();
     }
 
-    let (events, queue) = mpsc::channel();
-    signals::spawn_listener(events.clone()).context("start the signal thread")?;
+    // Bound now, served once the proxy is confined (see `confine`): QEMU's connection waits in
+    // the backlog, signals stay pending.
     let _ = std::fs::remove_file(&paths.agent_socket);
     let agent = UnixListener::bind(&paths.agent_socket)
         .with_context(|| format!("listen on {}", paths.agent_socket.display()))?;
-    if !config.guest.noexec {
-        exec::spawn_listener(
-            Path::new(runq_shared::layout::own_root::EXEC_SOCKET),
-            events.clone(),
+    let exec_listener = if config.guest.noexec {
+        None
+    } else {
+        Some(
+            exec::bind(Path::new(runq_shared::layout::own_root::EXEC_SOCKET))
+                .context("listen for exec sessions")?,
         )
-        .context("listen for exec sessions")?;
-    }
-    channel::spawn_reader(agent, events).context("start the channel thread")?;
+    };
 
     let virtiofsd = match config.vm.root_fs {
         RootFs::Virtiofs => {
@@ -155,9 +156,23 @@ fn run() -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let qemu_args = qemu::args(&config.vm, host, &paths, &nics, &disks);
     let ninep = matches!(config.vm.root_fs, RootFs::NineP { .. });
+    let confinement = &config.vm.confinement;
+    confine::read_only_paths(confinement)?;
+    confine::apparmor(confinement)?;
     mark("qemu_exec");
     let qemu = children::start_qemu(&paths, &qemu_args, config.vm.debug, ninep, &nics)?;
     drop(taps);
+    confine::drop_capabilities(&confine::kept_capabilities(&children::qemu_capabilities(
+        ninep,
+    )))?;
+    confine::seccomp(confinement)?;
+
+    let (events, queue) = mpsc::channel();
+    signals::spawn_listener(events.clone()).context("start the signal thread")?;
+    if let Some(listener) = exec_listener {
+        exec::spawn_listener(listener, events.clone()).context("serve exec sessions")?;
+    }
+    channel::spawn_reader(agent, events).context("start the channel thread")?;
 
     let helpers = Helpers { virtiofsd, passt };
     Supervisor::new(config, qemu, helpers, paths, timeline).run(queue)

@@ -48,7 +48,7 @@ pub fn take_over(mode: NetMode) -> Result<(GuestNetwork, Vec<Tap>)> {
         network.routes.extend(nic_routes);
 
         // The host side must stay silent: no addresses, no IPv6 of its own.
-        disable_ipv6(&link.name);
+        disable_ipv6(&link.name)?;
         let own_ipv4 = addresses
             .iter()
             .filter(|a| a.index == link.index && a.ip.is_ipv4());
@@ -114,7 +114,7 @@ pub fn guest_view(
 fn connect_tap(netlink: &mut Netlink, link: &Link, name: &str) -> Result<OwnedFd> {
     let fd = open_tap(name)?;
     let index = nix::net::if_::if_nametoindex(name).with_context(|| format!("find {name}"))?;
-    disable_ipv6(name);
+    disable_ipv6(name)?;
     netlink.set_link(index, true, Some(link.mtu), None)?;
     netlink.redirect(link.index, index)?;
     netlink.redirect(index, link.index)?;
@@ -133,7 +133,7 @@ fn connect_macvtap(
     netlink.set_link(link.index, true, None, Some(random_local_mac()?))?;
     netlink.add_macvtap(link.index, name, mac, link.mtu)?;
     let index = nix::net::if_::if_nametoindex(name).with_context(|| format!("find {name}"))?;
-    disable_ipv6(name);
+    disable_ipv6(name)?;
     netlink.set_link(index, true, None, None)?;
     open_macvtap(name, index)
 }
@@ -199,10 +199,16 @@ fn ipv6_disabled(interface: &str) -> bool {
         .unwrap_or(true)
 }
 
-fn disable_ipv6(interface: &str) {
+/// Switches IPv6 off on `interface`. Done before the proxy makes the spec's read-only paths
+/// (`/proc/sys`) read-only; a failure stops the start rather than leaving the host side with
+/// addresses of its own.
+fn disable_ipv6(interface: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6");
-    // Absent when the host has no IPv6; then there is nothing to silence.
-    let _ = std::fs::write(path, "1");
+    match std::fs::write(&path, "1") {
+        // Absent when the host has no IPv6; then there is nothing to silence.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        result => result.with_context(|| format!("switch IPv6 off on {interface} ({path})")),
+    }
 }
 
 const IFF_TAP: libc::c_short = 0x0002;

@@ -331,6 +331,7 @@ mod tests {
             kernel: None,
             initrd: None,
             timeline_origin_ns: None,
+            confinement: Default::default(),
         }
     }
 

@@ -40,6 +40,25 @@ pub struct VmSettings {
     /// timeline the proxy prints when the container ends.
     #[serde(default)]
     pub timeline_origin_ns: Option<u64>,
+    /// What the proxy puts on itself once its setup is done (see [`HostConfinement`]).
+    #[serde(default)]
+    pub confinement: HostConfinement,
+}
+
+/// The engine's confinement of the container, which runc cannot apply to the proxy (its setup
+/// mounts, and writes `/proc/sys`), applied by the proxy to itself when the setup is done.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostConfinement {
+    /// The spec's read-only paths on the host side (those in `/proc` and `/sys`, the only
+    /// ones the proxy's root has of the container's).
+    #[serde(default)]
+    pub readonly_paths: Vec<String>,
+    /// The spec's AppArmor profile.
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
+    /// runq's filter for the host side: what no host-side process needs after setup.
+    #[serde(default)]
+    pub seccomp: Option<SeccompFilter>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +289,14 @@ mod tests {
                 kernel: None,
                 initrd: None,
                 timeline_origin_ns: Some(1_795_000_000_000_000_000),
+                confinement: HostConfinement {
+                    readonly_paths: vec!["/proc/sys".into()],
+                    apparmor_profile: Some("docker-default".into()),
+                    seccomp: Some(SeccompFilter {
+                        program: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
+                        flags: 1,
+                    }),
+                },
             },
             guest: GuestConfig {
                 process: ProcessConfig {

@@ -12,4 +12,5 @@ pub mod layout;
 pub mod options;
 pub mod protocol;
 pub mod rlimits;
+pub mod seccomp;
 pub mod timeline;

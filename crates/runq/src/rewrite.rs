@@ -10,8 +10,8 @@ use oci_spec::runtime::{
     LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, Process, Spec, UserBuilder,
 };
 use runq_shared::config::{
-    Accel, Capabilities, GuestConfig, GuestMount, ProcessConfig, Rlimit, RootDisk, RootFs,
-    VmConfig, VmSettings,
+    Accel, Capabilities, GuestConfig, GuestMount, HostConfinement, ProcessConfig, Rlimit, RootDisk,
+    RootFs, VmConfig, VmSettings,
 };
 use runq_shared::disks::{DiskError, DiskSpec, FsType, VmDisk};
 use runq_shared::layout::{
@@ -320,6 +320,7 @@ pub fn rewrite(
         vm: vm_settings(original, &options, host),
         guest,
     };
+    vm.vm.confinement = host_confinement(original)?;
     vm.vm.disks = disks
         .into_iter()
         .map(|(path, disk)| VmDisk {
@@ -423,7 +424,30 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
             .as_ref()
             .map(|_| own_root::INITRD.to_string()),
         timeline_origin_ns: options.timeline.then(runq_shared::timeline::wall_clock_ns),
+        confinement: HostConfinement::default(),
     }
+}
+
+/// The engine's confinement that runc cannot put on the proxy before its setup, for the
+/// proxy to put on itself after it (see runq-proxy's `confine`), and runq's filter.
+fn host_confinement(spec: &Spec) -> Result<HostConfinement, RewriteError> {
+    let linux = spec.linux().as_ref();
+    Ok(HostConfinement {
+        readonly_paths: linux
+            .and_then(|l| l.readonly_paths().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|path| {
+                let path = Path::new(path);
+                path.starts_with("/proc") || path.starts_with("/sys")
+            })
+            .collect(),
+        apparmor_profile: spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.apparmor_profile().clone()),
+        seccomp: Some(crate::seccomp::host_side()?),
+    })
 }
 
 /// The number of CPUs in a cpuset list such as `0-2,5`.

@@ -61,6 +61,121 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompFilter, SeccompError> {
     })
 }
 
+/// What no host-side process needs once the proxy's setup is done: mounts and namespaces,
+/// new programs, other processes' memory, the kernel's and the machine's settings, and
+/// io_uring (whose operations seccomp does not see). The proxy loads it on itself after
+/// starting QEMU, which has its own `-sandbox`; virtiofsd and passt filter themselves.
+const HOST_SIDE_DENIED: &[&str] = &[
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "execve",
+    "execveat",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    "kcmp",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "iopl",
+    "ioperm",
+    "quotactl",
+    "quotactl_fd",
+    "syslog",
+    "vhangup",
+    "sethostname",
+    "setdomainname",
+    "mknod",
+    "mknodat",
+    "lookup_dcookie",
+    "uselib",
+    "personality",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setfsuid",
+    "setfsgid",
+    "setgroups",
+    "capset",
+];
+
+/// The namespace flags of clone(2): a new thread needs none of them.
+const CLONE_NAMESPACES: &[u64] = &[
+    0x0002_0000, // CLONE_NEWNS
+    0x0200_0000, // CLONE_NEWCGROUP
+    0x0400_0000, // CLONE_NEWUTS
+    0x0800_0000, // CLONE_NEWIPC
+    0x1000_0000, // CLONE_NEWUSER
+    0x2000_0000, // CLONE_NEWPID
+    0x4000_0000, // CLONE_NEWNET
+];
+
+/// runq's seccomp filter for the host side (see [`HOST_SIDE_DENIED`]): those calls fail with
+/// EPERM, clone3 with ENOSYS (its flags are behind a pointer, out of seccomp's sight; the C
+/// library then falls back to clone, whose namespace flags are refused), and a call of
+/// another architecture's ABI ends the process. Synchronised to every thread of the proxy.
+pub fn host_side() -> Result<SeccompFilter, SeccompError> {
+    let mut filter = ScmpFilterContext::new(ScmpAction::Allow)?;
+    filter.set_act_badarch(ScmpAction::KillProcess)?;
+    filter.set_ctl_optimize(2)?;
+    let denied = ScmpAction::Errno(libc::EPERM);
+    for name in HOST_SIDE_DENIED {
+        // A name this libseccomp does not know is a call the kernel cannot have either.
+        if let Ok(syscall) = ScmpSyscall::from_name(name) {
+            filter.add_rule(denied, syscall)?;
+        }
+    }
+    filter.add_rule(
+        ScmpAction::Errno(libc::ENOSYS),
+        ScmpSyscall::from_name("clone3")?,
+    )?;
+    let clone = ScmpSyscall::from_name("clone")?;
+    for flag in CLONE_NAMESPACES {
+        let has_flag = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(*flag), *flag);
+        filter.add_rule_conditional(denied, clone, &[has_flag])?;
+    }
+    Ok(SeccompFilter {
+        program: export(&filter)?,
+        flags: SECCOMP_FILTER_FLAG_TSYNC,
+    })
+}
+
 /// Conditions on distinct arguments go in one rule; libseccomp cannot AND two conditions on
 /// the same argument, so runc then adds one rule per condition, and so does runq.
 fn add_rule(
@@ -220,6 +335,46 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(with_unknown.program, plain.program);
+    }
+
+    #[test]
+    fn the_host_side_filter_compiles_and_synchronises_every_thread() {
+        let filter = host_side().unwrap();
+        assert!(filter.program.len() >= 8 * HOST_SIDE_DENIED.len());
+        assert_eq!(filter.program.len() % 8, 0);
+        assert_eq!(filter.flags, SECCOMP_FILTER_FLAG_TSYNC);
+    }
+
+    /// Loaded on a thread of its own (without TSYNC, so the rest of the test process stays
+    /// unfiltered): the calls the host side never needs fail with EPERM where they would
+    /// otherwise fail with ENOENT, and ordinary calls work.
+    #[test]
+    fn the_host_side_filter_refuses_mounts_exec_and_namespaces() {
+        let mut filter = host_side().unwrap();
+        filter.flags = 0;
+        let results = std::thread::spawn(move || {
+            nix::sys::prctl::set_no_new_privs().unwrap();
+            runq_shared::seccomp::load(&filter).unwrap();
+            let missing = "/nonexistent-runq-seccomp-test";
+            let mount = nix::mount::mount(
+                Some(missing),
+                missing,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            );
+            let exec = nix::unistd::execv(c"/nonexistent-runq-seccomp-test", &[c"x"]);
+            let unshare = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS);
+            let stat = std::fs::metadata(missing).map(drop).map_err(|e| e.kind());
+            (mount, exec.map(|_| ()), unshare, stat)
+        })
+        .join()
+        .unwrap();
+        use nix::errno::Errno::EPERM;
+        assert_eq!(results.0, Err(EPERM));
+        assert_eq!(results.1, Err(EPERM));
+        assert_eq!(results.2, Err(EPERM));
+        assert_eq!(results.3, Err(std::io::ErrorKind::NotFound));
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! Loads the BPF program the host compiled from the spec's seccomp profile.
+//! Loads a BPF program that `runq` compiled with libseccomp on the host: the spec's profile
+//! for the application in the guest (runq-init), runq's own filter for the proxy. Neither
+//! loader needs libseccomp of its own.
 
-use runq_shared::config::SeccompFilter;
+use crate::config::SeccompFilter;
 
 const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 
+/// Installs `filter` on the calling thread (on all threads with `SECCOMP_FILTER_FLAG_TSYNC`).
 pub fn load(filter: &SeccompFilter) -> Result<(), String> {
     let instructions = filter.program.len() / std::mem::size_of::<libc::sock_filter>();
     if instructions == 0
