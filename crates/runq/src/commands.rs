@@ -138,6 +138,7 @@ fn prepare_bundle(bundle: &Bundle, invocation: &Invocation, logger: &Logger) -> 
         rlimits: host::own_rlimits(),
     };
     let rewritten = rewrite::rewrite(&original, options, &facts, bundle.private_dir())?;
+    crate::disk_images::check(&original)?;
     bundle.write(&original, &rewritten)?;
     Ok(())
 }

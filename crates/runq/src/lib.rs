@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod disk_images;
 pub mod exec;
 pub mod host;
 pub mod log;
