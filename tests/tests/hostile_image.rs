@@ -511,6 +511,30 @@ fn the_host_side_processes_are_confined_as_the_readme_says() {
             .is_some_and(|options| options.starts_with("ro,")),
         "/proc/sys on the host side: {proc_sys:?}"
     );
+    // The exec relay, host side too: no capabilities, runq's filter. A detached exec keeps it
+    // running (a child of the engine's shim), in the proxy's PID namespace.
+    let exec = docker(&["exec", "-d", &name.0, "sleep", "1000"]);
+    assert_eq!(exec.code(), 0, "{exec:?}");
+    let pid_namespace = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let mut relay = Vec::new();
+    wait_until("the exec relay runs", || {
+        relay = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| cmdline(*pid).contains("runq-exec --relay"))
+            .filter(|pid| pid_namespace(*pid) == pid_namespace(proxy))
+            .collect();
+        !relay.is_empty()
+    });
+    for pid in relay {
+        assert_eq!(status_field(pid, "CapBnd"), "0000000000000000", "relay");
+        assert_eq!(
+            status_field(pid, "Seccomp"),
+            "2",
+            "the relay's seccomp mode"
+        );
+        assert_eq!(status_field(pid, "NoNewPrivs"), "1", "relay");
+    }
     let removed = docker(&["rm", "-f", &name.0]);
     assert_eq!(removed.code(), 0, "{removed:?}");
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use runq_shared::config::ProcessConfig;
+use runq_shared::config::ExecRelayRequest;
 use runq_shared::layout::own_root;
 
 #[derive(Parser, Debug)]
@@ -57,7 +57,13 @@ fn relay(fd: i32) -> Result<i32> {
     file.take(runq_shared::protocol::MAX_FRAME_LEN as u64)
         .read_to_end(&mut json)
         .with_context(|| format!("read the exec request from descriptor {fd}"))?;
-    let process: ProcessConfig = serde_json::from_slice(&json)
+    let request: ExecRelayRequest = serde_json::from_slice(&json)
         .with_context(|| format!("parse the exec request from descriptor {fd}"))?;
-    session::run(Path::new(own_root::EXEC_SOCKET), process)
+    // Before the first byte from the guest arrives: the relay is host side too.
+    if let Some(filter) = &request.seccomp {
+        runq_shared::seccomp::load(filter)
+            .map_err(anyhow::Error::msg)
+            .context("load the host side's seccomp filter")?;
+    }
+    session::run(Path::new(own_root::EXEC_SOCKET), request.process)
 }

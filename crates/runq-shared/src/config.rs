@@ -45,6 +45,15 @@ pub struct VmSettings {
     pub confinement: HostConfinement,
 }
 
+/// What `runq exec` hands the exec relay (as a memfd runc passes on): the process to start in
+/// the guest, and the host side's seccomp filter, which the relay puts on itself first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecRelayRequest {
+    pub process: ProcessConfig,
+    #[serde(default)]
+    pub seccomp: Option<SeccompFilter>,
+}
+
 /// The engine's confinement of the container, which runc cannot apply to the proxy (its setup
 /// mounts, and writes `/proc/sys`), applied by the proxy to itself when the setup is done.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,8 +69,11 @@ pub fn exec(runc: &Runc, runc_root: &Path, assets: &Path, raw_args: &[OsString])
         assets,
         Duration::from_secs(vm.vm.boot_timeout_secs.into()),
     )?;
-    let request = request_file(&process_config(&process))
-        .with_context(|| format!("exec: hand the process to container {id}"))?;
+    let request = request_file(&runq_shared::config::ExecRelayRequest {
+        process: process_config(&process),
+        seccomp: vm.vm.confinement.seccomp.clone(),
+    })
+    .with_context(|| format!("exec: hand the process to container {id}"))?;
     // runc passes descriptors 3 .. 3+N on, N being --preserve-fds: the request comes after
     // the caller's own.
     let request_fd = 3 + args.preserve_fds.max(0);
@@ -116,14 +119,14 @@ fn wait_for_proxy(id: &str, pid: i32, assets: &Path, timeout: Duration) -> Resul
     }
 }
 
-/// An anonymous file holding the process, read from the start.
-fn request_file(process: &runq_shared::config::ProcessConfig) -> Result<OwnedFd> {
+/// An anonymous file holding the relay's request, read from the start.
+fn request_file(request: &runq_shared::config::ExecRelayRequest) -> Result<OwnedFd> {
     let fd = nix::sys::memfd::memfd_create(
         c"runq-exec-request",
         nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
     )?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(&serde_json::to_vec(process)?)?;
+    file.write_all(&serde_json::to_vec(request)?)?;
     file.rewind()?;
     Ok(file.into())
 }
