@@ -43,7 +43,12 @@ pub enum BundleError {
          a directory or absent"
     )]
     RunqPathTaken { path: PathBuf, kind: &'static str },
+    #[error("{path} is not a regular file of at most {limit} MiB", limit = MAX_SPEC_LEN >> 20)]
+    NotASpecFile { path: PathBuf },
 }
+
+/// Far above any real spec; a bound for reading a file whose bundle a container may share.
+const MAX_SPEC_LEN: u64 = 64 << 20;
 
 pub struct Bundle {
     dir: PathBuf,
@@ -76,9 +81,16 @@ impl Bundle {
         self.private.join(ORIGINAL_SPEC_FILE)
     }
 
-    /// Whether runq rewrote this bundle (a runq container), rather than leaving it to runc.
-    pub fn is_runq(&self) -> Result<bool, BundleError> {
-        Ok(is_rewritten(&read_spec(&self.config_path())?))
+    /// Whether runq made this container a VM, rather than leaving it to runc: told from runq's
+    /// own root-only directory, never from the bundle, which a container whose `root.path` is
+    /// `.` can write.
+    pub fn is_runq(&self) -> bool {
+        self.private.join(VM_CONFIG_FILE).is_file()
+    }
+
+    /// The engine's spec as `create` saved it in runq's own directory.
+    pub fn created_spec(&self) -> Result<Spec, BundleError> {
+        read_spec(&self.original_path())
     }
 
     /// The engine's spec, even when config.json is already runq's output (create twice).
@@ -243,8 +255,30 @@ fn io(path: &Path, source: std::io::Error) -> BundleError {
     }
 }
 
+/// Reads a spec that must be a regular file (not a link, FIFO or device: with `root.path` `.`
+/// the bundle is the container's tree), bounded.
 fn read_spec(path: &Path) -> Result<Spec, BundleError> {
-    let bytes = fs::read(path).map_err(|source| io(path, source))?;
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => BundleError::NotASpecFile {
+                path: path.to_path_buf(),
+            },
+            _ => io(path, source),
+        })?;
+    let metadata = file.metadata().map_err(|source| io(path, source))?;
+    if !metadata.is_file() || metadata.len() > MAX_SPEC_LEN {
+        return Err(BundleError::NotASpecFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SPEC_LEN)
+        .read_to_end(&mut bytes)
+        .map_err(|source| io(path, source))?;
     serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse {
         path: path.to_path_buf(),
         source,
@@ -273,4 +307,30 @@ pub fn write_json(
         .and_then(|()| file.sync_all())
         .map_err(|source| io(&temporary, source))?;
     fs::rename(&temporary, path).map_err(|source| io(path, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `root.path` `.` the container can replace config.json: a link (to `/dev/zero`, a
+    /// host file) or a FIFO is refused by name, without hanging or reading without bound.
+    #[test]
+    fn a_spec_that_is_a_link_or_a_fifo_is_refused() {
+        let dir = std::env::temp_dir().join(format!("runq-bundle-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let fifo = dir.join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for path in [&link, &fifo] {
+            let error = read_spec(path).unwrap_err();
+            assert!(
+                matches!(error, BundleError::NotASpecFile { .. }),
+                "{path:?}: {error}"
+            );
+            assert!(error.to_string().contains("not a regular file"), "{error}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -45,7 +45,7 @@ pub fn exec(runc: &Runc, runc_root: &Path, assets: &Path, raw_args: &[OsString])
         bail!("exec: container {id} is {}, not running", state.status);
     }
     let bundle = Bundle::new(&state.bundle, runc_root, id)?;
-    if !bundle.is_runq()? {
+    if !bundle.is_runq() {
         // A container runq left to runc (a pod sandbox): runc's own exec.
         return Err(runc.exec("exec", raw_args).into());
     }
@@ -139,7 +139,7 @@ fn read_process(path: &Path) -> Result<Process> {
 
 /// runc's own way: the container's process with the command and flags applied.
 fn process_from_flags(bundle: &Bundle, args: &liboci_cli::Exec) -> Result<Process> {
-    let spec = bundle.original_spec()?;
+    let spec = bundle.created_spec()?;
     let mut process = spec
         .process()
         .clone()
