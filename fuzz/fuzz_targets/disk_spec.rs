@@ -1,11 +1,14 @@
 //! Container paths as an engine may write them: parsed without a panic, and what is accepted
-//! keeps to the documented rules.
+//! keeps to the documented rules. The same bytes as a disk's header, which the guest writes:
+//! checked without a panic, and a raw disk is never refused.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use runq_shared::disks::{parse, parse_all};
+use runq_shared::disks::{check_image, parse, parse_all, DiskFormat};
 
 fuzz_target!(|data: &[u8]| {
+    assert!(check_image(DiskFormat::Raw, data).is_ok());
+    let _ = check_image(DiskFormat::Qcow2, data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
