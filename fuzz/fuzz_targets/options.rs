@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let lines: Vec<&str> = text.lines().collect();
     let _ = RunqOptions::default().apply_env(&lines);
     let annotations = lines.iter().filter_map(|line| line.split_once('='));
-    let _ = RunqOptions::default().apply_annotations(annotations, &["run.runq.rewritten"]);
+    let _ = RunqOptions::default().apply_annotations(annotations);
     for line in &lines {
         if let Some((flag, value)) = line.split_once(' ') {
             let _ = RunqOptions::default().set_flag(flag, Some(value));

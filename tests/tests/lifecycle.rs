@@ -24,6 +24,19 @@ fn create_start_pause_resume_kill_delete() {
          echo ready; while true; do sleep 1; done",
     ]);
     let output = bundle.path().join("output");
+    // The engine's bundle stays as the engine wrote it, bytes and mode, the whole time: runc
+    // gets runq's spec from runq's own directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bundle.config_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let engines_spec = std::fs::read(bundle.config_path()).unwrap();
+    let untouched = || {
+        assert_eq!(std::fs::read(bundle.config_path()).unwrap(), engines_spec);
+        let mode = std::fs::metadata(bundle.config_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+    };
     let create = bundle
         .runq(&[], &["create", "--bundle"])
         .arg(bundle.path())
@@ -34,10 +47,20 @@ fn create_start_pause_resume_kill_delete() {
         .status()
         .unwrap();
     assert!(create.success());
-    assert_eq!(state_of(&bundle)["status"], "created");
+    untouched();
+    let state = state_of(&bundle);
+    assert_eq!(state["status"], "created");
+    assert_eq!(
+        std::path::Path::new(state["bundle"].as_str().unwrap()),
+        bundle.path(),
+        "state shows the engine's bundle: {state}"
+    );
+    assert!(
+        !state["annotations"].to_string().contains("runq"),
+        "state shows the engine's annotations only: {state}"
+    );
     // The VM config holds the application's environment: root only, in runq's private
     // directory below runc's state root, never in the bundle.
-    use std::os::unix::fs::PermissionsExt;
     let mode =
         |path: std::path::PathBuf| std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     let private = bundle.state.join(".runq").join(&bundle.id);
@@ -98,6 +121,7 @@ fn create_start_pause_resume_kill_delete() {
         .unwrap()
         .success());
     assert!(!private.exists());
+    untouched();
 }
 
 /// Waits for text in a file another process writes; a deadline, not a fixed sleep.

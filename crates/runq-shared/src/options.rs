@@ -302,20 +302,15 @@ impl RunqOptions {
         }
     }
 
-    /// Applies runq's annotations (`run.runq.<flag>`) among a container's; `ignore` names
-    /// runq's own bookkeeping annotations, which set no option.
+    /// Applies runq's annotations (`run.runq.<flag>`) among a container's.
     pub fn apply_annotations<'a>(
         &mut self,
         annotations: impl IntoIterator<Item = (&'a str, &'a str)>,
-        ignore: &[&str],
     ) -> Result<(), OptionError> {
         for (name, value) in annotations {
             let Some(short) = name.strip_prefix(ANNOTATION_PREFIX) else {
                 continue;
             };
-            if ignore.contains(&name) {
-                continue;
-            }
             let option = annotated_options()
                 .find(|(flag, _)| *flag == Some(short))
                 .map(|(_, option)| option)
@@ -593,17 +588,13 @@ mod tests {
     fn annotations_set_the_operators_options_and_unknown_ones_are_refused() {
         let mut options = RunqOptions::default();
         options
-            .apply_annotations(
-                [
-                    ("run.runq.fs", "9p"),
-                    ("run.runq.9pcache", "loose"),
-                    ("run.runq.cpuargs", "qemu64"),
-                    ("run.runq.noexec", ""),
-                    ("run.runq.rewritten", "true"),
-                    ("org.example", "anything"),
-                ],
-                &["run.runq.rewritten"],
-            )
+            .apply_annotations([
+                ("run.runq.fs", "9p"),
+                ("run.runq.9pcache", "loose"),
+                ("run.runq.cpuargs", "qemu64"),
+                ("run.runq.noexec", ""),
+                ("org.example", "anything"),
+            ])
             .unwrap();
         assert_eq!(options.fs, FsKind::NineP);
         assert_eq!(options.ninep_cache, NinePCache::Loose);
@@ -611,7 +602,7 @@ mod tests {
         assert!(options.noexec);
 
         let err = RunqOptions::default()
-            .apply_annotations([("run.runq.runc", "/tmp/runc")], &[])
+            .apply_annotations([("run.runq.runc", "/tmp/runc")])
             .unwrap_err()
             .to_string();
         assert!(
@@ -619,7 +610,7 @@ mod tests {
             "{err}"
         );
         let err = RunqOptions::default()
-            .apply_annotations([("run.runq.fs", "nfs")], &[])
+            .apply_annotations([("run.runq.fs", "nfs")])
             .unwrap_err()
             .to_string();
         assert!(

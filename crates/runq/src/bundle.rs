@@ -1,11 +1,11 @@
 //! The engine's bundle and runq's private directory for the container.
 //!
-//! The bundle's config.json is rewritten in place (runc reads it from there); everything else
-//! runq keeps for the container — the engine's original spec, the VM config with the
-//! application's environment, the mount points runc made for runq, exec requests — lives in a
-//! root-only directory below runc's state root ([`layout::private_dir`]), never in the bundle:
-//! a bundle whose `root.path` is `.` is the container's own tree, which the guest can read and
-//! write. `delete` puts config.json back and removes that directory.
+//! The engine's bundle stays as the engine wrote it. Everything runq makes for the container —
+//! the spec runc runs (the proxy's), the engine's spec as create saw it, the VM config with
+//! the application's environment, the mount points runc made for runq, exec requests — lives
+//! in a root-only directory below runc's state root ([`layout::private_dir`]), which runc gets
+//! as the bundle; never in the engine's bundle: one whose `root.path` is `.` is the
+//! container's own tree, which the guest can read and write. `delete` removes that directory.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -17,7 +17,7 @@ use runq_shared::layout::{self, ORIGINAL_SPEC_FILE, VM_CONFIG_FILE};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::rewrite::{is_rewritten, Rewritten};
+use crate::rewrite::Rewritten;
 
 #[derive(Debug, Error)]
 pub enum BundleError {
@@ -31,8 +31,6 @@ pub enum BundleError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("{path} was rewritten by runq but its original ({original}) is gone")]
-    LostOriginal { path: PathBuf, original: PathBuf },
     #[error(
         "container id {0:?}: runc accepts only letters, digits, '_', '+', '-' and '.', and not \
          \".\" or \"..\""
@@ -93,20 +91,14 @@ impl Bundle {
         read_spec(&self.original_path())
     }
 
-    /// The engine's spec, even when config.json is already runq's output (create twice).
+    /// The engine's spec, from its bundle.
     pub fn original_spec(&self) -> Result<Spec, BundleError> {
-        let current = read_spec(&self.config_path())?;
-        if !is_rewritten(&current) {
-            return Ok(current);
-        }
-        let original = self.original_path();
-        if !original.exists() {
-            return Err(BundleError::LostOriginal {
-                path: self.config_path(),
-                original,
-            });
-        }
-        read_spec(&original)
+        read_spec(&self.config_path())
+    }
+
+    /// The bundle runc gets: runq's private directory, holding the proxy's spec.
+    pub fn runc_bundle(&self) -> &Path {
+        &self.private
     }
 
     /// runq mounts its own tmpfs at /.runq; an image with anything but a directory there (a
@@ -126,17 +118,20 @@ impl Bundle {
         }
     }
 
-    /// Saves the original and the VM config (root-only), then writes the rewritten config.json.
+    /// Writes runq's files for the container (root-only): the engine's spec, the VM config,
+    /// the mount points runc will make, the engine's bundle path, and the spec runc runs, its
+    /// paths anchored to the engine's bundle since runc resolves them from its own.
     pub fn write(&self, original: &Spec, rewritten: &Rewritten) -> Result<(), BundleError> {
         make_private_dir(&self.private)?;
         write_json(&self.original_path(), original, 0o600)?;
         write_json(&self.private.join(VM_CONFIG_FILE), &rewritten.vm, 0o600)?;
         let made = self.missing_mount_points(original, &rewritten.spec);
         write_json(&self.private.join(MOUNT_POINTS_FILE), &made, 0o600)?;
-        let mode = fs::metadata(self.config_path())
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o600);
-        write_json(&self.config_path(), &rewritten.spec, mode)
+        let dir = std::path::absolute(&self.dir).map_err(|source| io(&self.dir, source))?;
+        write_json(&self.private.join(ENGINE_BUNDLE_FILE), &dir, 0o600)?;
+        let mut spec = rewritten.spec.clone();
+        crate::rewrite::anchor_paths(&mut spec, &dir);
+        write_json(&self.private.join("config.json"), &spec, 0o600)
     }
 
     /// The VM config `create` wrote.
@@ -157,23 +152,9 @@ impl Bundle {
         Ok(path)
     }
 
-    /// Puts the engine's config.json back and removes what runq and runc added for it.
-    pub fn restore(&self) -> Result<(), BundleError> {
-        // runc made these mount points in the image's root for runq's mounts; each is removed
-        // if still an empty directory, deepest first, resolved inside the root: the guest may
-        // have turned any of their parents into a link to a host path since.
-        let made: MountPoints = fs::read(self.private.join(MOUNT_POINTS_FILE))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
-        for path in made.paths.iter().rev() {
-            let _ = runq_shared::in_root::remove_empty_dir(&made.root, path);
-        }
-        let original = self.original_path();
-        if original.exists() {
-            fs::rename(&original, self.config_path()).map_err(|source| io(&original, source))?;
-        }
-        remove_private_dir(&self.private)
+    /// Removes what runq and runc added for the container.
+    pub fn clean_up(&self) -> Result<(), BundleError> {
+        clean_up(&self.private)
     }
 
     /// Directories runc will have to create in the root for the mounts runq adds, outermost
@@ -229,6 +210,26 @@ fn make_private_dir(dir: &Path) -> Result<(), BundleError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| io(dir, source))
 }
 
+/// Removes the mount points runc made in the image's root for runq's mounts (each if still an
+/// empty directory, deepest first, resolved inside the root: the guest may have turned any of
+/// their parents into a link to a host path since), then runq's private directory `private`.
+pub fn clean_up(private: &Path) -> Result<(), BundleError> {
+    let made: MountPoints = fs::read(private.join(MOUNT_POINTS_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    for path in made.paths.iter().rev() {
+        let _ = runq_shared::in_root::remove_empty_dir(&made.root, path);
+    }
+    remove_private_dir(private)
+}
+
+/// The engine's bundle directory of a container runq created, as `create` recorded it.
+pub fn engine_bundle(private: &Path) -> Option<PathBuf> {
+    let bytes = fs::read(private.join(ENGINE_BUNDLE_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Removes the container's private directory. The directory of all of them stays: another
 /// container's create may be making its own in it right now.
 pub fn remove_private_dir(dir: &Path) -> Result<(), BundleError> {
@@ -247,6 +248,9 @@ struct MountPoints {
 
 /// The mount points runc will create for runq, recorded so `delete` can remove them.
 const MOUNT_POINTS_FILE: &str = "mount-points.json";
+
+/// The engine's bundle path, for `state` to show.
+const ENGINE_BUNDLE_FILE: &str = "engine-bundle.json";
 
 fn io(path: &Path, source: std::io::Error) -> BundleError {
     BundleError::Io {

@@ -48,11 +48,12 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
                 return Err(runc.exec(command, args).into());
             }
             prepare_bundle(&bundle, &invocation, logger)?;
-            // A child rather than exec, to put the bundle back when runc refuses: the engine
-            // will not call delete for a container that was never created.
-            let status = runc.run_forwarding_signals(command, args)?;
+            // A child rather than exec, to clean up when runc refuses: the engine will not
+            // call delete for a container that was never created.
+            let status =
+                runc.run_forwarding_signals(command, &with_bundle(args, bundle.runc_bundle()))?;
             if !status.success() {
-                bundle.restore()?;
+                bundle.clean_up()?;
             }
             Ok(exit_code(status))
         }
@@ -63,26 +64,30 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
                 return Err(runc.exec(command, args).into());
             }
             prepare_bundle(&bundle, &invocation, logger)?;
-            let status = runc.run_forwarding_signals(command, args)?;
-            // A detached container lives on; `runq delete` restores its bundle.
+            let status =
+                runc.run_forwarding_signals(command, &with_bundle(args, bundle.runc_bundle()))?;
+            // A detached container lives on; `runq delete` cleans up after it.
             if !parsed.run.detach {
-                bundle.restore()?;
+                bundle.clean_up()?;
             }
             Ok(exit_code(status))
         }
         "delete" => {
             let id = last_positional(args).context("delete: no container id given")?;
-            let bundle = runc.bundle_of(&id).ok();
             let status = runc.run_forwarding_signals(command, args)?;
             if status.success() {
-                match bundle.filter(|dir| dir.exists()) {
-                    Some(dir) => Bundle::new(&dir, &runc_root, &id)?.restore()?,
-                    None => crate::bundle::remove_private_dir(&crate::bundle::private_dir(
-                        &runc_root, &id,
-                    )?)?,
-                }
+                crate::bundle::clean_up(&crate::bundle::private_dir(&runc_root, &id)?)?;
             }
             Ok(exit_code(status))
+        }
+        "state" => {
+            let id = last_positional(args).context("state: no container id given")?;
+            let private = crate::bundle::private_dir(&runc_root, &id)?;
+            match crate::bundle::engine_bundle(&private) {
+                // runc knows runq's directory as the bundle; the engine gave another.
+                Some(engine_bundle) => Ok(runc.state_with_bundle(args, &engine_bundle)?),
+                None => Err(runc.exec(command, args).into()),
+            }
         }
         "kill" => Err(runc.exec(command, &kill_args(args)).into()),
         "exec" => crate::exec::exec(
@@ -141,6 +146,23 @@ fn prepare_bundle(bundle: &Bundle, invocation: &Invocation, logger: &Logger) -> 
     crate::disk_images::check(&original)?;
     bundle.write(&original, &rewritten)?;
     Ok(())
+}
+
+/// runc's create or run arguments with runq's directory as the bundle, in place of the
+/// engine's (`--bundle`, `-b`, or none: the current directory).
+fn with_bundle(args: &[OsString], bundle: &std::path::Path) -> Vec<OsString> {
+    let mut out: Vec<OsString> = vec!["--bundle".into(), bundle.into()];
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.to_str() {
+            Some("--bundle" | "-b") => {
+                rest.next();
+            }
+            Some(text) if text.starts_with("--bundle=") || text.starts_with("-b=") => {}
+            _ => out.push(arg.clone()),
+        }
+    }
+    out
 }
 
 fn last_positional(args: &[OsString]) -> Option<String> {
@@ -207,6 +229,23 @@ mod tests {
         assert_eq!(parsed.create.container_id, "id");
         let err = parse_args::<CreateArgs>("create", &args("--bundle /b")).unwrap_err();
         assert!(err.to_string().starts_with("create:"), "{err}");
+    }
+
+    #[test]
+    fn runc_gets_runqs_directory_as_the_bundle_however_the_engine_named_its_own() {
+        let ours = std::path::Path::new("/run/runc/.runq/id");
+        for engine in [
+            "--bundle /b --pid-file /p id",
+            "-b /b --pid-file /p id",
+            "--bundle=/b --pid-file /p id",
+            "--pid-file /p id",
+        ] {
+            assert_eq!(
+                with_bundle(&args(engine), ours),
+                args("--bundle /run/runc/.runq/id --pid-file /p id"),
+                "{engine}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! facts to the spec runc runs (the proxy as the container's process) and the VM config (the
 //! original process and everything the guest applies).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
@@ -19,9 +19,6 @@ use runq_shared::layout::{
 };
 use runq_shared::options::{FsKind, NetMode, OptionError, RunqOptions};
 use thiserror::Error;
-
-/// Marks a spec runq wrote, so that a second create starts again from the original.
-pub const REWRITTEN_ANNOTATION: &str = "run.runq.rewritten";
 
 /// Guest memory when neither runq nor the engine says otherwise.
 pub const DEFAULT_MEM_MIB: u32 = 256;
@@ -255,10 +252,7 @@ pub fn rewrite(
     let placement = network_placement(original)?;
     let mut operator = options.clone();
     if let Some(annotations) = original.annotations() {
-        operator.apply_annotations(
-            annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            &[REWRITTEN_ANNOTATION],
-        )?;
+        operator.apply_annotations(annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     }
     let mut options = operator.clone();
     options.apply_env(process.env().as_deref().unwrap_or_default())?;
@@ -800,10 +794,6 @@ fn host_spec(
     }
     linux.set_resources(Some(resources));
     spec.set_linux(Some(linux));
-
-    let mut annotations = spec.annotations().clone().unwrap_or_default();
-    annotations.insert(REWRITTEN_ANNOTATION.into(), "true".into());
-    spec.set_annotations(Some(annotations));
     Ok(spec)
 }
 
@@ -832,11 +822,31 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// Whether a spec is already runq's output.
-pub fn is_rewritten(spec: &Spec) -> bool {
-    spec.annotations()
-        .as_ref()
-        .is_some_and(|a: &HashMap<String, String>| a.contains_key(REWRITTEN_ANNOTATION))
+/// Makes the spec's bundle-relative paths (the root, bind mount sources) absolute, for a
+/// spec that runc reads from another directory than the engine's bundle `bundle`.
+pub fn anchor_paths(spec: &mut Spec, bundle: &Path) {
+    if let Some(mut root) = spec.root().clone() {
+        if root.path().is_relative() {
+            root.set_path(bundle.join(root.path()));
+            spec.set_root(Some(root));
+        }
+    }
+    if let Some(mut mounts) = spec.mounts().clone() {
+        for mount in &mut mounts {
+            let is_bind = mount.typ().as_deref() == Some("bind")
+                || mount
+                    .options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind");
+            if let (true, Some(source)) = (is_bind, mount.source().clone()) {
+                if source.is_relative() {
+                    mount.set_source(Some(bundle.join(source)));
+                }
+            }
+        }
+        spec.set_mounts(Some(mounts));
+    }
 }
 
 /// The proxy's path inside the container (also what `runq exec` refuses around).

@@ -1,9 +1,10 @@
 //! Handing work to the runc binary.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -115,9 +116,31 @@ impl Runc {
         })
     }
 
-    /// The bundle path runc recorded for a container, if it knows the container.
-    pub fn bundle_of(&self, id: &str) -> Result<PathBuf, RuncError> {
-        self.state(id).map(|state| state.bundle)
+    /// `runc state` with `bundle` the engine's directory rather than runq's, which runc got
+    /// as the bundle; printed as runc prints it. Returns runc's exit status.
+    pub fn state_with_bundle(&self, args: &[OsString], bundle: &Path) -> Result<i32, RuncError> {
+        let output = self
+            .command("state", args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|source| RuncError::Start {
+                path: self.path.clone(),
+                source,
+            })?;
+        let mut stdout = std::io::stdout();
+        let shown = match serde_json::from_slice::<serde_json::Value>(&output.stdout) {
+            Ok(mut state) if output.status.success() => {
+                state["bundle"] = serde_json::Value::from(bundle.to_string_lossy().into_owned());
+                let mut text = serde_json::to_vec_pretty(&state).unwrap_or_default();
+                text.push(b'\n');
+                text
+            }
+            _ => output.stdout,
+        };
+        let _ = stdout.write_all(&shown);
+        let _ = stdout.flush();
+        Ok(exit_code(output.status))
     }
 
     /// What runc knows of a container.

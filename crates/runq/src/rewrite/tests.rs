@@ -400,8 +400,6 @@ fn defaults_without_limits() {
     assert_eq!(out.vm.vm.mem_mib, DEFAULT_MEM_MIB);
     assert_eq!(out.vm.vm.cpus, 1);
     assert_eq!(out.vm.vm.root_fs, RootFs::Virtiofs);
-    assert!(is_rewritten(&out.spec));
-    assert!(!is_rewritten(&docker_like(&[])));
 }
 
 #[test]
@@ -709,4 +707,42 @@ fn a_config_too_large_for_the_channel_is_refused_at_create() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("17 MiB"), "{err}");
+}
+
+#[test]
+fn paths_relative_to_the_bundle_are_anchored_to_the_engines() {
+    let mut spec = docker_like(&[]);
+    let mut mounts = spec.mounts().clone().unwrap();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source("relative/data")
+            .options(strings(&["rbind"]))
+            .build()
+            .unwrap(),
+    );
+    spec.set_mounts(Some(mounts));
+    anchor_paths(&mut spec, Path::new("/engine/bundle"));
+    assert_eq!(
+        spec.root().as_ref().unwrap().path(),
+        Path::new("/engine/bundle/rootfs")
+    );
+    let mounts = spec.mounts().as_ref().unwrap();
+    let source_of = |destination: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination() == Path::new(destination))
+            .and_then(|m| m.source().clone())
+    };
+    assert_eq!(
+        source_of("/data").as_deref(),
+        Some(Path::new("/engine/bundle/relative/data"))
+    );
+    // Absolute sources and the sources of other mounts (proc, tmpfs) stay as they are.
+    assert_eq!(
+        source_of("/etc/hosts").as_deref(),
+        Some(Path::new("/var/lib/docker/containers/x/hosts"))
+    );
+    assert_eq!(source_of("/proc").as_deref(), Some(Path::new("proc")));
 }
