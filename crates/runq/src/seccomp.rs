@@ -63,8 +63,9 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompFilter, SeccompError> {
 
 /// What no host-side process needs once the proxy's setup is done: mounts and namespaces,
 /// new programs, other processes' memory, the kernel's and the machine's settings, and
-/// io_uring (whose operations seccomp does not see). The proxy loads it on itself after
-/// starting QEMU, which has its own `-sandbox`; virtiofsd and passt filter themselves.
+/// io_uring (whose operations seccomp does not see): every call Docker's default profile
+/// refuses a container without added capabilities, and more. The proxy loads it on itself
+/// after starting QEMU, which has its own `-sandbox`; virtiofsd and passt filter themselves.
 const HOST_SIDE_DENIED: &[&str] = &[
     "mount",
     "umount2",
@@ -133,6 +134,18 @@ const HOST_SIDE_DENIED: &[&str] = &[
     "setfsgid",
     "setgroups",
     "capset",
+    "mbind",
+    "set_mempolicy",
+    "get_mempolicy",
+    "move_pages",
+    "migrate_pages",
+    "sysfs",
+    "_sysctl",
+    "ustat",
+    "create_module",
+    "get_kernel_syms",
+    "query_module",
+    "nfsservctl",
 ];
 
 /// The namespace flags of clone(2): a new thread needs none of them.
