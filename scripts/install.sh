@@ -36,7 +36,7 @@ install_packages() {
 
 check_rust() {
 	command -v cargo >/dev/null ||
-		die "cargo not found: runq needs Rust 1.80 or newer (rustup), Debian 12's is too old"
+		die "cargo not found: runq needs Rust 1.87 or newer (rustup), Debian 12's is too old"
 }
 
 build_workspace() {
