@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         None => host::run(&cli.command),
     };
     match result {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Ok(code) => ExitCode::from(runq_shared::protocol::exit_status(code)),
         Err(error) => {
             eprintln!("runq-exec: {error:#}");
             ExitCode::from(session::CANNOT_START as u8)

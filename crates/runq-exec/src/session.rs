@@ -16,7 +16,7 @@ use runq_stdio::{Credit, FrameWriter, Output};
 /// cannot run.
 pub const CANNOT_START: i32 = 126;
 /// The exit code when the container ended under the session: it was killed with it.
-pub const CONTAINER_ENDED: i32 = 128 + libc::SIGKILL;
+const CONTAINER_ENDED: i32 = runq_shared::protocol::EXIT_KILLED_WITH_CONTAINER;
 
 enum Event {
     Frame(Message),

@@ -17,7 +17,8 @@ use runq_shared::config::{GuestConfig, ProcessConfig, SeccompFilter};
 use runq_shared::layout::GUEST_ROOTFS;
 
 use crate::disks::Attached;
-use crate::{console, identity, mounts, Context, InitError};
+use crate::error::{Context, InitError};
+use crate::{console, identity, mounts};
 use runq_shared::seccomp;
 
 /// The running application and the host ends of its stdio.

@@ -11,7 +11,7 @@ use nix::mount::MsFlags;
 use runq_shared::disks::{serial, DiskSpec};
 use runq_shared::layout::GUEST_ROOTFS;
 
-use crate::{Context, InitError};
+use crate::error::{Context, InitError};
 
 /// virtio-blk probes as its module loads; a disk that is not there by then never will be.
 const APPEAR_DEADLINE: Duration = Duration::from_secs(10);
@@ -45,13 +45,12 @@ pub fn find(disks: &[DiskSpec]) -> Result<Vec<Attached>, InitError> {
     };
     let mut attached = Vec::new();
     for (index, disk) in disks.iter().enumerate() {
-        let name = by_serial.get(&serial(index)).ok_or_else(|| {
-            InitError::Disk(format!(
-                "runq disk {}: no virtio-blk device with serial {}",
-                disk.id,
-                serial(index)
-            ))
-        })?;
+        let name = by_serial
+            .get(&serial(index))
+            .ok_or_else(|| InitError::NoDisk {
+                id: disk.id.clone(),
+                serial: serial(index),
+            })?;
         let device = format!("/dev/{name}");
         let rdev = std::fs::metadata(&device)
             .context(|| format!("runq disk {}: stat {device}", disk.id))?
@@ -96,12 +95,12 @@ pub fn mount_device(disk: &Attached, target: &Path, fstype: &str) -> Result<(), 
         MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| {
-        InitError::Disk(format!(
-            "runq disk {}: mount {device} ({fstype}) on {}: {e}",
-            disk.id,
-            target.display()
-        ))
+    .map_err(|source| InitError::DiskMount {
+        id: disk.id.clone(),
+        device: device.clone(),
+        fstype: fstype.to_string(),
+        target: target.display().to_string(),
+        source,
     })
 }
 

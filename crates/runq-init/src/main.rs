@@ -8,6 +8,7 @@ mod console;
 mod container;
 mod disks;
 mod dns_relay;
+mod error;
 mod identity;
 mod modprobe;
 mod modules;
@@ -24,6 +25,8 @@ use std::fs::File;
 use std::process::ExitCode;
 
 use runq_shared::config::GuestConfig;
+
+use crate::error::{Context, InitError};
 use runq_shared::protocol::{self, Message, MAIN_SESSION, PROTOCOL_VERSION};
 use runq_shared::timeline::GuestMarks;
 
@@ -129,56 +132,5 @@ fn receive_config(port: &mut File) -> Result<GuestConfig, InitError> {
             Some(other) => console::log(&format!("ignoring {other:?} before the config")),
             None => return Err(InitError::ChannelClosed),
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum InitError {
-    #[error("{what}: {source}")]
-    Sys {
-        what: String,
-        source: nix::errno::Errno,
-    },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("control channel: {0}")]
-    Channel(std::io::Error),
-    #[error(transparent)]
-    Protocol(#[from] protocol::ProtocolError),
-    #[error("control channel closed by the host")]
-    ChannelClosed,
-    #[error("invalid config from the host: {0}")]
-    BadConfig(serde_json::Error),
-    #[error("network: {0}")]
-    Network(String),
-    #[error("{0}")]
-    Disk(String),
-    #[error("no virtio-serial port named {0} (is virtio_console loaded?)")]
-    NoPort(String),
-}
-
-/// Adds what was being done to a failing system call.
-pub trait Context<T> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, InitError>;
-}
-
-impl<T> Context<T> for nix::Result<T> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, InitError> {
-        self.map_err(|source| InitError::Sys {
-            what: what(),
-            source,
-        })
-    }
-}
-
-impl<T> Context<T> for std::io::Result<T> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, InitError> {
-        self.map_err(|source| InitError::Io {
-            what: what(),
-            source,
-        })
     }
 }

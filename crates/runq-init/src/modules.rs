@@ -8,7 +8,8 @@ use std::os::fd::AsRawFd;
 
 use runq_shared::config::{GuestConfig, RootFs};
 
-use crate::{console, Context, InitError};
+use crate::console;
+use crate::error::{Context, InitError};
 
 const LOAD_LIST: &str = "/modules.load";
 

@@ -11,7 +11,8 @@ use runq_shared::disks::BY_ID_DIR;
 use runq_shared::layout::GUEST_ROOTFS;
 
 use crate::disks::Attached;
-use crate::{console, mount_options, Context, InitError};
+use crate::error::{Context, InitError};
+use crate::{console, mount_options};
 
 pub fn prepare_root(config: &GuestConfig, disks: &[Attached]) -> Result<(), InitError> {
     mount(

@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
-use crate::{Context, InitError};
+use crate::error::{Context, InitError};
 
 /// IPv6 off where the engine had it off, then loopback up, then each NIC.
 pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), InitError> {
@@ -72,14 +72,15 @@ fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), Ini
     if network.nics.is_empty() {
         return Ok(());
     }
-    let failed = |e: runq_netlink::NetlinkError| InitError::Network(e.to_string());
-    let mut netlink = Netlink::open().map_err(failed)?;
-    let links = netlink.links().map_err(failed)?;
+    let mut netlink = Netlink::open()?;
+    let links = netlink.links()?;
     let link_of = |mac: &str| {
         links
             .iter()
             .find(|link| link.mac.map(format_mac).as_deref() == Some(mac))
-            .ok_or_else(|| InitError::Network(format!("no NIC with MAC {mac} in the guest")))
+            .ok_or_else(|| InitError::NoNic {
+                mac: mac.to_string(),
+            })
     };
     let nic_links = network
         .nics
@@ -92,34 +93,30 @@ fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), Ini
     let rename = nic_links.iter().any(|(nic, link)| link.name != nic.name);
     if rename {
         for (number, (_, link)) in nic_links.iter().enumerate() {
-            netlink
-                .rename_link(link.index, &format!("runq{number}"))
-                .map_err(failed)?;
+            netlink.rename_link(link.index, &format!("runq{number}"))?;
         }
     }
     for (nic, link) in &nic_links {
         let index = link.index;
         if rename {
-            netlink.rename_link(index, &nic.name).map_err(failed)?;
+            netlink.rename_link(index, &nic.name)?;
         }
         // Also where it is on: `all` may have switched it off for every interface above.
         set_ipv6_off(&nic.name, nic.ipv6_disabled)?;
-        netlink
-            .set_link(index, true, Some(nic.mtu), None)
-            .map_err(failed)?;
+        netlink.set_link(index, true, Some(nic.mtu), None)?;
         for cidr in &nic.addresses {
             let (ip, prefix) = parse_cidr(cidr)?;
             let broadcast = nic
                 .broadcasts
                 .get(cidr)
                 .map(|text| {
-                    text.parse()
-                        .map_err(|_| InitError::Network(format!("bad broadcast address {text:?}")))
+                    text.parse().map_err(|_| InitError::BadNetworkValue {
+                        what: "broadcast address",
+                        value: text.clone(),
+                    })
                 })
                 .transpose()?;
-            netlink
-                .add_address(index, ip, prefix, broadcast)
-                .map_err(failed)?;
+            netlink.add_address(index, ip, prefix, broadcast)?;
         }
     }
     // Routes on the wire first: a gateway must be reachable before a route can use it.
@@ -131,8 +128,10 @@ fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), Ini
             .gateway
             .as_deref()
             .map(|g| {
-                g.parse()
-                    .map_err(|_| InitError::Network(format!("bad gateway {g}")))
+                g.parse().map_err(|_| InitError::BadNetworkValue {
+                    what: "gateway",
+                    value: g.to_string(),
+                })
             })
             .transpose()?;
         let wanted = Route {
@@ -150,14 +149,17 @@ fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), Ini
         match netlink.add_route(&wanted) {
             // The kernel made the subnet routes itself with the addresses.
             Err(e) if e.already_exists() => {}
-            other => other.map_err(failed)?,
+            other => other?,
         }
     }
     Ok(())
 }
 
 fn parse_cidr(text: &str) -> Result<(std::net::IpAddr, u8), InitError> {
-    let bad = || InitError::Network(format!("bad address {text:?}"));
+    let bad = || InitError::BadNetworkValue {
+        what: "address",
+        value: text.to_string(),
+    };
     let (ip, prefix) = text.split_once('/').ok_or_else(bad)?;
     Ok((
         ip.parse().map_err(|_| bad())?,

@@ -14,7 +14,7 @@ use nix::sys::socket::{
     bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
-use crate::{Context, InitError};
+use crate::error::{Context, InitError};
 
 const PORTS: &str = "/sys/class/virtio-ports";
 

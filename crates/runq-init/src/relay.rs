@@ -30,9 +30,10 @@ use runq_shared::protocol::{
 
 use runq_shared::timeline::GuestMarks;
 
+use crate::console;
 use crate::container::{self, App};
 use crate::dns_relay::DnsRelay;
-use crate::{console, Context, InitError};
+use crate::error::{Context, InitError};
 
 /// SIGCHLD must be blocked before the application is forked, or an early exit is lost.
 pub fn block_child_signals() -> Result<SignalFd, InitError> {

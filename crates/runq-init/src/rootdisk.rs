@@ -14,8 +14,9 @@ use nix::sys::time::TimeSpec;
 use runq_shared::config::{GuestConfig, RootDisk};
 use runq_shared::layout::GUEST_ROOTFS;
 
+use crate::console;
 use crate::disks::{mount_device, Attached};
-use crate::{console, Context, InitError};
+use crate::error::{Context, InitError};
 
 /// Where the disk is prepared, and where the shared root goes once the disk is the root.
 const STAGING: &str = "/rootdisk";
@@ -27,7 +28,7 @@ pub fn switch(root: &RootDisk, config: &GuestConfig, disks: &[Attached]) -> Resu
         .iter()
         .zip(disks)
         .find(|(spec, _)| spec.id == root.id)
-        .ok_or_else(|| InitError::Disk(format!("RUNQ_ROOTDISK={}: no such disk", root.id)))?;
+        .ok_or_else(|| InitError::NoRootDisk(root.id.clone()))?;
     std::fs::create_dir_all(STAGING).context(|| format!("mkdir {STAGING}"))?;
     let staging = Path::new(STAGING);
     match &spec.mount {

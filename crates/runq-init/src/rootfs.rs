@@ -4,7 +4,7 @@ use nix::mount::MsFlags;
 use runq_shared::config::{GuestConfig, RootFs};
 use runq_shared::layout::{GUEST_ROOTFS, ROOTFS_TAG};
 
-use crate::{Context, InitError};
+use crate::error::{Context, InitError};
 
 /// 9p moves at most this much per request; larger is faster for big files.
 const NINEP_MSIZE: u32 = 512 << 10;

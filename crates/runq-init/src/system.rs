@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use nix::mount::{mount, MsFlags};
 use nix::sys::reboot::{reboot, RebootMode};
 
-use crate::{Context, InitError};
+use crate::error::{Context, InitError};
 
 pub fn mount_basics() -> Result<(), InitError> {
     let common = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;

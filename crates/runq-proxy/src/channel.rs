@@ -7,7 +7,7 @@ use std::sync::mpsc::Sender;
 use runq_shared::protocol::read_message;
 use runq_stdio::FrameWriter;
 
-use crate::Event;
+use crate::event::Event;
 
 pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::Result<()> {
     std::thread::Builder::new()

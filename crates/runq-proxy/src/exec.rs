@@ -9,7 +9,7 @@ use std::sync::mpsc::Sender;
 
 use runq_shared::protocol::{read_message, Message, MAIN_SESSION};
 
-use crate::Event;
+use crate::event::Event;
 use runq_stdio::FrameWriter;
 
 /// The exec socket, bound before the proxy confines itself and served after.

@@ -10,6 +10,7 @@ mod channel;
 mod children;
 mod confine;
 mod dns;
+mod event;
 mod exec;
 mod fds;
 mod network;
@@ -29,45 +30,15 @@ use anyhow::{bail, Context, Result};
 use runq_shared::config::{RootFs, VmConfig};
 use runq_shared::layout::VM_CONFIG_FILE;
 use runq_shared::options::NetMode;
-use runq_shared::protocol::Message;
 use runq_shared::timeline::Timeline;
 
 use crate::qemu::{HostFacts, Paths};
 use crate::supervisor::{Helpers, Supervisor};
-use runq_stdio::FrameWriter;
-
-/// What the proxy's threads report to its main loop.
-pub enum Event {
-    Connected(FrameWriter),
-    Guest(Message),
-    ChannelClosed(Option<String>),
-    ChildExited {
-        pid: i32,
-        status: String,
-    },
-    Signal(i32),
-    WindowChanged,
-    /// A client on the exec socket asks for a session running this process.
-    ExecRequest {
-        session: u32,
-        json: Vec<u8>,
-        client: FrameWriter,
-    },
-    /// A frame from an exec client for its session.
-    ExecClient {
-        session: u32,
-        message: Message,
-    },
-    /// The exec client hung up.
-    ExecClientGone {
-        session: u32,
-    },
-}
 
 fn main() -> ExitCode {
     fds::close_inherited();
     match run() {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Ok(code) => ExitCode::from(runq_shared::protocol::exit_status(code)),
         Err(error) => {
             eprintln!("runq: {error:#}");
             ExitCode::FAILURE

@@ -6,7 +6,7 @@ use std::sync::mpsc::Sender;
 use nix::sys::signal::SigSet;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
-use crate::Event;
+use crate::event::Event;
 
 /// Blocks every signal in the calling thread; threads started later inherit the mask, so only
 /// the signal thread ever sees them. Children get a clean mask from std's spawn.

@@ -14,14 +14,10 @@ use runq_shared::timeline::{self, GuestMarks, Timeline};
 
 use crate::boot_images;
 use crate::children::tail;
+use crate::event::Event;
 use crate::qemu::Paths;
-use crate::Event;
 use runq_stdio::FrameWriter;
 use runq_stdio::{self as stdio, Credit, Output};
-
-/// What an exec session ends with when the container ends under it: killed, as the PID
-/// namespace's end kills it under runc.
-const EXEC_KILLED: i32 = 128 + libc::SIGKILL;
 
 /// How long a guest that reported the exit may take to power off before QEMU is killed.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
@@ -150,7 +146,7 @@ impl Supervisor {
         for (session, client) in self.exec_clients.drain() {
             let _ = client.send(&Message::Exit {
                 session,
-                code: EXEC_KILLED,
+                code: runq_shared::protocol::EXIT_KILLED_WITH_CONTAINER,
             });
         }
         self.stop_children();

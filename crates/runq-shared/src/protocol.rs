@@ -21,6 +21,16 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Session id of the container's main process.
 pub const MAIN_SESSION: u32 = 0;
 
+/// An exec session's exit code when the container ends under it: killed, as the end of the
+/// PID namespace kills it under runc.
+pub const EXIT_KILLED_WITH_CONTAINER: i32 = 128 + libc::SIGKILL;
+
+/// A process's exit status for an exit code: a code outside 0..=255 (none should be) is 255,
+/// as a shell would not show it either. One rule for runq, the proxy and runq-exec.
+pub fn exit_status(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(255)
+}
+
 /// Largest frame accepted (the config with a big environment is the largest message).
 pub const MAX_FRAME_LEN: usize = 16 << 20;
 
@@ -527,6 +537,16 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_outside_a_byte_are_255_everywhere() {
+        assert_eq!(exit_status(0), 0);
+        assert_eq!(exit_status(137), 137);
+        assert_eq!(exit_status(255), 255);
+        assert_eq!(exit_status(256), 255);
+        assert_eq!(exit_status(-1), 255);
+        assert_eq!(EXIT_KILLED_WITH_CONTAINER, 137);
+    }
 
     fn samples() -> Vec<Message> {
         vec![

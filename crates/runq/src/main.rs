@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         json: invocation.log_json,
     };
     match runq::commands::dispatch(invocation, &logger) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Ok(code) => ExitCode::from(runq_shared::protocol::exit_status(code)),
         Err(error) => {
             logger.error(&format!("{error:#}"));
             ExitCode::FAILURE
