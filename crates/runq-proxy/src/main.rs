@@ -27,9 +27,9 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
+use runq_shared::config::NetMode;
 use runq_shared::config::{RootFs, VmConfig};
 use runq_shared::layout::VM_CONFIG_FILE;
-use runq_shared::options::NetMode;
 use runq_shared::timeline::Timeline;
 
 use crate::qemu::{HostFacts, Paths};

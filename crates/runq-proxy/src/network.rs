@@ -13,8 +13,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use runq_netlink::{format_mac, Address, Link, Netlink, Route};
+use runq_shared::config::NetMode;
 use runq_shared::config::{GuestNetwork, GuestNic, GuestRoute, Ipv6Off};
-use runq_shared::options::NetMode;
 
 /// A NIC for QEMU: the tap's file descriptor (or with `stream`, a socket passt serves) and
 /// the MAC the guest NIC gets.

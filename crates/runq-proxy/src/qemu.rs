@@ -323,7 +323,7 @@ mod tests {
             accel: Accel::Tcg,
             cpu_model: None,
             root_fs: RootFs::Virtiofs,
-            net: runq_shared::options::NetMode::Tap,
+            net: runq_shared::config::NetMode::Tap,
             disks: vec![],
             boot_timeout_secs: 60,
             nested_vm: false,

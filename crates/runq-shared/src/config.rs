@@ -23,7 +23,7 @@ pub struct VmSettings {
     pub cpu_model: Option<String>,
     pub root_fs: RootFs,
     /// How the container's interfaces reach the VM's NICs.
-    pub net: crate::options::NetMode,
+    pub net: NetMode,
     /// runq disks, in the order of their serials (see [`crate::disks::serial`]).
     #[serde(default)]
     pub disks: Vec<crate::disks::VmDisk>,
@@ -68,6 +68,17 @@ pub struct HostConfinement {
     /// runq's filter for the host side: what no host-side process needs after setup.
     #[serde(default)]
     pub seccomp: Option<SeccompFilter>,
+}
+
+/// How the container's interfaces reach the VM (runq's `--net`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    Tap,
+    Macvtap,
+    /// The namespace is shared with other containers (a Kubernetes pod): its interfaces stay
+    /// where they are, the VM reaches them through passt, and localhost is mirrored.
+    Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,7 +297,7 @@ mod tests {
                 root_fs: RootFs::NineP {
                     cache: NinePCache::Mmap,
                 },
-                net: crate::options::NetMode::Macvtap,
+                net: NetMode::Macvtap,
                 disks: vec![crate::disks::VmDisk {
                     path: "/dev/runq/d/none/xfs/data".into(),
                     format: crate::disks::DiskFormat::Qcow2,

@@ -9,7 +9,6 @@ pub mod disks;
 pub mod dns;
 pub mod in_root;
 pub mod layout;
-pub mod options;
 pub mod protocol;
 pub mod rlimits;
 pub mod seccomp;

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::options::RunqOptions;
 use runq_shared::layout::{assets, PROXY};
-use runq_shared::options::RunqOptions;
 
 use crate::host;
 

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use runq_shared::options::{runq_flag, FlagKind, OptionError, RunqOptions};
+use crate::options::{runq_flag, FlagKind, OptionError, RunqOptions};
 
 #[derive(Debug, Default)]
 pub struct Invocation {

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::options::{AccelChoice, RunqOptions};
 use runq_shared::config::Accel;
 use runq_shared::layout::{assets, ASSETS_SUBDIR, DEFAULT_INSTALL_ROOT, PROXY};
-use runq_shared::options::{AccelChoice, RunqOptions};
 use thiserror::Error;
 
 #[derive(Debug, Error)]

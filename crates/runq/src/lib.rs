@@ -9,6 +9,7 @@ pub mod disk_images;
 pub mod exec;
 pub mod host;
 pub mod log;
+pub mod options;
 pub mod rewrite;
 pub mod runc;
 pub mod sandbox;

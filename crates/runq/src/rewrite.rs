@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::options::{FsKind, NetMode, OptionError, RunqOptions};
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, Process, Spec, UserBuilder,
@@ -17,7 +18,6 @@ use runq_shared::disks::{DiskError, DiskSpec, FsType, VmDisk};
 use runq_shared::layout::{
     self, own_root, ASSETS_IN_CONTAINER, CONFIG_DIR_IN_CONTAINER, PROXY, RUNQ_DIR,
 };
-use runq_shared::options::{FsKind, NetMode, OptionError, RunqOptions};
 use thiserror::Error;
 
 /// Guest memory when neither runq nor the engine says otherwise.
@@ -392,7 +392,7 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
     let engine = EngineLimits::of(spec);
     let engine_mem = engine
         .mem_mib
-        .map(|mib| mib.max(runq_shared::options::MIN_MEM_MIB));
+        .map(|mib| mib.max(crate::options::MIN_MEM_MIB));
     VmSettings {
         cpus: options
             .cpus

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::config::NinePCache;
+pub use runq_shared::config::NetMode;
+use runq_shared::config::NinePCache;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunqOptions {
@@ -85,16 +86,6 @@ pub const MAX_CPUS: u32 = 255;
 pub enum FsKind {
     Virtiofs,
     NineP,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetMode {
-    Tap,
-    Macvtap,
-    /// The namespace is shared with other containers (a Kubernetes pod): its interfaces stay
-    /// where they are, the VM reaches them through passt, and localhost is mirrored.
-    Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
