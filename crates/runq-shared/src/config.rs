@@ -145,7 +145,8 @@ pub struct GuestConfig {
     /// Write the environment to /.runqenv (mode 0400, owned by the user) for login shells.
     #[serde(default)]
     pub runqenv: bool,
-    /// Refuse exec sessions (`--noexec`): the guest runs no exec service.
+    /// Refuse exec sessions (`--noexec`): `runq exec` refuses them, naming the option, and the
+    /// proxy opens no exec socket. Nothing in the guest looks at it.
     #[serde(default)]
     pub noexec: bool,
     /// The application is systemd (`RUNQ_SYSTEMD`): SIGTERM becomes SIGRTMIN+4, poweroff and
