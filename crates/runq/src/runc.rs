@@ -119,15 +119,7 @@ impl Runc {
     /// `runc state` with `bundle` the engine's directory rather than runq's, which runc got
     /// as the bundle; printed as runc prints it. Returns runc's exit status.
     pub fn state_with_bundle(&self, args: &[OsString], bundle: &Path) -> Result<i32, RuncError> {
-        let output = self
-            .command("state", args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|source| RuncError::Start {
-                path: self.path.clone(),
-                source,
-            })?;
+        let output = self.state_output(args, Stdio::inherit())?;
         let mut stdout = std::io::stdout();
         let shown = match serde_json::from_slice::<serde_json::Value>(&output.stdout) {
             Ok(mut state) if output.status.success() => {
@@ -143,17 +135,25 @@ impl Runc {
         Ok(exit_code(output.status))
     }
 
-    /// What runc knows of a container.
-    pub fn state(&self, id: &str) -> Result<ContainerState, RuncError> {
-        let output = self
-            .command("state", &[OsString::from(id)])
+    /// `runc state` run to its end, its output captured.
+    fn state_output(
+        &self,
+        args: &[OsString],
+        stderr: Stdio,
+    ) -> Result<std::process::Output, RuncError> {
+        self.command("state", args)
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .output()
             .map_err(|source| RuncError::Start {
                 path: self.path.clone(),
                 source,
-            })?;
+            })
+    }
+
+    /// What runc knows of a container.
+    pub fn state(&self, id: &str) -> Result<ContainerState, RuncError> {
+        let output = self.state_output(&[OsString::from(id)], Stdio::piped())?;
         let state_error = |message: String| RuncError::State {
             id: id.to_string(),
             message,
