@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use runq_shared::config::GuestConfig;
 
 use crate::error::{Context, InitError};
-use runq_shared::protocol::{self, Message, MAIN_SESSION, PROTOCOL_VERSION};
+use runq_shared::protocol::{self, FrameWriter, Message, MAIN_SESSION, PROTOCOL_VERSION};
 use runq_shared::timeline::GuestMarks;
 
 fn main() -> ExitCode {
@@ -96,19 +96,12 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     marks.mark("network_ready");
     let dns = dns_relay::listen_if_needed(config.embedded_dns);
     let children = relay::block_child_signals()?;
-    let writer: relay::SharedPort = std::sync::Arc::new(std::sync::Mutex::new(
-        port.try_clone().map_err(InitError::Channel)?,
-    ));
+    let writer = FrameWriter::new(port.try_clone().map_err(InitError::Channel)?);
     // Before the application's PID namespace exists: after that the kernel refuses new
     // threads.
     let mirror = if config.network.mirror_localhost {
         let writer = writer.clone();
-        let send = Box::new(move |message: &Message| {
-            let mut port = writer
-                .lock()
-                .map_err(|_| std::io::Error::other("channel lock poisoned"))?;
-            message.write_to(&mut *port)
-        });
+        let send = Box::new(move |message: &Message| writer.send(message));
         Some(
             runq_mirror::Mirror::spawn(runq_mirror::Side::Guest, send)
                 .context(|| "start the localhost mirror".into())?,

@@ -10,9 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -25,7 +24,7 @@ use nix::unistd::Pid;
 use runq_mirror::Mirror;
 use runq_shared::config::{GuestConfig, ProcessConfig};
 use runq_shared::protocol::{
-    Decoder, Message, StreamKind, DATA_CHUNK, MAIN_SESSION, STREAM_WINDOW,
+    Decoder, FrameWriter, Message, StreamKind, DATA_CHUNK, MAIN_SESSION, STREAM_WINDOW,
 };
 
 use runq_shared::timeline::GuestMarks;
@@ -128,8 +127,8 @@ enum Slot {
     Output(u32, usize),
 }
 
-/// The channel's writing end, shared with the mirror's thread: whole frames under the lock.
-pub type SharedPort = Arc<Mutex<File>>;
+/// The channel's writing end, shared with the mirror's thread.
+pub type SharedPort = FrameWriter<File>;
 
 struct Relay<'a> {
     port: File,
@@ -225,12 +224,7 @@ pub fn run(
 
 impl Relay<'_> {
     fn send(&mut self, message: &Message) -> Result<(), InitError> {
-        let mut port = self
-            .writer
-            .lock()
-            .map_err(|_| InitError::Channel(std::io::Error::other("channel lock poisoned")))?;
-        port.write_all(&message.encode())
-            .map_err(InitError::Channel)
+        self.writer.send(message).map_err(InitError::Channel)
     }
 
     fn send_marks(&mut self, marks: &GuestMarks) -> Result<(), InitError> {

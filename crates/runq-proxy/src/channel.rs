@@ -4,8 +4,8 @@
 use std::os::unix::net::UnixListener;
 use std::sync::mpsc::Sender;
 
+use runq_session::FrameWriter;
 use runq_shared::protocol::read_message;
-use runq_stdio::FrameWriter;
 
 use crate::event::Event;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use runq_shared::protocol::Message;
 
-use runq_stdio::FrameWriter;
+use runq_session::FrameWriter;
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 

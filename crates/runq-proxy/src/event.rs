@@ -1,7 +1,7 @@
 //! What the proxy's threads tell its main loop (the supervisor).
 
+use runq_session::FrameWriter;
 use runq_shared::protocol::Message;
-use runq_stdio::FrameWriter;
 
 /// What the proxy's threads report to its main loop.
 pub enum Event {

@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 use runq_shared::protocol::{read_message, Message, MAIN_SESSION};
 
 use crate::event::Event;
-use runq_stdio::FrameWriter;
+use runq_session::FrameWriter;
 
 /// The exec socket, bound before the proxy confines itself and served after.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -75,101 +75,5 @@ fn serve(session: u32, mut stream: std::os::unix::net::UnixStream, events: Sende
                 return;
             }
         }
-    }
-}
-
-/// The message with its session number replaced; `None` for what a client may not send.
-pub fn for_session(message: Message, session: u32) -> Option<Message> {
-    Some(match message {
-        Message::Data { stream, bytes, .. } => Message::Data {
-            session,
-            stream,
-            bytes,
-        },
-        Message::Eof { stream, .. } => Message::Eof { session, stream },
-        Message::Credit { stream, bytes, .. } => Message::Credit {
-            session,
-            stream,
-            bytes,
-        },
-        Message::Signal { signal, .. } => Message::Signal { session, signal },
-        Message::Resize { rows, cols, .. } => Message::Resize {
-            session,
-            rows,
-            cols,
-        },
-        _ => return None,
-    })
-}
-
-/// The session a message from the guest belongs to, if it is one of a session's.
-pub fn session_of(message: &Message) -> Option<u32> {
-    match message {
-        Message::Started { session }
-        | Message::Data { session, .. }
-        | Message::Eof { session, .. }
-        | Message::Credit { session, .. }
-        | Message::Exit { session, .. }
-        | Message::Error { session, .. } => Some(*session),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use runq_shared::protocol::StreamKind;
-
-    #[test]
-    fn client_frames_are_renumbered_and_requests_filtered() {
-        let data = Message::Data {
-            session: 0,
-            stream: StreamKind::Stdin,
-            bytes: b"x".to_vec(),
-        };
-        assert_eq!(
-            for_session(data, 7),
-            Some(Message::Data {
-                session: 7,
-                stream: StreamKind::Stdin,
-                bytes: b"x".to_vec(),
-            })
-        );
-        assert_eq!(
-            for_session(
-                Message::Signal {
-                    session: 0,
-                    signal: 2
-                },
-                3
-            ),
-            Some(Message::Signal {
-                session: 3,
-                signal: 2
-            })
-        );
-        // A client cannot end sessions, start others or speak for the guest.
-        assert_eq!(
-            for_session(
-                Message::Exit {
-                    session: 0,
-                    code: 0
-                },
-                3
-            ),
-            None
-        );
-        assert_eq!(
-            for_session(
-                Message::Exec {
-                    session: 0,
-                    json: vec![]
-                },
-                3
-            ),
-            None
-        );
-        assert_eq!(session_of(&Message::Started { session: 4 }), Some(4));
-        assert_eq!(session_of(&Message::Hello { version: 1 }), None);
     }
 }

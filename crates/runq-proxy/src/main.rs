@@ -17,6 +17,7 @@ mod network;
 mod own_root;
 mod pod_network;
 mod qemu;
+mod serve;
 mod signals;
 mod supervisor;
 
@@ -33,7 +34,7 @@ use runq_shared::layout::VM_CONFIG_FILE;
 use runq_shared::timeline::Timeline;
 
 use crate::qemu::{HostFacts, Paths};
-use crate::supervisor::{Helpers, Supervisor};
+use crate::serve::Helpers;
 
 fn main() -> ExitCode {
     fds::close_inherited();
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<i32> {
     let started = runq_shared::timeline::wall_clock_ns();
-    signals::block_all().context("block signals")?;
+    runq_session::signals::block_all().context("block signals")?;
     // Before anything else: nothing of the image may be on the way of what follows.
     own_root::enter()?;
     let mut config = load_config()?;
@@ -72,8 +73,8 @@ fn run() -> Result<i32> {
     own_root::share_container_tree(guest_mounts)?;
     config.guest.embedded_dns = embedded_dns(&paths.shared_root, &config.guest.dns);
     if config.guest.process.terminal {
-        config.guest.process.terminal_onlcr = runq_stdio::terminal_onlcr();
-        runq_stdio::make_raw();
+        config.guest.process.terminal_onlcr = runq_session::terminal::terminal_onlcr();
+        runq_session::terminal::make_raw();
     }
 
     // Bound now, served once the proxy is confined (see `confine`): QEMU's connection waits in
@@ -146,7 +147,7 @@ fn run() -> Result<i32> {
     channel::spawn_reader(agent, events).context("start the channel thread")?;
 
     let helpers = Helpers { virtiofsd, passt };
-    Supervisor::new(config, qemu, helpers, paths, timeline).run(queue)
+    serve::serve(config, qemu, helpers, paths, timeline, queue)
 }
 
 /// Whether the application's resolv.conf (the engine's, with runq's DNS options applied as

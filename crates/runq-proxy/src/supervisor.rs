@@ -1,528 +1,382 @@
-//! The proxy's main loop: one state machine fed by the channel, signal and child events.
+//! The proxy's state machine: the VM's lifecycle and the routing of every message, without
+//! I/O. It takes one [`Input`] at a time and answers with the [`Action`]s the proxy's loop
+//! (`serve`) carries out, so each phase can be tested on its own.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::process::Child;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
 
-use anyhow::{anyhow, bail, Result};
-use runq_mirror::{Mirror, Side};
-use runq_shared::config::VmConfig;
-use runq_shared::protocol::{Message, StreamKind, MAIN_SESSION, PROTOCOL_VERSION, STREAM_WINDOW};
-use runq_shared::timeline::{self, GuestMarks, Timeline};
-
-use crate::boot_images;
-use crate::children::tail;
-use crate::event::Event;
-use crate::qemu::Paths;
-use runq_stdio::FrameWriter;
-use runq_stdio::{self as stdio, Credit, Output};
-
-/// How long a guest that reported the exit may take to power off before QEMU is killed.
-const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+use runq_mirror::Mirror;
+use runq_shared::protocol::{Message, EXIT_KILLED_WITH_CONTAINER, MAIN_SESSION, PROTOCOL_VERSION};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// QEMU is starting, the guest is booting: the deadline applies.
+    /// QEMU is starting, the guest is booting: the boot deadline applies.
     Booting,
     Running,
-    /// The guest reported this exit code; QEMU is ending (see `end_vm`).
+    /// The guest reported this exit code; QEMU is ending.
     Exited(i32),
-    /// The guest gave up (its message was printed); waiting for it to power off.
+    /// The guest gave up (its message was reported); waiting for it to power off.
     Failed,
     /// The channel closed before an exit was reported; QEMU's own end will tell why.
     ChannelLost,
 }
 
-/// The processes besides QEMU that serve the VM.
-pub struct Helpers {
-    /// The root file system's server.
-    pub virtiofsd: Option<Child>,
-    /// The NIC's backend in a shared network namespace.
-    pub passt: Option<Child>,
+/// What happened, as the proxy's threads and deadlines report it.
+#[derive(Debug, PartialEq)]
+pub enum Input {
+    Guest(Message),
+    ChannelClosed(Option<String>),
+    QemuEnded(String),
+    VirtiofsdEnded(String),
+    /// A signal for the application.
+    Signal(i32),
+    WindowChanged,
+    /// A client on the exec socket asks for a session running this process.
+    ExecRequest {
+        session: u32,
+        json: Vec<u8>,
+    },
+    /// A frame from an exec client for its session.
+    ExecClient {
+        session: u32,
+        message: Message,
+    },
+    /// The exec client hung up, or this message could not be delivered to it.
+    ExecClientGone {
+        session: u32,
+        undelivered: Option<Message>,
+    },
+    /// The deadline of [`Supervisor::deadline`] passed.
+    DeadlinePassed,
+}
+
+/// What the proxy's loop is to do.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    ToGuest(Message),
+    /// To an exec session's client; one that ends the session is the client's last.
+    ToClient(u32, Message),
+    /// A frame of the application's stdio.
+    ToMainSession(Message),
+    /// The application runs: carry its stdio, share localhost, page out the boot images.
+    StartMainSession,
+    SignalMain(i32),
+    ResizeMain,
+    /// Write out the application's output received so far.
+    FinishOutput,
+    ToMirror(Message),
+    ResolveDns {
+        id: u32,
+        packet: Vec<u8>,
+    },
+    Timeline(Vec<u8>),
+    /// The guest synced its file systems before it reported the exit, and what it does
+    /// afterwards reaches nobody: QEMU can go at once.
+    KillQemu,
+    /// One line on the container's stderr.
+    Report(String),
+    End(Result<i32, Failure>),
+}
+
+/// Why the container ends without an exit code from the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    ProtocolMismatch { guest: u16 },
+    VirtiofsdEnded(String),
+    QemuEnded(String),
+    BootTimeout,
+    ChannelLost,
+}
+
+/// Which deadline applies now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    Boot,
+    PowerOff,
 }
 
 struct PendingExec {
     session: u32,
     json: Vec<u8>,
-    client: FrameWriter,
     /// What its client sent before the session could start: stdin, a resize, a signal.
     early: Vec<Message>,
 }
 
 pub struct Supervisor {
-    config: VmConfig,
-    qemu: Child,
-    virtiofsd: Option<Child>,
-    passt: Option<Child>,
-    /// Localhost shared with the pod's other VMs, once the guest runs.
-    mirror: Option<Mirror>,
-    paths: Paths,
     phase: Phase,
-    channel: Option<FrameWriter>,
-    stdin_credit: Credit,
-    stdout: Option<Output>,
-    stderr: Option<Output>,
-    pending_signals: Vec<i32>,
+    /// The guest config, sent on the guest's Hello.
+    config_json: Vec<u8>,
+    configured: bool,
+    /// Without disks nothing is lost when QEMU is killed right after the exit; with them,
+    /// its own orderly exit flushes what a format like qcow2 may still hold.
+    has_disks: bool,
     /// Exec sessions asked for while the guest boots, started once it runs, as `runc exec`
     /// works as soon as `runc start` returned.
     pending_execs: Vec<PendingExec>,
-    /// Exec sessions by number, each with the connection of its client.
-    exec_clients: HashMap<u32, FrameWriter>,
-    /// The boot timeline, when `RUNQ_TIMELINE` asked for it.
-    timeline: Option<Timeline>,
+    /// Exec sessions that run and have a client.
+    exec_sessions: BTreeSet<u32>,
 }
 
 impl Supervisor {
-    pub fn new(
-        config: VmConfig,
-        qemu: Child,
-        helpers: Helpers,
-        paths: Paths,
-        timeline: Option<Timeline>,
-    ) -> Supervisor {
+    pub fn new(config_json: Vec<u8>, has_disks: bool) -> Supervisor {
         Supervisor {
-            config,
-            qemu,
-            virtiofsd: helpers.virtiofsd,
-            passt: helpers.passt,
-            mirror: None,
-            paths,
             phase: Phase::Booting,
-            channel: None,
-            stdin_credit: Credit::new(STREAM_WINDOW),
-            stdout: None,
-            stderr: None,
-            pending_signals: Vec::new(),
+            config_json,
+            configured: false,
+            has_disks,
             pending_execs: Vec::new(),
-            exec_clients: HashMap::new(),
-            timeline,
+            exec_sessions: BTreeSet::new(),
         }
     }
 
-    /// Runs until the container is over; returns the exit code for the container.
-    pub fn run(mut self, queue: Receiver<Event>) -> Result<i32> {
-        let boot_deadline =
-            Instant::now() + Duration::from_secs(self.config.vm.boot_timeout_secs.into());
-        let mut power_off_deadline = None;
-        let result = loop {
-            let deadline = match self.phase {
-                Phase::Booting => Some(boot_deadline),
-                Phase::Exited(_) | Phase::Failed | Phase::ChannelLost => {
-                    Some(*power_off_deadline.get_or_insert(Instant::now() + POWER_OFF_GRACE))
-                }
-                Phase::Running => None,
-            };
-            let event = match deadline {
-                None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(at) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
-            };
-            match event {
-                Ok(event) => match self.handle(event) {
-                    Ok(Some(code)) => break Ok(code),
-                    Ok(None) => {}
-                    Err(e) => break Err(e),
-                },
-                Err(RecvTimeoutError::Timeout) => break self.deadline_passed(),
-                Err(RecvTimeoutError::Disconnected) => {
-                    break Err(anyhow!("internal error: every event source ended"))
-                }
-            }
-        };
-        if let Some(timeline) = self.timeline.as_mut() {
-            timeline.mark("vm_exit");
+    pub fn deadline(&self) -> Option<Deadline> {
+        match self.phase {
+            Phase::Booting => Some(Deadline::Boot),
+            Phase::Running => None,
+            Phase::Exited(_) | Phase::Failed | Phase::ChannelLost => Some(Deadline::PowerOff),
         }
-        self.finish_output();
-        if let Some(timeline) = &self.timeline {
-            eprintln!("{}", timeline.line());
-        }
-        for pending in self.pending_execs.drain(..) {
-            let _ = pending.client.send(&Message::Error {
-                session: pending.session,
-                message: "the container ended before the exec session could start".into(),
-            });
-        }
-        for (session, client) in self.exec_clients.drain() {
-            let _ = client.send(&Message::Exit {
-                session,
-                code: runq_shared::protocol::EXIT_KILLED_WITH_CONTAINER,
-            });
-        }
-        self.stop_children();
-        result
     }
 
-    /// Handles one event; `Some(code)` when the container is over.
-    fn handle(&mut self, event: Event) -> Result<Option<i32>> {
-        match event {
-            Event::Connected(channel) => self.channel = Some(channel),
-            Event::Guest(message) => self.handle_guest(message)?,
-            Event::ChannelClosed(error) => {
-                if matches!(self.phase, Phase::Booting | Phase::Running) {
-                    if let Some(error) = error {
-                        eprintln!("runq: {error}");
-                    }
+    fn alive(&self) -> bool {
+        matches!(self.phase, Phase::Booting | Phase::Running)
+    }
+
+    pub fn handle(&mut self, input: Input) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match input {
+            Input::Guest(message) => self.guest_message(message, &mut actions),
+            Input::ChannelClosed(error) => {
+                if self.alive() {
+                    actions.extend(error.map(Action::Report));
                     self.phase = Phase::ChannelLost;
                 }
             }
-            Event::ChildExited { pid, status } => {
-                if pid == self.qemu.id() as i32 {
-                    return self.qemu_exited(&status).map(Some);
+            Input::QemuEnded(status) => actions.push(Action::End(match self.phase {
+                Phase::Exited(code) => Ok(code),
+                Phase::Failed => Ok(1),
+                Phase::Booting | Phase::Running | Phase::ChannelLost => {
+                    Err(Failure::QemuEnded(status))
                 }
-                if Some(pid) == self.virtiofsd.as_ref().map(|c| c.id() as i32)
-                    && matches!(self.phase, Phase::Booting | Phase::Running)
-                {
-                    bail!(
-                        "virtiofsd (the root file system server) ended with {status} while the \
-                         VM was running{}",
-                        self.log_excerpt(&self.paths.virtiofsd_log, "virtiofsd")
-                    );
+            })),
+            Input::VirtiofsdEnded(status) => {
+                if self.alive() {
+                    actions.push(Action::End(Err(Failure::VirtiofsdEnded(status))));
                 }
             }
-            Event::Signal(signal) => match self.phase {
-                Phase::Running => self.send(&Message::Signal {
-                    session: MAIN_SESSION,
-                    signal,
-                })?,
-                Phase::Booting => self.pending_signals.push(signal),
-                Phase::Exited(_) | Phase::Failed | Phase::ChannelLost => {}
+            Input::Signal(signal) => {
+                if self.alive() {
+                    actions.push(Action::SignalMain(signal));
+                }
+            }
+            Input::WindowChanged => {
+                if self.alive() {
+                    actions.push(Action::ResizeMain);
+                }
+            }
+            Input::ExecRequest { session, json } => match self.phase {
+                Phase::Booting => self.pending_execs.push(PendingExec {
+                    session,
+                    json,
+                    early: Vec::new(),
+                }),
+                Phase::Running => {
+                    self.exec_sessions.insert(session);
+                    actions.push(Action::ToGuest(Message::Exec { session, json }));
+                }
+                _ => actions.push(Action::ToClient(
+                    session,
+                    Message::Error {
+                        session,
+                        message: "the container is not running".into(),
+                    },
+                )),
             },
-            Event::WindowChanged => self.send_window_size()?,
-            Event::ExecRequest {
-                session,
-                json,
-                client,
-            } => self.start_exec(session, json, client)?,
-            Event::ExecClient { session, message } => {
+            Input::ExecClient { session, message } => {
                 if let Some(pending) = self.pending_execs.iter_mut().find(|p| p.session == session)
                 {
                     // Bounded: the client sends no more stdin than the stream window.
                     pending.early.push(message);
-                } else if self.exec_clients.contains_key(&session) {
-                    if let Some(message) = crate::exec::for_session(message, session) {
-                        self.send(&message)?;
-                    }
+                } else if self.exec_sessions.contains(&session) {
+                    actions.extend(from_client(message, session).map(Action::ToGuest));
                 }
             }
-            Event::ExecClientGone { session } => {
+            Input::ExecClientGone {
+                session,
+                undelivered,
+            } => {
                 self.pending_execs.retain(|p| p.session != session);
                 // Nobody is left to see its output or its exit: as with a killed `runc exec`
                 // relay, the process goes too.
-                if self.exec_clients.remove(&session).is_some() {
-                    self.send(&Message::Signal {
+                if self.exec_sessions.remove(&session) {
+                    actions.push(Action::ToGuest(Message::Signal {
                         session,
                         signal: libc::SIGKILL,
-                    })?;
+                    }));
                 }
+                actions.extend(undelivered.and_then(credit_for).map(Action::ToGuest));
             }
+            Input::DeadlinePassed => actions.push(Action::End(match self.phase {
+                Phase::Booting => Err(Failure::BootTimeout),
+                // The application's result is known; a guest slow to power off changes nothing.
+                Phase::Exited(code) => Ok(code),
+                Phase::ChannelLost => Err(Failure::ChannelLost),
+                Phase::Failed | Phase::Running => Ok(1),
+            })),
         }
-        Ok(None)
+        actions
     }
 
-    /// noexec is not checked here: `runq exec` refuses it with its message, and the proxy of a
-    /// noexec container has no exec socket, so no request can arrive.
-    fn start_exec(&mut self, session: u32, json: Vec<u8>, client: FrameWriter) -> Result<()> {
-        let refusal = if self.phase == Phase::Booting {
-            self.pending_execs.push(PendingExec {
-                session,
-                json,
-                client,
-                early: Vec::new(),
-            });
-            return Ok(());
-        } else if self.phase != Phase::Running {
-            Some("the container is not running")
-        } else {
-            None
-        };
-        if let Some(message) = refusal {
-            let _ = client.send(&Message::Error {
-                session,
-                message: message.into(),
-            });
-            return Ok(());
-        }
-        self.exec_clients.insert(session, client);
-        self.send(&Message::Exec { session, json })
-    }
-
-    /// Passes a guest message of an exec session to its client.
-    fn route_to_client(&mut self, session: u32, message: Message) -> Result<()> {
-        let ends = matches!(message, Message::Exit { .. } | Message::Error { .. });
-        let delivered = match self.exec_clients.get(&session) {
-            Some(client) => client.send(&message).is_ok(),
-            None => false,
-        };
-        if ends {
-            self.exec_clients.remove(&session);
-        } else if !delivered {
-            // The client is gone; keep the session's window open until its kill lands.
-            if let Message::Data { stream, bytes, .. } = message {
-                self.send(&Message::Credit {
-                    session,
-                    stream,
-                    bytes: bytes.len() as u32,
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn handle_guest(&mut self, message: Message) -> Result<()> {
+    fn guest_message(&mut self, message: Message, actions: &mut Vec<Action>) {
         if Mirror::handles(&message) {
-            if let Some(mirror) = self.mirror() {
-                mirror.deliver(message);
-            }
-            return Ok(());
-        }
-        if let Some(session) =
-            crate::exec::session_of(&message).filter(|&session| session != MAIN_SESSION)
-        {
-            return self.route_to_client(session, message);
+            actions.push(Action::ToMirror(message));
+            return;
         }
         match message {
-            Message::Hello { version } => {
-                if version != PROTOCOL_VERSION {
-                    bail!(
-                        "the guest init speaks protocol {version}, this proxy {PROTOCOL_VERSION}: \
-                         reinstall runq so that initrd and proxy match"
+            Message::Hello { version } if !self.configured => {
+                self.configured = true;
+                actions.push(if version == PROTOCOL_VERSION {
+                    Action::ToGuest(Message::Config {
+                        json: self.config_json.clone(),
+                    })
+                } else {
+                    Action::End(Err(Failure::ProtocolMismatch { guest: version }))
+                });
+            }
+            Message::DnsQuery { id, packet } => actions.push(Action::ResolveDns { id, packet }),
+            Message::Timeline { json } => actions.push(Action::Timeline(json)),
+            message => match guest_session(&message) {
+                Some(MAIN_SESSION) => self.main_session(message, actions),
+                Some(session) => self.route_to_client(session, message, actions),
+                None => actions.push(unexpected(&message)),
+            },
+        }
+    }
+
+    fn main_session(&mut self, message: Message, actions: &mut Vec<Action>) {
+        match message {
+            Message::Started { .. } if self.phase == Phase::Booting => {
+                self.phase = Phase::Running;
+                actions.push(Action::StartMainSession);
+                for pending in std::mem::take(&mut self.pending_execs) {
+                    self.exec_sessions.insert(pending.session);
+                    actions.push(Action::ToGuest(Message::Exec {
+                        session: pending.session,
+                        json: pending.json,
+                    }));
+                    actions.extend(
+                        pending
+                            .early
+                            .into_iter()
+                            .filter_map(|message| from_client(message, pending.session))
+                            .map(Action::ToGuest),
                     );
                 }
-                let json = serde_json::to_vec(&self.config.guest)?;
-                self.send(&Message::Config { json })?;
             }
-            Message::Started { .. } => self.started()?,
-            Message::Data { stream, bytes, .. } => {
-                let output = match stream {
-                    StreamKind::Stdout => self.stdout.as_ref(),
-                    StreamKind::Stderr => self.stderr.as_ref(),
-                    StreamKind::Stdin => None,
-                };
-                match output {
-                    Some(output) => output.push(bytes),
-                    None => {
-                        // What the guest init itself says after the application's stderr
-                        // ended (why it ended, say) still belongs on the container's stderr.
-                        if stream == StreamKind::Stderr {
-                            use std::io::Write;
-                            let _ = std::io::stderr().write_all(&bytes);
-                        }
-                        self.send(&Message::Credit {
-                            session: MAIN_SESSION,
-                            stream,
-                            bytes: bytes.len() as u32,
-                        })?
-                    }
+            Message::Exit { code, .. } if self.alive() => {
+                self.phase = Phase::Exited(code);
+                if !self.has_disks {
+                    actions.push(Action::KillQemu);
                 }
             }
-            Message::Eof { stream, .. } => match stream {
-                StreamKind::Stdout => finish(&mut self.stdout),
-                StreamKind::Stderr => finish(&mut self.stderr),
-                StreamKind::Stdin => {}
-            },
-            Message::Credit {
-                stream: StreamKind::Stdin,
-                bytes,
-                ..
-            } => self.stdin_credit.add(bytes),
-            Message::Exit { code, .. } => {
-                self.phase = Phase::Exited(code);
-                self.end_vm();
-            }
-            Message::Error { message, .. } => {
-                self.finish_output();
-                eprintln!("runq: guest: {message}");
+            Message::Error { message, .. } if self.alive() => {
+                actions.push(Action::FinishOutput);
+                actions.push(Action::Report(format!("guest: {message}")));
                 self.phase = Phase::Failed;
             }
-            Message::DnsQuery { id, packet } => {
-                if let Some(channel) = self.channel.clone() {
-                    crate::dns::resolve_in_background(id, packet, channel);
-                }
+            message @ (Message::Data { .. } | Message::Eof { .. } | Message::Credit { .. }) => {
+                actions.push(Action::ToMainSession(message))
             }
-            Message::Timeline { json } => {
-                let received = timeline::wall_clock_ns();
-                if let Some(timeline) = self.timeline.as_mut() {
-                    match serde_json::from_slice::<GuestMarks>(&json) {
-                        Ok(marks) => timeline.add_guest(&marks, received),
-                        Err(error) => {
-                            eprintln!("runq: unreadable timeline from the guest: {error}")
-                        }
-                    }
-                }
-            }
-            other => eprintln!("runq: unexpected message from the guest: {other:?}"),
+            other => actions.push(unexpected(&other)),
         }
-        Ok(())
     }
 
-    /// The mirror, started the first time it is needed: when the guest runs, or when its
-    /// mirror reports first.
-    fn mirror(&mut self) -> Option<&Mirror> {
-        if self.mirror.is_none() && self.config.guest.network.mirror_localhost {
-            let channel = self.channel.clone()?;
-            let send = Box::new(move |message: &Message| channel.send(message));
-            match Mirror::spawn(Side::Host, send) {
-                Ok(mirror) => self.mirror = Some(mirror),
-                Err(error) => eprintln!("runq: localhost is not shared with the pod: {error}"),
-            }
+    /// Passes a guest message of an exec session to its client; a session whose client is
+    /// gone keeps its window open until its kill lands.
+    fn route_to_client(&mut self, session: u32, message: Message, actions: &mut Vec<Action>) {
+        if !self.exec_sessions.contains(&session) {
+            actions.extend(credit_for(message).map(Action::ToGuest));
+            return;
         }
-        self.mirror.as_ref()
+        if message.ends_session() {
+            self.exec_sessions.remove(&session);
+        }
+        actions.push(Action::ToClient(session, message));
     }
 
-    fn started(&mut self) -> Result<()> {
-        let _ = self.mirror();
-        let channel = self
-            .channel
-            .clone()
-            .ok_or_else(|| anyhow!("guest started before the channel connected"))?;
-        self.phase = Phase::Running;
-        self.stdout = Some(Output::spawn(
-            MAIN_SESSION,
-            StreamKind::Stdout,
-            channel.clone(),
-        )?);
-        self.stderr = Some(Output::spawn(
-            MAIN_SESSION,
-            StreamKind::Stderr,
-            channel.clone(),
-        )?);
-        stdio::spawn_stdin_pump(MAIN_SESSION, channel, self.stdin_credit.clone())?;
-        if self.config.guest.process.terminal {
-            self.send_window_size()?;
-        }
-        for signal in std::mem::take(&mut self.pending_signals) {
-            self.send(&Message::Signal {
-                session: MAIN_SESSION,
-                signal,
-            })?;
-        }
-        for pending in std::mem::take(&mut self.pending_execs) {
-            self.exec_clients.insert(pending.session, pending.client);
-            self.send(&Message::Exec {
+    /// What exec clients hear when the container is over.
+    pub fn finish(&mut self) -> Vec<Action> {
+        let pending = self.pending_execs.drain(..).map(|pending| {
+            let message = Message::Error {
                 session: pending.session,
-                json: pending.json,
-            })?;
-            for message in pending.early {
-                if let Some(message) = crate::exec::for_session(message, pending.session) {
-                    self.send(&message)?;
-                }
-            }
-        }
-        // The kernel and initrd have done their work; refused without CAP_SYS_NICE, which
-        // only costs memory.
-        let images = [self.paths.kernel.as_path(), self.paths.initrd.as_path()];
-        if let Err(error) = boot_images::page_out(self.qemu.id(), &images) {
-            if self.config.vm.debug {
-                eprintln!("runq: could not page the boot images out of QEMU: {error}");
-            }
-        }
-        Ok(())
-    }
-
-    fn qemu_exited(&mut self, status: &str) -> Result<i32> {
-        match self.phase {
-            Phase::Exited(code) => Ok(code),
-            Phase::Failed => Ok(1),
-            Phase::Booting | Phase::Running | Phase::ChannelLost => bail!(
-                "QEMU ended with {status} before the application did{}{}{}",
-                panic_line(&self.paths.console_log)
-                    .map(|line| format!(": the guest kernel panicked ({line})"))
-                    .unwrap_or_default(),
-                self.log_excerpt(&self.paths.qemu_log, "QEMU"),
-                self.log_excerpt(&self.paths.console_log, "guest console")
-            ),
-        }
-    }
-
-    fn deadline_passed(&mut self) -> Result<i32> {
-        match self.phase {
-            Phase::Booting => bail!(
-                "the guest did not start the application within {} s (boot timeout){}",
-                self.config.vm.boot_timeout_secs,
-                self.log_excerpt(&self.paths.console_log, "guest console")
-            ),
-            // The application's result is known; a guest slow to power off changes nothing.
-            Phase::Exited(code) => Ok(code),
-            Phase::ChannelLost => bail!(
-                "the control channel to the guest closed while QEMU kept running{}",
-                self.log_excerpt(&self.paths.console_log, "guest console")
-            ),
-            Phase::Failed | Phase::Running => Ok(1),
-        }
-    }
-
-    fn send(&self, message: &Message) -> Result<()> {
-        let channel = self
-            .channel
-            .as_ref()
-            .ok_or_else(|| anyhow!("the control channel is not connected"))?;
-        channel
-            .send(message)
-            .map_err(|e| anyhow!("send to the guest: {e}"))
-    }
-
-    fn send_window_size(&self) -> Result<()> {
-        match (self.phase, stdio::window_size()) {
-            (Phase::Running, Some((rows, cols))) => self.send(&Message::Resize {
-                session: MAIN_SESSION,
-                rows,
-                cols,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    fn finish_output(&mut self) {
-        finish(&mut self.stdout);
-        finish(&mut self.stderr);
-    }
-
-    /// The guest synced its file systems before it reported the exit, and what it does
-    /// afterwards reaches nobody: without disks QEMU is killed at once. Its own orderly exit
-    /// (device teardown, ~55 ms under TCG, SIGTERM no faster than the guest's power-off) is
-    /// only kept for disks, where a format like qcow2 with `cache=unsafe` may still hold
-    /// metadata that the guest's flush never reached.
-    fn end_vm(&self) {
-        if self.config.vm.disks.is_empty() {
-            let pid = nix::unistd::Pid::from_raw(self.qemu.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-
-    fn stop_children(&mut self) {
-        for child in [
-            Some(&mut self.qemu),
-            self.virtiofsd.as_mut(),
-            self.passt.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let _ = child.kill();
-        }
-    }
-
-    fn log_excerpt(&self, path: &Path, name: &str) -> String {
-        let text = tail(path, 15);
-        if text.is_empty() {
-            String::new()
-        } else {
-            format!("\n--- last lines of the {name} log ---\n{text}")
-        }
+                message: "the container ended before the exec session could start".into(),
+            };
+            Action::ToClient(pending.session, message)
+        });
+        let running = std::mem::take(&mut self.exec_sessions)
+            .into_iter()
+            .map(|session| {
+                let code = EXIT_KILLED_WITH_CONTAINER;
+                Action::ToClient(session, Message::Exit { session, code })
+            });
+        pending.chain(running).collect()
     }
 }
 
-/// The guest kernel's panic message, if the console log has one.
-fn panic_line(console_log: &Path) -> Option<String> {
-    let log = std::fs::read_to_string(console_log).ok()?;
-    log.lines()
-        .find_map(|line| line.split_once("Kernel panic - ").map(|(_, rest)| rest))
-        .map(|rest| format!("Kernel panic - {}", rest.trim()))
-}
-
-fn finish(output: &mut Option<Output>) {
-    if let Some(mut output) = output.take() {
-        output.finish();
+/// The session of a message the guest may send for a session.
+fn guest_session(message: &Message) -> Option<u32> {
+    match message {
+        Message::Started { .. }
+        | Message::Data { .. }
+        | Message::Eof { .. }
+        | Message::Credit { .. }
+        | Message::Exit { .. }
+        | Message::Error { .. } => message.session(),
+        _ => None,
     }
 }
+
+fn unexpected(message: &Message) -> Action {
+    Action::Report(format!("unexpected message from the guest: {message:?}"))
+}
+
+/// The credit that returns an undelivered chunk of output to the guest's window.
+fn credit_for(message: Message) -> Option<Message> {
+    match message {
+        Message::Data {
+            session,
+            stream,
+            bytes,
+        } => Some(Message::Credit {
+            session,
+            stream,
+            bytes: bytes.len() as u32,
+        }),
+        _ => None,
+    }
+}
+
+/// An exec client's frame, renumbered to its session; `None` for what a client may not send.
+pub fn from_client(message: Message, session: u32) -> Option<Message> {
+    Some(match message {
+        Message::Data { stream, bytes, .. } => Message::Data {
+            session,
+            stream,
+            bytes,
+        },
+        Message::Eof { stream, .. } => Message::Eof { session, stream },
+        Message::Credit { stream, bytes, .. } => Message::Credit {
+            session,
+            stream,
+            bytes,
+        },
+        Message::Signal { signal, .. } => Message::Signal { session, signal },
+        Message::Resize { rows, cols, .. } => Message::Resize {
+            session,
+            rows,
+            cols,
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,7 @@
 //! exhaust memory nor stall the other streams.
 
 use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
@@ -417,6 +418,51 @@ impl Message {
     pub fn write_to(&self, writer: &mut impl Write) -> io::Result<()> {
         writer.write_all(&self.encode())
     }
+
+    /// The session a message belongs to, for the messages of a session.
+    pub fn session(&self) -> Option<u32> {
+        match self {
+            Message::Started { session }
+            | Message::Data { session, .. }
+            | Message::Eof { session, .. }
+            | Message::Credit { session, .. }
+            | Message::Signal { session, .. }
+            | Message::Resize { session, .. }
+            | Message::Exit { session, .. }
+            | Message::Error { session, .. }
+            | Message::Exec { session, .. } => Some(*session),
+            _ => None,
+        }
+    }
+
+    /// Whether the guest says no more of this message's session after it.
+    pub fn ends_session(&self) -> bool {
+        matches!(self, Message::Exit { .. } | Message::Error { .. })
+    }
+}
+
+/// The sending end of a framed connection, shared by threads: every sender writes whole
+/// frames under one lock, so frames never interleave. The only frame writer, on both sides.
+pub struct FrameWriter<W>(Arc<Mutex<W>>);
+
+impl<W> Clone for FrameWriter<W> {
+    fn clone(&self) -> Self {
+        FrameWriter(Arc::clone(&self.0))
+    }
+}
+
+impl<W: Write> FrameWriter<W> {
+    pub fn new(writer: W) -> FrameWriter<W> {
+        FrameWriter(Arc::new(Mutex::new(writer)))
+    }
+
+    pub fn send(&self, message: &Message) -> io::Result<()> {
+        let mut writer = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("frame writer lock poisoned"))?;
+        message.write_to(&mut *writer)
+    }
 }
 
 /// Cursor over a frame body that names the message when a field is missing.
@@ -537,6 +583,62 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_from_many_threads_never_interleave() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let writer = FrameWriter::new(ours);
+        let senders: Vec<_> = (0..4u8)
+            .map(|n| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..16 {
+                        let bytes = vec![n; DATA_CHUNK];
+                        let message = Message::Data {
+                            session: u32::from(n),
+                            stream: StreamKind::Stdout,
+                            bytes,
+                        };
+                        writer.send(&message).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let reader = std::thread::spawn(move || {
+            let mut count = 0;
+            while count < 64 {
+                match read_message(&mut theirs).unwrap() {
+                    Some(Message::Data { session, bytes, .. }) => {
+                        assert!(bytes.iter().all(|&b| u32::from(b) == session));
+                        count += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        });
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn session_messages_name_their_session_and_only_exit_and_error_end_it() {
+        assert_eq!(Message::Started { session: 4 }.session(), Some(4));
+        assert_eq!(Message::Hello { version: 1 }.session(), None);
+        assert_eq!(Message::ConnEof { conn: 3 }.session(), None);
+        assert!(Message::Exit {
+            session: 1,
+            code: 0
+        }
+        .ends_session());
+        let error = Message::Error {
+            session: 1,
+            message: String::new(),
+        };
+        assert!(error.ends_session());
+        assert!(!Message::Started { session: 1 }.ends_session());
+    }
 
     #[test]
     fn exit_codes_outside_a_byte_are_255_everywhere() {

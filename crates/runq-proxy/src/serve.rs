@@ -1,0 +1,329 @@
+//! The proxy's main loop: the I/O around the [`Supervisor`]. It turns what the threads report
+//! into inputs, carries out the supervisor's actions on the channel, the application's session,
+//! the exec clients, the mirror and the children, and explains a failure with the logs.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::process::Child;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use runq_mirror::{Mirror, Side};
+use runq_session::{Endpoints, FrameWriter, HostSession};
+use runq_shared::config::VmConfig;
+use runq_shared::protocol::{Message, MAIN_SESSION, PROTOCOL_VERSION};
+use runq_shared::timeline::{self, GuestMarks, Timeline};
+
+use crate::boot_images;
+use crate::children::tail;
+use crate::event::Event;
+use crate::qemu::Paths;
+use crate::supervisor::{Action, Deadline, Failure, Input, Supervisor};
+
+/// How long a guest that reported the exit may take to power off before QEMU is killed.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+
+/// The processes besides QEMU that serve the VM.
+pub struct Helpers {
+    /// The root file system's server.
+    pub virtiofsd: Option<Child>,
+    /// The NIC's backend in a shared network namespace.
+    pub passt: Option<Child>,
+}
+
+struct Proxy {
+    config: VmConfig,
+    qemu: Child,
+    helpers: Helpers,
+    paths: Paths,
+    channel: Option<FrameWriter>,
+    main: HostSession,
+    /// The connection of every exec client, by session.
+    clients: HashMap<u32, FrameWriter>,
+    /// Localhost shared with the pod's other VMs, once the guest runs.
+    mirror: Option<Mirror>,
+    /// The boot timeline, when `RUNQ_TIMELINE` asked for it.
+    timeline: Option<Timeline>,
+}
+
+/// Runs until the container is over; returns the exit code for the container.
+pub fn serve(
+    config: VmConfig,
+    qemu: Child,
+    helpers: Helpers,
+    paths: Paths,
+    timeline: Option<Timeline>,
+    queue: Receiver<Event>,
+) -> Result<i32> {
+    let config_json = serde_json::to_vec(&config.guest)?;
+    let mut supervisor = Supervisor::new(config_json, !config.vm.disks.is_empty());
+    let terminal = config.guest.process.terminal;
+    let mut proxy = Proxy {
+        config,
+        qemu,
+        helpers,
+        paths,
+        channel: None,
+        main: HostSession::new(Endpoints::of_this_process(), terminal),
+        clients: HashMap::new(),
+        mirror: None,
+        timeline,
+    };
+    let boot_deadline =
+        Instant::now() + Duration::from_secs(proxy.config.vm.boot_timeout_secs.into());
+    let mut power_off_deadline = None;
+    let result = loop {
+        let deadline = supervisor.deadline().map(|deadline| match deadline {
+            Deadline::Boot => boot_deadline,
+            Deadline::PowerOff => {
+                *power_off_deadline.get_or_insert_with(|| Instant::now() + POWER_OFF_GRACE)
+            }
+        });
+        let event = match deadline {
+            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        let input = match event {
+            Ok(event) => match proxy.input_for(event) {
+                Some(input) => input,
+                None => continue,
+            },
+            Err(RecvTimeoutError::Timeout) => Input::DeadlinePassed,
+            Err(RecvTimeoutError::Disconnected) => {
+                break Err(anyhow!("internal error: every event source ended"))
+            }
+        };
+        match proxy.step(&mut supervisor, input) {
+            Ok(Some(end)) => break end,
+            Ok(None) => {}
+            Err(error) => break Err(error),
+        }
+    };
+    if let Some(timeline) = proxy.timeline.as_mut() {
+        timeline.mark("vm_exit");
+    }
+    proxy.main.finish();
+    if let Some(timeline) = &proxy.timeline {
+        eprintln!("{}", timeline.line());
+    }
+    for action in supervisor.finish() {
+        // Only messages to clients, which end their sessions.
+        let _ = proxy.carry_out(action);
+    }
+    proxy.stop_children();
+    result
+}
+
+impl Proxy {
+    /// The supervisor's input for a thread's event; `None` for what only the loop needs.
+    fn input_for(&mut self, event: Event) -> Option<Input> {
+        Some(match event {
+            Event::Connected(channel) => {
+                self.channel = Some(channel);
+                return None;
+            }
+            Event::Guest(message) => Input::Guest(message),
+            Event::ChannelClosed(error) => Input::ChannelClosed(error),
+            Event::ChildExited { pid, status } => {
+                if pid == self.qemu.id() as i32 {
+                    Input::QemuEnded(status)
+                } else if Some(pid) == self.helpers.virtiofsd.as_ref().map(|c| c.id() as i32) {
+                    Input::VirtiofsdEnded(status)
+                } else {
+                    return None;
+                }
+            }
+            Event::Signal(signal) => Input::Signal(signal),
+            Event::WindowChanged => Input::WindowChanged,
+            Event::ExecRequest {
+                session,
+                json,
+                client,
+            } => {
+                self.clients.insert(session, client);
+                Input::ExecRequest { session, json }
+            }
+            Event::ExecClient { session, message } => Input::ExecClient { session, message },
+            Event::ExecClientGone { session } => {
+                self.clients.remove(&session);
+                Input::ExecClientGone {
+                    session,
+                    undelivered: None,
+                }
+            }
+        })
+    }
+
+    /// Feeds one input and what carrying out its actions brings back; the container's end,
+    /// once known.
+    fn step(&mut self, supervisor: &mut Supervisor, input: Input) -> Result<Option<Result<i32>>> {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            for action in supervisor.handle(input) {
+                if let Action::End(end) = action {
+                    return Ok(Some(end.map_err(|failure| self.explain(failure))));
+                }
+                inputs.extend(self.carry_out(action)?);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Carries out one action; an input when it had a consequence the supervisor must know.
+    fn carry_out(&mut self, action: Action) -> Result<Option<Input>> {
+        match action {
+            Action::ToGuest(message) => self.to_guest(&message)?,
+            Action::ToClient(session, message) => {
+                let ends = message.ends_session();
+                let client = match ends {
+                    true => self.clients.remove(&session),
+                    false => self.clients.get(&session).cloned(),
+                };
+                let delivered = client.is_some_and(|client| client.send(&message).is_ok());
+                if !delivered && !ends {
+                    self.clients.remove(&session);
+                    return Ok(Some(Input::ExecClientGone {
+                        session,
+                        undelivered: Some(message),
+                    }));
+                }
+            }
+            Action::ToMainSession(message) => {
+                self.main.take_stdio(message);
+            }
+            Action::StartMainSession => self.start_main_session()?,
+            Action::SignalMain(signal) => self.main.signal(signal),
+            Action::ResizeMain => self.main.window_changed(),
+            Action::FinishOutput => self.main.finish(),
+            Action::ToMirror(message) => {
+                if let Some(mirror) = self.mirror() {
+                    mirror.deliver(message);
+                }
+            }
+            Action::ResolveDns { id, packet } => {
+                if let Some(channel) = self.channel.clone() {
+                    crate::dns::resolve_in_background(id, packet, channel);
+                }
+            }
+            Action::Timeline(json) => self.add_guest_marks(&json),
+            Action::KillQemu => {
+                let pid = nix::unistd::Pid::from_raw(self.qemu.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            Action::Report(line) => eprintln!("runq: {line}"),
+            // Handled by `step`.
+            Action::End(_) => {}
+        }
+        Ok(None)
+    }
+
+    fn to_guest(&self, message: &Message) -> Result<()> {
+        let channel = self
+            .channel
+            .as_ref()
+            .ok_or_else(|| anyhow!("the control channel is not connected"))?;
+        channel
+            .send(message)
+            .map_err(|e| anyhow!("send to the guest: {e}"))
+    }
+
+    fn start_main_session(&mut self) -> Result<()> {
+        let _ = self.mirror();
+        let channel = self
+            .channel
+            .clone()
+            .ok_or_else(|| anyhow!("guest started before the channel connected"))?;
+        self.main.start(MAIN_SESSION, channel)?;
+        // The kernel and initrd have done their work; refused without CAP_SYS_NICE, which
+        // only costs memory.
+        let images = [self.paths.kernel.as_path(), self.paths.initrd.as_path()];
+        if let Err(error) = boot_images::page_out(self.qemu.id(), &images) {
+            if self.config.vm.debug {
+                eprintln!("runq: could not page the boot images out of QEMU: {error}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The mirror, started the first time it is needed: when the guest runs, or when its
+    /// mirror reports first.
+    fn mirror(&mut self) -> Option<&Mirror> {
+        if self.mirror.is_none() && self.config.guest.network.mirror_localhost {
+            let channel = self.channel.clone()?;
+            let send = Box::new(move |message: &Message| channel.send(message));
+            match Mirror::spawn(Side::Host, send) {
+                Ok(mirror) => self.mirror = Some(mirror),
+                Err(error) => eprintln!("runq: localhost is not shared with the pod: {error}"),
+            }
+        }
+        self.mirror.as_ref()
+    }
+
+    fn add_guest_marks(&mut self, json: &[u8]) {
+        let received = timeline::wall_clock_ns();
+        if let Some(timeline) = self.timeline.as_mut() {
+            match serde_json::from_slice::<GuestMarks>(json) {
+                Ok(marks) => timeline.add_guest(&marks, received),
+                Err(error) => eprintln!("runq: unreadable timeline from the guest: {error}"),
+            }
+        }
+    }
+
+    /// The failure's message, with what the logs say about it.
+    fn explain(&self, failure: Failure) -> anyhow::Error {
+        let paths = &self.paths;
+        match failure {
+            Failure::ProtocolMismatch { guest } => anyhow!(
+                "the guest init speaks protocol {guest}, this proxy {PROTOCOL_VERSION}: \
+                 reinstall runq so that initrd and proxy match"
+            ),
+            Failure::VirtiofsdEnded(status) => anyhow!(
+                "virtiofsd (the root file system server) ended with {status} while the VM was \
+                 running{}",
+                log_excerpt(&paths.virtiofsd_log, "virtiofsd")
+            ),
+            Failure::QemuEnded(status) => anyhow!(
+                "QEMU ended with {status} before the application did{}{}{}",
+                panic_line(&paths.console_log)
+                    .map(|line| format!(": the guest kernel panicked ({line})"))
+                    .unwrap_or_default(),
+                log_excerpt(&paths.qemu_log, "QEMU"),
+                log_excerpt(&paths.console_log, "guest console")
+            ),
+            Failure::BootTimeout => anyhow!(
+                "the guest did not start the application within {} s (boot timeout){}",
+                self.config.vm.boot_timeout_secs,
+                log_excerpt(&paths.console_log, "guest console")
+            ),
+            Failure::ChannelLost => anyhow!(
+                "the control channel to the guest closed while QEMU kept running{}",
+                log_excerpt(&paths.console_log, "guest console")
+            ),
+        }
+    }
+
+    fn stop_children(&mut self) {
+        let helpers = [self.helpers.virtiofsd.as_mut(), self.helpers.passt.as_mut()];
+        for child in std::iter::once(&mut self.qemu).chain(helpers.into_iter().flatten()) {
+            let _ = child.kill();
+        }
+    }
+}
+
+fn log_excerpt(path: &Path, name: &str) -> String {
+    let text = tail(path, 15);
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("\n--- last lines of the {name} log ---\n{text}")
+    }
+}
+
+/// The guest kernel's panic message, if the console log has one.
+fn panic_line(console_log: &Path) -> Option<String> {
+    let log = std::fs::read_to_string(console_log).ok()?;
+    log.lines()
+        .find_map(|line| line.split_once("Kernel panic - ").map(|(_, rest)| rest))
+        .map(|rest| format!("Kernel panic - {}", rest.trim()))
+}

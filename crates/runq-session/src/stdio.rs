@@ -1,0 +1,151 @@
+//! The stream machinery of a session: stdin read only as far as the peer granted credit, and
+//! one writer thread per output stream that returns credit once a chunk is out, so a slow
+//! reader of stdout holds back only stdout.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use runq_shared::protocol::{Message, StreamKind, DATA_CHUNK};
+
+use crate::FrameWriter;
+
+/// Where a stream's bytes are read or written on this side.
+pub type Source = Box<dyn Read + Send>;
+pub type Sink = Box<dyn Write + Send>;
+
+/// Bytes of stdin the guest will still accept.
+#[derive(Clone, Default)]
+pub struct Credit(Arc<(Mutex<u32>, Condvar)>);
+
+impl Credit {
+    pub fn new(initial: u32) -> Credit {
+        Credit(Arc::new((Mutex::new(initial), Condvar::new())))
+    }
+
+    pub fn add(&self, bytes: u32) {
+        let (lock, ready) = &*self.0;
+        if let Ok(mut credit) = lock.lock() {
+            *credit = credit.saturating_add(bytes);
+            ready.notify_all();
+        }
+    }
+
+    /// Waits until some credit is available and takes up to `want` of it.
+    fn take(&self, want: u32) -> u32 {
+        let (lock, ready) = &*self.0;
+        let Ok(mut credit) = lock.lock() else {
+            return 0;
+        };
+        while *credit == 0 {
+            credit = match ready.wait(credit) {
+                Ok(guard) => guard,
+                Err(_) => return 0,
+            };
+        }
+        let taken = want.min(*credit);
+        *credit -= taken;
+        taken
+    }
+}
+
+/// Forwards `stdin` as the session's stdin until end of file.
+pub fn spawn_stdin_pump(
+    session: u32,
+    mut stdin: Source,
+    channel: FrameWriter,
+    credit: Credit,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; DATA_CHUNK];
+            loop {
+                let allowed = credit.take(DATA_CHUNK as u32) as usize;
+                if allowed == 0 {
+                    return;
+                }
+                let message = match stdin.read(&mut buf[..allowed]) {
+                    Ok(0) | Err(_) => Message::Eof {
+                        session,
+                        stream: StreamKind::Stdin,
+                    },
+                    Ok(n) => {
+                        credit.add((allowed - n) as u32);
+                        Message::Data {
+                            session,
+                            stream: StreamKind::Stdin,
+                            bytes: buf[..n].to_vec(),
+                        }
+                    }
+                };
+                let end = matches!(message, Message::Eof { .. });
+                if channel.send(&message).is_err() || end {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// One output stream (stdout or stderr) of the session, written by a thread of its own.
+pub struct Output {
+    chunks: Option<Sender<Vec<u8>>>,
+    thread: Option<JoinHandle<Sink>>,
+}
+
+impl Output {
+    pub fn spawn(
+        session: u32,
+        stream: StreamKind,
+        sink: Sink,
+        channel: FrameWriter,
+    ) -> std::io::Result<Output> {
+        // Unbounded in chunks but not in bytes: the guest never has more than a window of
+        // this stream in flight. Blocking here would stall the channel reader.
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("{stream:?}"))
+            .spawn(move || write_chunks(session, stream, sink, receiver, channel))?;
+        Ok(Output {
+            chunks: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn push(&self, bytes: Vec<u8>) {
+        if let Some(chunks) = &self.chunks {
+            let _ = chunks.send(bytes);
+        }
+    }
+
+    /// Writes out what is queued, stops, and hands the sink back (`None` if its thread
+    /// panicked).
+    pub fn finish(mut self) -> Option<Sink> {
+        self.chunks = None;
+        self.thread.take().and_then(|thread| thread.join().ok())
+    }
+}
+
+fn write_chunks(
+    session: u32,
+    stream: StreamKind,
+    mut out: Sink,
+    chunks: Receiver<Vec<u8>>,
+    channel: FrameWriter,
+) -> Sink {
+    let mut broken = false;
+    for chunk in chunks {
+        if !broken {
+            // A reader that went away must not stop the application: keep accepting output.
+            broken = out.write_all(&chunk).and_then(|()| out.flush()).is_err();
+        }
+        let _ = channel.send(&Message::Credit {
+            session,
+            stream,
+            bytes: chunk.len() as u32,
+        });
+    }
+    out
+}
