@@ -47,7 +47,7 @@ const SETTLE: Duration = Duration::from_secs(3);
 
 pub fn run(settings: &Settings) -> Result<()> {
     let probe_binary = std::env::current_exe().context("find the runq-bench binary")?;
-    let assets = runq_shared::layout::install_root().join("qemu");
+    let assets = runq_shared::layout::installed_assets();
     let runq = Setup::runq("runq", &["-e", &format!("RUNQ_MEM={}", settings.mem)]);
     let runc = Setup::runc();
 

@@ -37,13 +37,20 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Returns once the application's exec has happened (or its setup failed), so that the
 /// boot timeline's `app_exec` is the exec itself, not the fork before the container's setup.
-pub fn spawn(config: &GuestConfig, disks: &[Attached]) -> Result<App, InitError> {
+/// `resolv_conf`, when the proxy gave one, replaces the engine's.
+pub fn spawn(
+    config: &GuestConfig,
+    resolv_conf: Option<&str>,
+    disks: &[Attached],
+) -> Result<App, InitError> {
     // Every later child of init starts in the application's PID namespace: exec sessions too.
     unshare(CloneFlags::CLONE_NEWPID).context(|| "new PID namespace".to_string())?;
     // The child holds the write end until exec closes it (FD_CLOEXEC), or until it exits.
     let (exec_seen, exec_done) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context(|| "pipe".to_string())?;
-    let app = fork_with_stdio(&config.process, || setup_and_exec(config, disks))?;
+    let app = fork_with_stdio(&config.process, || {
+        setup_and_exec(config, resolv_conf, disks)
+    })?;
     drop(exec_done);
     wait_for_eof(exec_seen);
     Ok(app)
@@ -254,10 +261,14 @@ fn set_cloexec(fd: &OwnedFd) -> Result<(), InitError> {
 }
 
 /// Everything between fork and exec. Returns only on failure.
-fn setup_and_exec(config: &GuestConfig, disks: &[Attached]) -> Result<(), ChildFailure> {
+fn setup_and_exec(
+    config: &GuestConfig,
+    resolv_conf: Option<&str>,
+    disks: &[Attached],
+) -> Result<(), ChildFailure> {
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
         .map_err(fail("new mount, IPC and UTS namespaces"))?;
-    mounts::prepare_root(config, disks).map_err(|e| (1, e.to_string()))?;
+    mounts::prepare_root(config, resolv_conf, disks).map_err(|e| (1, e.to_string()))?;
     if let Some(hostname) = &config.hostname {
         nix::unistd::sethostname(hostname).map_err(fail(format!("set hostname {hostname:?}")))?;
     }

@@ -20,7 +20,7 @@ pub struct DnsRelay {
 }
 
 /// Listens when the application's resolv.conf names Docker's embedded server, as the proxy
-/// found (`GuestConfig::embedded_dns`). The address, not a host name string: binding to a
+/// found (`HostFindings::embedded_dns`). The address, not a host name string: binding to a
 /// string would link glibc's resolver and its NSS machinery into this static binary.
 pub fn listen_if_needed(embedded_dns: bool) -> Option<DnsRelay> {
     if !embedded_dns {

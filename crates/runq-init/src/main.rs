@@ -24,7 +24,7 @@ mod system;
 use std::fs::File;
 use std::process::ExitCode;
 
-use runq_shared::config::GuestConfig;
+use runq_shared::config::GuestBoot;
 
 use crate::error::{Context, InitError};
 use runq_shared::protocol::{self, FrameWriter, Message, MAIN_SESSION, PROTOCOL_VERSION};
@@ -80,9 +80,10 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     modules::load_hinted(&cmdline, &mut loaded)?;
     marks.mark("modules_loaded");
 
-    let config = receive_config(&mut port)?;
+    let boot = receive_config(&mut port)?;
     marks.mark("config_received");
-    modules::load_for(&config, &mut loaded)?;
+    modules::load_for(&boot, &mut loaded)?;
+    let GuestBoot { config, host } = boot;
     rootfs::mount(&config)?;
     rootfs::share_module_tree();
     let disks = disks::find(&config.disks)?;
@@ -92,14 +93,14 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     }
     disks::mount_all(&config.disks, &disks, root_disk)?;
     marks.mark("root_mounted");
-    net::configure(&config.network)?;
+    net::configure(&host.network)?;
     marks.mark("network_ready");
-    let dns = dns_relay::listen_if_needed(config.embedded_dns);
+    let dns = dns_relay::listen_if_needed(host.embedded_dns);
     let children = relay::block_child_signals()?;
     let writer = FrameWriter::new(port.try_clone().map_err(InitError::Channel)?);
     // Before the application's PID namespace exists: after that the kernel refuses new
     // threads.
-    let mirror = if config.network.mirror_localhost {
+    let mirror = if host.network.mirror_localhost {
         let writer = writer.clone();
         let send = Box::new(move |message: &Message| writer.send(message));
         Some(
@@ -109,14 +110,14 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     } else {
         None
     };
-    let app = container::spawn(&config, &disks)?;
+    let app = container::spawn(&config, host.resolv_conf.as_deref(), &disks)?;
     marks.mark("app_exec");
     let code = relay::run(port, writer, mirror, &config, app, children, dns, marks)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())
 }
 
-fn receive_config(port: &mut File) -> Result<GuestConfig, InitError> {
+fn receive_config(port: &mut File) -> Result<GuestBoot, InitError> {
     loop {
         match protocol::read_message(port)? {
             Some(Message::Config { json }) => {

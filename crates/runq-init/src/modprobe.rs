@@ -49,7 +49,11 @@ pub fn main(args: &[String]) -> ExitCode {
 }
 
 fn probe(name: &str) -> Result<(), ModprobeError> {
-    let dir = PathBuf::from(format!("/lib/modules/{}", crate::modules::kernel_release()));
+    let dir = PathBuf::from(format!(
+        "{}/{}",
+        runq_shared::layout::MODULES_IN_CONTAINER,
+        crate::modules::kernel_release()
+    ));
     let read = |file: &str| {
         let path = dir.join(file);
         std::fs::read_to_string(&path).map_err(|e| ModprobeError::Read(path, e))

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use runq_shared::config::{GuestConfig, RootFs};
+use runq_shared::config::{GuestBoot, RootFs};
 
 use crate::console;
 use crate::error::{Context, InitError};
@@ -50,10 +50,11 @@ pub fn load_hinted(cmdline: &str, loaded: &mut Loaded) -> Result<(), InitError> 
 }
 
 /// What the container's config asks for: its root's file system, NICs and disks.
-pub fn load_for(config: &GuestConfig, loaded: &mut Loaded) -> Result<(), InitError> {
+pub fn load_for(boot: &GuestBoot, loaded: &mut Loaded) -> Result<(), InitError> {
+    let config = &boot.config;
     let wanted = wanted_groups(
         config.root_fs,
-        !config.network.nics.is_empty(),
+        !boot.host.network.nics.is_empty(),
         !config.disks.is_empty() || config.root_disk.is_some(),
     );
     load_groups(wanted, loaded)?;

@@ -14,7 +14,11 @@ use crate::disks::Attached;
 use crate::error::{Context, InitError};
 use crate::{console, mount_options};
 
-pub fn prepare_root(config: &GuestConfig, disks: &[Attached]) -> Result<(), InitError> {
+pub fn prepare_root(
+    config: &GuestConfig,
+    resolv_conf: Option<&str>,
+    disks: &[Attached],
+) -> Result<(), InitError> {
     mount(
         None::<&str>,
         "/",
@@ -33,8 +37,8 @@ pub fn prepare_root(config: &GuestConfig, disks: &[Attached]) -> Result<(), Init
     }
     populate_dev()?;
     add_disks(disks)?;
-    if config.dns.changes_anything() {
-        write_resolv_conf(&config.dns)?;
+    if let Some(text) = resolv_conf {
+        bind_resolv_conf(text)?;
     }
     for (key, value) in &config.sysctl {
         let path = in_root(&format!("/proc/sys/{}", key.replace('.', "/")));
@@ -227,14 +231,12 @@ fn make_readonly(path: &str) -> Result<(), InitError> {
     .context(|| format!("remount {path} read-only"))
 }
 
-/// runq's DNS settings, on a file of init's own bound over the container's resolv.conf: the
-/// engine's file on the host stays as it was.
-fn write_resolv_conf(dns: &runq_shared::dns::DnsSettings) -> Result<(), InitError> {
+/// The resolv.conf with runq's DNS settings, which the proxy made, on a file of init's own
+/// bound over the container's: the engine's file on the host stays as it was.
+fn bind_resolv_conf(text: &str) -> Result<(), InitError> {
     const GUEST_COPY: &str = "/resolv.conf";
     let target = in_root("/etc/resolv.conf");
-    let engine = std::fs::read_to_string(&target).unwrap_or_default();
-    std::fs::write(GUEST_COPY, dns.resolv_conf(&engine))
-        .context(|| format!("write {GUEST_COPY}"))?;
+    std::fs::write(GUEST_COPY, text).context(|| format!("write {GUEST_COPY}"))?;
     if target.symlink_metadata().is_err() {
         std::fs::write(&target, "").context(|| format!("create {}", target.display()))?;
     }

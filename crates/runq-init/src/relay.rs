@@ -513,8 +513,8 @@ impl Relay<'_> {
     }
 
     fn start_exec(&mut self, id: u32, json: &[u8]) -> Result<(), InitError> {
-        // noexec never reaches the guest: the host refuses it before (see the proxy's
-        // start_exec).
+        // noexec never reaches the guest: `runq exec` refuses it, and the proxy of such a
+        // container has no exec socket.
         let started = if id == MAIN_SESSION || self.sessions.contains_key(&id) {
             Err(format!("exec session {id} exists already"))
         } else {

@@ -2,7 +2,7 @@
 
 use nix::mount::MsFlags;
 use runq_shared::config::{GuestConfig, RootFs};
-use runq_shared::layout::{GUEST_ROOTFS, ROOTFS_TAG};
+use runq_shared::layout::{GUEST_ROOTFS, MODULES_IN_CONTAINER, ROOTFS_TAG};
 
 use crate::error::{Context, InitError};
 
@@ -39,8 +39,8 @@ pub fn mount(config: &GuestConfig) -> Result<(), InitError> {
 /// (runq-init itself, linked from here on) find every module, not only the initrd's.
 pub fn share_module_tree() {
     let release = crate::modules::kernel_release();
-    let tree = format!("{GUEST_ROOTFS}/lib/modules/{release}");
-    let own = format!("/lib/modules/{release}");
+    let tree = format!("{GUEST_ROOTFS}{MODULES_IN_CONTAINER}/{release}");
+    let own = format!("{MODULES_IN_CONTAINER}/{release}");
     if !std::path::Path::new(&tree).join("modules.dep").exists() {
         crate::console::debug(&format!("no module tree at {tree}"));
         return;

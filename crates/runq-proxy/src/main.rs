@@ -29,7 +29,7 @@ use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
 use runq_shared::config::NetMode;
-use runq_shared::config::{RootFs, VmConfig};
+use runq_shared::config::{GuestBoot, HostFindings, RootFs, VmConfig};
 use runq_shared::layout::VM_CONFIG_FILE;
 use runq_shared::timeline::Timeline;
 
@@ -71,7 +71,7 @@ fn run() -> Result<i32> {
     };
     let guest_mounts = config.guest.mounts.iter().map(|m| m.destination.as_str());
     own_root::share_container_tree(guest_mounts)?;
-    config.guest.embedded_dns = embedded_dns(&paths.shared_root, &config.guest.dns);
+    let (resolv_conf, embedded_dns) = resolv_conf(&paths.shared_root, &config.vm.dns);
     if config.guest.process.terminal {
         config.guest.process.terminal_onlcr = runq_session::terminal::terminal_onlcr();
         runq_session::terminal::make_raw();
@@ -82,7 +82,7 @@ fn run() -> Result<i32> {
     let _ = std::fs::remove_file(&paths.agent_socket);
     let agent = UnixListener::bind(&paths.agent_socket)
         .with_context(|| format!("listen on {}", paths.agent_socket.display()))?;
-    let exec_listener = if config.guest.noexec {
+    let exec_listener = if config.vm.noexec {
         None
     } else {
         Some(
@@ -104,7 +104,6 @@ fn run() -> Result<i32> {
         let (network, taps) = network::take_over(config.vm.net).context("take over the network")?;
         (network, taps, None)
     };
-    config.guest.network = guest_network;
     let nics: Vec<qemu::Nic> = taps
         .iter()
         .map(|tap| qemu::Nic {
@@ -147,23 +146,33 @@ fn run() -> Result<i32> {
     channel::spawn_reader(agent, events).context("start the channel thread")?;
 
     let helpers = Helpers { virtiofsd, passt };
-    serve::serve(config, qemu, helpers, paths, timeline, queue)
+    let boot = GuestBoot {
+        config: config.guest,
+        host: HostFindings {
+            network: guest_network,
+            resolv_conf,
+            embedded_dns,
+        },
+    };
+    serve::serve(config.vm, boot, qemu, helpers, paths, timeline, queue)
 }
 
-/// Whether the application's resolv.conf (the engine's, with runq's DNS options applied as
-/// the guest will) sends queries to Docker's embedded server. The file is read as the
-/// container sees it, bounded, and only when it is a regular file: the engine binds its own
-/// there, but without one it is the image's.
-fn embedded_dns(shared_root: &Path, settings: &runq_shared::dns::DnsSettings) -> bool {
+/// The application's resolv.conf where runq's DNS options change the engine's (`None` keeps
+/// the engine's), and whether the one it ends up with sends queries to Docker's embedded
+/// server. The engine's file is read as the container sees it, bounded, and only when it is
+/// a regular file: the engine binds its own there, but without one it is the image's.
+fn resolv_conf(
+    shared_root: &Path,
+    settings: &runq_shared::dns::DnsSettings,
+) -> (Option<String>, bool) {
     let engine = runq_shared::in_root::read_file(shared_root, "/etc/resolv.conf", 64 << 10)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .unwrap_or_default();
-    let effective = if settings.changes_anything() {
-        settings.resolv_conf(&engine)
-    } else {
-        engine
-    };
-    runq_shared::dns::names_embedded_dns(&effective)
+    let ours = settings
+        .changes_anything()
+        .then(|| settings.resolv_conf(&engine));
+    let embedded = runq_shared::dns::names_embedded_dns(ours.as_deref().unwrap_or(&engine));
+    (ours, embedded)
 }
 
 /// Checks a disk against the format the operator named (see `check_image`) and tells whether
@@ -218,17 +227,17 @@ mod tests {
     fn the_relay_is_wanted_only_where_the_final_resolv_conf_names_the_embedded_server() {
         let root = std::env::temp_dir().join(format!("runq-proxy-dns-{}", std::process::id()));
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        assert!(
-            !embedded_dns(&root, &DnsSettings::default()),
-            "no resolv.conf"
-        );
+        let keep = DnsSettings::default();
+        assert_eq!(resolv_conf(&root, &keep), (None, false), "no resolv.conf");
         std::fs::write(root.join("etc/resolv.conf"), "nameserver 127.0.0.11\n").unwrap();
-        assert!(embedded_dns(&root, &DnsSettings::default()));
+        assert_eq!(resolv_conf(&root, &keep), (None, true));
         let replaced = DnsSettings {
             nameservers: Some(vec!["192.0.2.53".into()]),
             ..DnsSettings::default()
         };
-        assert!(!embedded_dns(&root, &replaced), "runq's --dns replaces it");
+        let (text, embedded) = resolv_conf(&root, &replaced);
+        assert!(!embedded, "runq's --dns replaces it");
+        assert!(text.unwrap().contains("nameserver 192.0.2.53"));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

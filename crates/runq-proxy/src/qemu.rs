@@ -25,7 +25,6 @@ pub struct Paths {
 
 impl Paths {
     pub fn in_own_root(vm: &VmSettings) -> Paths {
-        let run = Path::new("/");
         let assets = PathBuf::from(own_root::ASSETS);
         Paths {
             kernel: vm
@@ -39,12 +38,12 @@ impl Paths {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| assets.join(assets::INITRD)),
             assets,
-            virtiofsd_socket: run.join("virtiofsd.sock"),
-            agent_socket: run.join("agent.sock"),
-            console_log: run.join("console.log"),
-            qemu_log: run.join("qemu.log"),
-            virtiofsd_log: run.join("virtiofsd.log"),
-            passt_log: run.join("passt.log"),
+            virtiofsd_socket: PathBuf::from(own_root::VIRTIOFSD_SOCKET),
+            agent_socket: PathBuf::from(own_root::AGENT_SOCKET),
+            console_log: PathBuf::from(own_root::CONSOLE_LOG),
+            qemu_log: PathBuf::from(own_root::QEMU_LOG),
+            virtiofsd_log: PathBuf::from(own_root::VIRTIOFSD_LOG),
+            passt_log: PathBuf::from(own_root::PASST_LOG),
             shared_root: PathBuf::from(own_root::ROOTFS),
         }
     }
@@ -332,6 +331,8 @@ mod tests {
             initrd: None,
             timeline_origin_ns: None,
             confinement: Default::default(),
+            noexec: false,
+            dns: Default::default(),
         }
     }
 

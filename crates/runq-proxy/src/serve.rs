@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use runq_mirror::{Mirror, Side};
 use runq_session::{Endpoints, FrameWriter, HostSession};
-use runq_shared::config::VmConfig;
+use runq_shared::config::{GuestBoot, VmSettings};
 use runq_shared::protocol::{Message, MAIN_SESSION, PROTOCOL_VERSION};
 use runq_shared::timeline::{self, GuestMarks, Timeline};
 
@@ -33,7 +33,9 @@ pub struct Helpers {
 }
 
 struct Proxy {
-    config: VmConfig,
+    vm: VmSettings,
+    /// Localhost is shared with the pod's other VMs.
+    mirror_localhost: bool,
     qemu: Child,
     helpers: Helpers,
     paths: Paths,
@@ -49,29 +51,29 @@ struct Proxy {
 
 /// Runs until the container is over; returns the exit code for the container.
 pub fn serve(
-    config: VmConfig,
+    vm: VmSettings,
+    boot: GuestBoot,
     qemu: Child,
     helpers: Helpers,
     paths: Paths,
     timeline: Option<Timeline>,
     queue: Receiver<Event>,
 ) -> Result<i32> {
-    let config_json = serde_json::to_vec(&config.guest)?;
-    let mut supervisor = Supervisor::new(config_json, !config.vm.disks.is_empty());
-    let terminal = config.guest.process.terminal;
+    let boot_json = serde_json::to_vec(&boot)?;
+    let mut supervisor = Supervisor::new(boot_json, !vm.disks.is_empty());
     let mut proxy = Proxy {
-        config,
+        vm,
+        mirror_localhost: boot.host.network.mirror_localhost,
         qemu,
         helpers,
         paths,
         channel: None,
-        main: HostSession::new(Endpoints::of_this_process(), terminal),
+        main: HostSession::new(Endpoints::of_this_process(), boot.config.process.terminal),
         clients: HashMap::new(),
         mirror: None,
         timeline,
     };
-    let boot_deadline =
-        Instant::now() + Duration::from_secs(proxy.config.vm.boot_timeout_secs.into());
+    let boot_deadline = Instant::now() + Duration::from_secs(proxy.vm.boot_timeout_secs.into());
     let mut power_off_deadline = None;
     let result = loop {
         let deadline = supervisor.deadline().map(|deadline| match deadline {
@@ -239,7 +241,7 @@ impl Proxy {
         // only costs memory.
         let images = [self.paths.kernel.as_path(), self.paths.initrd.as_path()];
         if let Err(error) = boot_images::page_out(self.qemu.id(), &images) {
-            if self.config.vm.debug {
+            if self.vm.debug {
                 eprintln!("runq: could not page the boot images out of QEMU: {error}");
             }
         }
@@ -249,7 +251,7 @@ impl Proxy {
     /// The mirror, started the first time it is needed: when the guest runs, or when its
     /// mirror reports first.
     fn mirror(&mut self) -> Option<&Mirror> {
-        if self.mirror.is_none() && self.config.guest.network.mirror_localhost {
+        if self.mirror.is_none() && self.mirror_localhost {
             let channel = self.channel.clone()?;
             let send = Box::new(move |message: &Message| channel.send(message));
             match Mirror::spawn(Side::Host, send) {
@@ -293,7 +295,7 @@ impl Proxy {
             ),
             Failure::BootTimeout => anyhow!(
                 "the guest did not start the application within {} s (boot timeout){}",
-                self.config.vm.boot_timeout_secs,
+                self.vm.boot_timeout_secs,
                 log_excerpt(&paths.console_log, "guest console")
             ),
             Failure::ChannelLost => anyhow!(

@@ -103,7 +103,7 @@ struct PendingExec {
 
 pub struct Supervisor {
     phase: Phase,
-    /// The guest config, sent on the guest's Hello.
+    /// The guest's config ([`runq_shared::config::GuestBoot`]), sent on its Hello.
     config_json: Vec<u8>,
     configured: bool,
     /// Without disks nothing is lost when QEMU is killed right after the exit; with them,

@@ -43,6 +43,13 @@ pub struct VmSettings {
     /// What the proxy puts on itself once its setup is done (see [`HostConfinement`]).
     #[serde(default)]
     pub confinement: HostConfinement,
+    /// Refuse exec sessions (`--noexec`): `runq exec` refuses them, naming the option, and the
+    /// proxy opens no exec socket.
+    #[serde(default)]
+    pub noexec: bool,
+    /// runq's DNS options, which the proxy applies to the engine's resolv.conf.
+    #[serde(default)]
+    pub dns: crate::dns::DnsSettings,
 }
 
 /// What `runq exec` hands the exec relay (as a memfd runc passes on): the process to start in
@@ -145,10 +152,6 @@ pub struct GuestConfig {
     /// Write the environment to /.runqenv (mode 0400, owned by the user) for login shells.
     #[serde(default)]
     pub runqenv: bool,
-    /// Refuse exec sessions (`--noexec`): `runq exec` refuses them, naming the option, and the
-    /// proxy opens no exec socket. Nothing in the guest looks at it.
-    #[serde(default)]
-    pub noexec: bool,
     /// The application is systemd (`RUNQ_SYSTEMD`): SIGTERM becomes SIGRTMIN+4, poweroff and
     /// halt exit 0 and anything else 1, and systemd mounts its own cgroups.
     #[serde(default)]
@@ -163,17 +166,28 @@ pub struct GuestConfig {
     /// disk these are bound from the shared root, never copied.
     #[serde(default)]
     pub binds: Vec<String>,
+}
+
+/// What the proxy finds on the host at start, which runq cannot know at create: the engine's
+/// hooks and files come after.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostFindings {
     /// The container's interfaces, as the proxy found them in its network namespace.
-    #[serde(default)]
     pub network: GuestNetwork,
-    /// runq's DNS options; the engine's resolv.conf is kept when they change nothing.
-    #[serde(default)]
-    pub dns: crate::dns::DnsSettings,
+    /// The application's resolv.conf when runq's DNS options change the engine's: the guest
+    /// binds it over the engine's file. `None` keeps the engine's.
+    pub resolv_conf: Option<String>,
     /// The application's resolv.conf names Docker's embedded DNS server: the guest listens
-    /// on its address and relays the queries. The proxy reads the file on its side, where
-    /// it costs no round trips to virtiofsd.
-    #[serde(default)]
+    /// on its address and relays the queries.
     pub embedded_dns: bool,
+}
+
+/// The config message: what runq decided from the spec, and what the proxy found on the host.
+/// The guest applies both and derives nothing from the container's files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestBoot {
+    pub config: GuestConfig,
+    pub host: HostFindings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -249,7 +263,8 @@ pub struct ProcessConfig {
     pub terminal: bool,
     /// Whether the terminal turns "\n" into "\r\n". The engine's end of the host pty decides
     /// (`runc run` clears it, containerd keeps it); the guest pty, where the application's
-    /// line discipline now runs, follows. The proxy reads it from the host pty.
+    /// line discipline now runs, follows. The session's host end reads it from the host pty:
+    /// the proxy for the application, the exec relay for an exec session.
     #[serde(default)]
     pub terminal_onlcr: bool,
     pub capabilities: Capabilities,
@@ -318,6 +333,11 @@ mod tests {
                         flags: 1,
                     }),
                 },
+                noexec: true,
+                dns: crate::dns::DnsSettings {
+                    nameservers: Some(vec!["192.0.2.53".into()]),
+                    ..Default::default()
+                },
             },
             guest: GuestConfig {
                 process: ProcessConfig {
@@ -334,7 +354,6 @@ mod tests {
                 sysctl: BTreeMap::new(),
                 seccomp: None,
                 runqenv: false,
-                noexec: true,
                 systemd: false,
                 disks: vec![crate::disks::parse("/dev/runq/d/none/xfs/data")
                     .unwrap()
@@ -344,9 +363,6 @@ mod tests {
                     exclude: vec!["/tmp".into()],
                 }),
                 binds: vec!["/etc/hosts".into()],
-                network: GuestNetwork::default(),
-                dns: Default::default(),
-                embedded_dns: false,
             },
         };
         let text = serde_json::to_string(&config).unwrap();

@@ -14,6 +14,11 @@ pub fn install_root() -> std::path::PathBuf {
 /// The assets directory below the install root: QEMU, its libraries, virtiofsd, kernel, initrd.
 pub const ASSETS_SUBDIR: &str = "qemu";
 
+/// The installed assets: [`ASSETS_SUBDIR`] of the install root.
+pub fn installed_assets() -> std::path::PathBuf {
+    install_root().join(ASSETS_SUBDIR)
+}
+
 /// A tmpfs the spec rewrite mounts into every runq container, with the assets and the VM
 /// config below it. The proxy makes it its root (see [`own_root`]) before any helper starts.
 pub const RUNQ_DIR: &str = "/.runq";
@@ -42,6 +47,16 @@ pub mod own_root {
     /// A kernel or initrd other than the installed ones.
     pub const KERNEL: &str = "/kernel";
     pub const INITRD: &str = "/initrd";
+    /// virtiofsd's socket, which QEMU connects to.
+    pub const VIRTIOFSD_SOCKET: &str = "/virtiofsd.sock";
+    /// The control channel's socket, which QEMU connects to for the guest's serial port.
+    pub const AGENT_SOCKET: &str = "/agent.sock";
+    /// The guest's serial console.
+    pub const CONSOLE_LOG: &str = "/console.log";
+    /// QEMU's, virtiofsd's and passt's own messages, for error reports.
+    pub const QEMU_LOG: &str = "/qemu.log";
+    pub const VIRTIOFSD_LOG: &str = "/virtiofsd.log";
+    pub const PASST_LOG: &str = "/passt.log";
 
     /// Where a path of runq's own root is in the container before the proxy pivots into it.
     pub fn in_container(path: &str) -> String {
@@ -89,6 +104,10 @@ pub const ROOTFS_TAG: &str = "rootfs";
 
 /// Where runq-init mounts the container's root inside the guest.
 pub const GUEST_ROOTFS: &str = "/rootfs";
+
+/// Where the container has the guest kernel's module tree (runq binds it there on the host;
+/// runq-init binds it over its own, for the kernel's modprobe).
+pub const MODULES_IN_CONTAINER: &str = "/lib/modules";
 
 /// Paths of the assets, relative to the assets directory.
 pub mod assets {

@@ -52,7 +52,7 @@ pub fn exec(runc: &Runc, runc_root: &Path, assets: &Path, raw_args: &[OsString])
     let vm = bundle
         .vm_config()
         .with_context(|| format!("exec: {id} is not a runq container"))?;
-    if vm.guest.noexec {
+    if vm.vm.noexec {
         bail!("exec is disabled for container {id} (runq --noexec or RUNQ_NOEXEC=1)");
     }
     let process = match &args.process {

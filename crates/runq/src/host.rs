@@ -27,7 +27,7 @@ pub fn assets_dir(options: &RunqOptions) -> PathBuf {
         return dir.clone();
     }
     if std::env::var_os("RUNQ_ROOT").is_some_and(|r| !r.is_empty()) {
-        return runq_shared::layout::install_root().join(ASSETS_SUBDIR);
+        return runq_shared::layout::installed_assets();
     }
     if let Some(beside) = std::env::current_exe()
         .ok()

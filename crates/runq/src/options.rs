@@ -101,7 +101,7 @@ pub enum OptionError {
     Invalid {
         name: String,
         value: String,
-        allowed: &'static str,
+        allowed: String,
     },
     #[error("{name} needs a value")]
     MissingValue { name: String },
@@ -281,7 +281,7 @@ impl RunqOptions {
             return Err(OptionError::Invalid {
                 name: flag.to_string(),
                 value: value.unwrap_or_default().to_string(),
-                allowed: "a runq option",
+                allowed: "a runq option".into(),
             });
         };
         match (value, option.boolean) {
@@ -336,24 +336,25 @@ impl RunqOptions {
     }
 
     fn set(&mut self, key: Key, name: &str, value: &str) -> Result<(), OptionError> {
-        let invalid = |allowed: &'static str| OptionError::Invalid {
+        let invalid = |allowed: &str| OptionError::Invalid {
             name: name.to_string(),
             value: value.to_string(),
-            allowed,
+            allowed: allowed.to_string(),
         };
         match key {
             Key::Cpu => {
-                self.cpus = Some(
-                    parse_in_range(value, 1, MAX_CPUS)
-                        .ok_or_else(|| invalid("a whole number of vCPUs from 1 to 255"))?,
-                )
+                self.cpus = Some(parse_in_range(value, 1, MAX_CPUS).ok_or_else(|| {
+                    invalid(&format!("a whole number of vCPUs from 1 to {MAX_CPUS}"))
+                })?)
             }
             Key::Mem => {
-                self.mem_mib = Some(
-                    parse_in_range(value, MIN_MEM_MIB, MAX_MEM_MIB).ok_or_else(|| {
-                        invalid("a whole number of MiB from 64 to 1048576, e.g. 512")
-                    })?,
-                )
+                self.mem_mib = Some(parse_in_range(value, MIN_MEM_MIB, MAX_MEM_MIB).ok_or_else(
+                    || {
+                        invalid(&format!(
+                            "a whole number of MiB from {MIN_MEM_MIB} to {MAX_MEM_MIB}, e.g. 512"
+                        ))
+                    },
+                )?)
             }
             Key::Dns => self.dns = Some(split_list(value)),
             Key::DnsOpts => self.dns_opts = Some(split_list(value)),

@@ -28,7 +28,6 @@ pub const DEFAULT_MEM_MIB: u32 = 256;
 pub const VMM_OVERHEAD_MIB: u32 = 256;
 
 /// Where the guest kernel's module tree appears in the container.
-const GUEST_MODULES: &str = "/lib/modules";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFacts {
@@ -419,6 +418,16 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
             .map(|_| own_root::INITRD.to_string()),
         timeline_origin_ns: options.timeline.then(runq_shared::timeline::wall_clock_ns),
         confinement: HostConfinement::default(),
+        noexec: options.noexec,
+        dns: if options.dns_preserve {
+            Default::default()
+        } else {
+            runq_shared::dns::DnsSettings {
+                nameservers: options.dns.clone(),
+                search: options.dns_search.clone(),
+                options: options.dns_opts.clone(),
+            }
+        },
     }
 }
 
@@ -497,7 +506,7 @@ fn bind_destinations(spec: &Spec) -> Vec<String> {
         .map(|m| m.destination().to_string_lossy().into_owned())
         .filter(|d| d != "/dev" && !d.starts_with("/dev/"))
         .collect();
-    binds.push(GUEST_MODULES.to_string());
+    binds.push(layout::MODULES_IN_CONTAINER.to_string());
     binds
 }
 
@@ -554,24 +563,10 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
             .collect::<BTreeMap<_, _>>(),
         seccomp: None,
         runqenv: options.runqenv,
-        noexec: options.noexec,
         systemd: options.systemd,
         disks: Vec::new(),
         root_disk: None,
         binds: Vec::new(),
-        // Known only once the engine's hooks ran: the proxy fills it in at start.
-        network: Default::default(),
-        dns: if options.dns_preserve {
-            Default::default()
-        } else {
-            runq_shared::dns::DnsSettings {
-                nameservers: options.dns.clone(),
-                search: options.dns_search.clone(),
-                options: options.dns_opts.clone(),
-            }
-        },
-        // Docker writes resolv.conf later: the proxy fills it in at start.
-        embedded_dns: false,
     }
 }
 
@@ -726,7 +721,7 @@ fn host_spec(
     // The guest kernel's modules, where modprobe in the container looks for them.
     mounts.push(bind(
         &host.assets_dir.join(runq_shared::layout::assets::MODULES),
-        GUEST_MODULES,
+        layout::MODULES_IN_CONTAINER,
     )?);
     mounts.push(bind(private_dir, CONFIG_DIR_IN_CONTAINER)?);
     if let Some(kernel) = &options.kernel {

@@ -21,10 +21,7 @@ use serde_json::Value;
 pub const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
 pub fn runq_root() -> PathBuf {
-    std::env::var_os("RUNQ_ROOT")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/runq"))
+    runq_shared::layout::install_root()
 }
 
 pub fn runq_binary() -> PathBuf {
@@ -38,11 +35,11 @@ pub fn runq_binary() -> PathBuf {
 }
 
 pub fn assets_dir() -> PathBuf {
-    runq_root().join("qemu")
+    runq_shared::layout::installed_assets()
 }
 
 pub fn guest_release() -> String {
-    std::fs::read_to_string(assets_dir().join("kernel/release"))
+    std::fs::read_to_string(assets_dir().join(runq_shared::layout::assets::KERNEL_RELEASE))
         .expect("installed kernel release")
         .trim()
         .to_string()
