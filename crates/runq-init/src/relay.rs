@@ -427,16 +427,9 @@ impl Relay<'_> {
             }
             return Ok(());
         }
-        let id = match &message {
-            Message::Data { session, .. }
-            | Message::Eof { session, .. }
-            | Message::Credit { session, .. }
-            | Message::Signal { session, .. }
-            | Message::Resize { session, .. } => *session,
-            other => {
-                console::log(&format!("unexpected message {other:?}"));
-                return Ok(());
-            }
+        let Some(id) = message.session() else {
+            console::log(&format!("unexpected message {message:?}"));
+            return Ok(());
         };
         let Some(session) = self.sessions.get_mut(&id) else {
             // A session that just ended; stdin for it has nowhere to go.

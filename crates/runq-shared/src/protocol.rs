@@ -169,126 +169,49 @@ const TAG_CONN_CLOSE: u8 = 20;
 impl Message {
     /// The frame for this message, length prefix included.
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::new();
-        let tag = match self {
-            Message::Hello { version } => {
-                body.extend_from_slice(&version.to_be_bytes());
-                TAG_HELLO
-            }
-            Message::Config { json } => {
-                body.extend_from_slice(json);
-                TAG_CONFIG
-            }
-            Message::Started { session } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                TAG_STARTED
-            }
+        match self {
+            Message::Hello { version } => frame(TAG_HELLO, &[version]),
+            Message::Config { json } => frame(TAG_CONFIG, &[json]),
+            Message::Started { session } => frame(TAG_STARTED, &[session]),
             Message::Data {
                 session,
                 stream,
                 bytes,
-            } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                body.push(*stream as u8);
-                body.extend_from_slice(bytes);
-                TAG_DATA
-            }
-            Message::Eof { session, stream } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                body.push(*stream as u8);
-                TAG_EOF
-            }
+            } => frame(TAG_DATA, &[session, stream, bytes]),
+            Message::Eof { session, stream } => frame(TAG_EOF, &[session, stream]),
             Message::Credit {
                 session,
                 stream,
                 bytes,
-            } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                body.push(*stream as u8);
-                body.extend_from_slice(&bytes.to_be_bytes());
-                TAG_CREDIT
-            }
-            Message::Signal { session, signal } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                body.extend_from_slice(&signal.to_be_bytes());
-                TAG_SIGNAL
-            }
+            } => frame(TAG_CREDIT, &[session, stream, bytes]),
+            Message::Signal { session, signal } => frame(TAG_SIGNAL, &[session, signal]),
             Message::Resize {
                 session,
                 rows,
                 cols,
-            } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                body.extend_from_slice(&rows.to_be_bytes());
-                body.extend_from_slice(&cols.to_be_bytes());
-                TAG_RESIZE
-            }
-            Message::Exit { session, code } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                body.extend_from_slice(&code.to_be_bytes());
-                TAG_EXIT
-            }
-            Message::Error { session, message } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                body.extend_from_slice(message.as_bytes());
-                TAG_ERROR
-            }
-            Message::DnsQuery { id, packet } => {
-                body.extend_from_slice(&id.to_be_bytes());
-                body.extend_from_slice(packet);
-                TAG_DNS_QUERY
-            }
-            Message::DnsAnswer { id, packet } => {
-                body.extend_from_slice(&id.to_be_bytes());
-                body.extend_from_slice(packet);
-                TAG_DNS_ANSWER
-            }
-            Message::Exec { session, json } => {
-                body.extend_from_slice(&session.to_be_bytes());
-                body.extend_from_slice(json);
-                TAG_EXEC
-            }
-            Message::Timeline { json } => {
-                body.extend_from_slice(json);
-                TAG_TIMELINE
-            }
+            } => frame(TAG_RESIZE, &[session, rows, cols]),
+            Message::Exit { session, code } => frame(TAG_EXIT, &[session, code]),
+            Message::Error { session, message } => frame(TAG_ERROR, &[session, message]),
+            Message::DnsQuery { id, packet } => frame(TAG_DNS_QUERY, &[id, packet]),
+            Message::DnsAnswer { id, packet } => frame(TAG_DNS_ANSWER, &[id, packet]),
+            Message::Exec { session, json } => frame(TAG_EXEC, &[session, json]),
+            Message::Timeline { json } => frame(TAG_TIMELINE, &[json]),
             Message::Listening { ports } => {
-                for listen in ports {
-                    body.extend_from_slice(&listen.port.to_be_bytes());
-                    body.push(u8::from(listen.any));
-                }
-                TAG_LISTENING
+                let entries: Vec<u8> = ports
+                    .iter()
+                    .flat_map(|listen| {
+                        let [high, low] = listen.port.to_be_bytes();
+                        [high, low, u8::from(listen.any)]
+                    })
+                    .collect();
+                frame(TAG_LISTENING, &[&entries])
             }
-            Message::Connect { conn, port } => {
-                body.extend_from_slice(&conn.to_be_bytes());
-                body.extend_from_slice(&port.to_be_bytes());
-                TAG_CONNECT
-            }
-            Message::ConnData { conn, bytes } => {
-                body.extend_from_slice(&conn.to_be_bytes());
-                body.extend_from_slice(bytes);
-                TAG_CONN_DATA
-            }
-            Message::ConnEof { conn } => {
-                body.extend_from_slice(&conn.to_be_bytes());
-                TAG_CONN_EOF
-            }
-            Message::ConnCredit { conn, bytes } => {
-                body.extend_from_slice(&conn.to_be_bytes());
-                body.extend_from_slice(&bytes.to_be_bytes());
-                TAG_CONN_CREDIT
-            }
-            Message::ConnClose { conn } => {
-                body.extend_from_slice(&conn.to_be_bytes());
-                TAG_CONN_CLOSE
-            }
-        };
-        let len = u32::try_from(body.len() + 1).unwrap_or(u32::MAX);
-        let mut frame = Vec::with_capacity(body.len() + 5);
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.push(tag);
-        frame.extend_from_slice(&body);
-        frame
+            Message::Connect { conn, port } => frame(TAG_CONNECT, &[conn, port]),
+            Message::ConnData { conn, bytes } => frame(TAG_CONN_DATA, &[conn, bytes]),
+            Message::ConnEof { conn } => frame(TAG_CONN_EOF, &[conn]),
+            Message::ConnCredit { conn, bytes } => frame(TAG_CONN_CREDIT, &[conn, bytes]),
+            Message::ConnClose { conn } => frame(TAG_CONN_CLOSE, &[conn]),
+        }
     }
 
     /// Decodes one frame body (tag and what follows, without the length prefix).
@@ -298,90 +221,65 @@ impl Message {
             len: 0,
             expected: "at least a tag",
         })?;
-        let mut fields = Fields { tag, body };
+        let mut f = Fields {
+            tag,
+            body,
+            expected: expected_len(tag),
+        };
         let message = match tag {
-            TAG_HELLO => Message::Hello {
-                version: fields.exact::<2>("2").map(u16::from_be_bytes)?,
+            TAG_HELLO => Message::Hello { version: f.u16()? },
+            TAG_CONFIG => Message::Config { json: f.rest() },
+            TAG_STARTED => Message::Started { session: f.u32()? },
+            TAG_DATA => Message::Data {
+                session: f.u32()?,
+                stream: f.stream()?,
+                bytes: f.rest(),
             },
-            TAG_CONFIG => Message::Config {
-                json: body.to_vec(),
+            TAG_EOF => Message::Eof {
+                session: f.u32()?,
+                stream: f.stream()?,
             },
-            TAG_STARTED => Message::Started {
-                session: fields.exact::<4>("4").map(u32::from_be_bytes)?,
+            TAG_CREDIT => Message::Credit {
+                session: f.u32()?,
+                stream: f.stream()?,
+                bytes: f.u32()?,
             },
-            TAG_DATA => {
-                let (session, stream) = fields.session_stream()?;
-                Message::Data {
-                    session,
-                    stream,
-                    bytes: fields.body.to_vec(),
-                }
-            }
-            TAG_EOF => {
-                let (session, stream) = fields.session_stream()?;
-                fields.end("5")?;
-                Message::Eof { session, stream }
-            }
-            TAG_CREDIT => {
-                let (session, stream) = fields.session_stream()?;
-                let bytes = fields.exact::<4>("9").map(u32::from_be_bytes)?;
-                Message::Credit {
-                    session,
-                    stream,
-                    bytes,
-                }
-            }
-            TAG_SIGNAL => {
-                let session = fields.take::<4>("8").map(u32::from_be_bytes)?;
-                let signal = fields.exact::<4>("8").map(i32::from_be_bytes)?;
-                Message::Signal { session, signal }
-            }
-            TAG_RESIZE => {
-                let session = fields.take::<4>("8").map(u32::from_be_bytes)?;
-                let rows = fields.take::<2>("8").map(u16::from_be_bytes)?;
-                let cols = fields.exact::<2>("8").map(u16::from_be_bytes)?;
-                Message::Resize {
-                    session,
-                    rows,
-                    cols,
-                }
-            }
-            TAG_EXIT => {
-                let session = fields.take::<4>("8").map(u32::from_be_bytes)?;
-                let code = fields.exact::<4>("8").map(i32::from_be_bytes)?;
-                Message::Exit { session, code }
-            }
-            TAG_ERROR => {
-                let session = fields.take::<4>("at least 4").map(u32::from_be_bytes)?;
-                let message =
-                    String::from_utf8(fields.body.to_vec()).map_err(|_| ProtocolError::BadText)?;
-                Message::Error { session, message }
-            }
-            TAG_DNS_QUERY | TAG_DNS_ANSWER => {
-                let id = fields.take::<4>("at least 4").map(u32::from_be_bytes)?;
-                let packet = fields.body.to_vec();
-                if tag == TAG_DNS_QUERY {
-                    Message::DnsQuery { id, packet }
-                } else {
-                    Message::DnsAnswer { id, packet }
-                }
-            }
+            TAG_SIGNAL => Message::Signal {
+                session: f.u32()?,
+                signal: f.i32()?,
+            },
+            TAG_RESIZE => Message::Resize {
+                session: f.u32()?,
+                rows: f.u16()?,
+                cols: f.u16()?,
+            },
+            TAG_EXIT => Message::Exit {
+                session: f.u32()?,
+                code: f.i32()?,
+            },
+            TAG_ERROR => Message::Error {
+                session: f.u32()?,
+                message: String::from_utf8(f.rest()).map_err(|_| ProtocolError::BadText)?,
+            },
+            TAG_DNS_QUERY => Message::DnsQuery {
+                id: f.u32()?,
+                packet: f.rest(),
+            },
+            TAG_DNS_ANSWER => Message::DnsAnswer {
+                id: f.u32()?,
+                packet: f.rest(),
+            },
             TAG_EXEC => Message::Exec {
-                session: fields.take::<4>("at least 4").map(u32::from_be_bytes)?,
-                json: fields.body.to_vec(),
+                session: f.u32()?,
+                json: f.rest(),
             },
-            TAG_TIMELINE => Message::Timeline {
-                json: body.to_vec(),
-            },
+            TAG_TIMELINE => Message::Timeline { json: f.rest() },
             TAG_LISTENING => {
                 if body.len() % 3 != 0 {
-                    return Err(ProtocolError::BadLength {
-                        tag,
-                        len: body.len(),
-                        expected: "a multiple of 3",
-                    });
+                    return Err(f.bad_length());
                 }
-                let ports = body
+                let ports = f
+                    .rest()
                     .chunks_exact(3)
                     .map(|entry| ListenPort {
                         port: u16::from_be_bytes([entry[0], entry[1]]),
@@ -391,25 +289,24 @@ impl Message {
                 Message::Listening { ports }
             }
             TAG_CONNECT => Message::Connect {
-                conn: fields.take::<4>("6").map(u32::from_be_bytes)?,
-                port: fields.exact::<2>("6").map(u16::from_be_bytes)?,
+                conn: f.u32()?,
+                port: f.u16()?,
             },
             TAG_CONN_DATA => Message::ConnData {
-                conn: fields.take::<4>("at least 4").map(u32::from_be_bytes)?,
-                bytes: fields.body.to_vec(),
+                conn: f.u32()?,
+                bytes: f.rest(),
             },
-            TAG_CONN_EOF => Message::ConnEof {
-                conn: fields.exact::<4>("4").map(u32::from_be_bytes)?,
-            },
+            TAG_CONN_EOF => Message::ConnEof { conn: f.u32()? },
             TAG_CONN_CREDIT => Message::ConnCredit {
-                conn: fields.take::<4>("8").map(u32::from_be_bytes)?,
-                bytes: fields.exact::<4>("8").map(u32::from_be_bytes)?,
+                conn: f.u32()?,
+                bytes: f.u32()?,
             },
-            TAG_CONN_CLOSE => Message::ConnClose {
-                conn: fields.exact::<4>("4").map(u32::from_be_bytes)?,
-            },
+            TAG_CONN_CLOSE => Message::ConnClose { conn: f.u32()? },
             other => return Err(ProtocolError::UnknownTag(other)),
         };
+        if !f.body.is_empty() {
+            return Err(f.bad_length());
+        }
         Ok(message)
     }
 
@@ -465,50 +362,110 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
+/// The body length a tag's frame must have, for error messages.
+fn expected_len(tag: u8) -> &'static str {
+    match tag {
+        TAG_HELLO => "2",
+        TAG_STARTED | TAG_CONN_EOF | TAG_CONN_CLOSE => "4",
+        TAG_EOF => "5",
+        TAG_CONNECT => "6",
+        TAG_SIGNAL | TAG_RESIZE | TAG_EXIT | TAG_CONN_CREDIT => "8",
+        TAG_CREDIT => "9",
+        TAG_DATA => "at least 5",
+        TAG_LISTENING => "a multiple of 3",
+        _ => "at least 4",
+    }
+}
+
+/// A field as frames carry it: numbers big-endian, the rest as their bytes.
+trait Field {
+    fn put(&self, body: &mut Vec<u8>);
+}
+
+macro_rules! big_endian_fields {
+    ($($number:ty),*) => {$(
+        impl Field for $number {
+            fn put(&self, body: &mut Vec<u8>) {
+                body.extend_from_slice(&self.to_be_bytes());
+            }
+        }
+    )*};
+}
+
+big_endian_fields!(u16, u32, i32);
+
+impl Field for StreamKind {
+    fn put(&self, body: &mut Vec<u8>) {
+        body.push(*self as u8);
+    }
+}
+
+impl Field for Vec<u8> {
+    fn put(&self, body: &mut Vec<u8>) {
+        body.extend_from_slice(self);
+    }
+}
+
+impl Field for String {
+    fn put(&self, body: &mut Vec<u8>) {
+        body.extend_from_slice(self.as_bytes());
+    }
+}
+
+/// The frame of `tag` with these fields, length prefix included.
+fn frame(tag: u8, fields: &[&dyn Field]) -> Vec<u8> {
+    let mut frame = vec![0, 0, 0, 0, tag];
+    for field in fields {
+        field.put(&mut frame);
+    }
+    let len = u32::try_from(frame.len() - 4).unwrap_or(u32::MAX);
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    frame
+}
+
 /// Cursor over a frame body that names the message when a field is missing.
 struct Fields<'a> {
     tag: u8,
     body: &'a [u8],
+    expected: &'static str,
 }
 
 impl Fields<'_> {
-    fn take<const N: usize>(&mut self, expected: &'static str) -> Result<[u8; N], ProtocolError> {
-        if self.body.len() < N {
-            return Err(ProtocolError::BadLength {
-                tag: self.tag,
-                len: self.body.len(),
-                expected,
-            });
-        }
-        let (head, rest) = self.body.split_at(N);
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], ProtocolError> {
+        let Some((head, rest)) = self.body.split_first_chunk::<N>() else {
+            return Err(self.bad_length());
+        };
         self.body = rest;
-        let mut out = [0u8; N];
-        out.copy_from_slice(head);
-        Ok(out)
+        Ok(*head)
     }
 
-    fn exact<const N: usize>(&mut self, expected: &'static str) -> Result<[u8; N], ProtocolError> {
-        let value = self.take::<N>(expected)?;
-        self.end(expected)?;
-        Ok(value)
+    fn u16(&mut self) -> Result<u16, ProtocolError> {
+        self.take().map(u16::from_be_bytes)
     }
 
-    fn end(&self, expected: &'static str) -> Result<(), ProtocolError> {
-        if self.body.is_empty() {
-            Ok(())
-        } else {
-            Err(ProtocolError::BadLength {
-                tag: self.tag,
-                len: self.body.len(),
-                expected,
-            })
+    fn u32(&mut self) -> Result<u32, ProtocolError> {
+        self.take().map(u32::from_be_bytes)
+    }
+
+    fn i32(&mut self) -> Result<i32, ProtocolError> {
+        self.take().map(i32::from_be_bytes)
+    }
+
+    fn stream(&mut self) -> Result<StreamKind, ProtocolError> {
+        let [byte] = self.take()?;
+        StreamKind::from_byte(byte)
+    }
+
+    fn rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body).to_vec()
+    }
+
+    fn bad_length(&self) -> ProtocolError {
+        ProtocolError::BadLength {
+            tag: self.tag,
+            len: self.body.len(),
+            expected: self.expected,
         }
-    }
-
-    fn session_stream(&mut self) -> Result<(u32, StreamKind), ProtocolError> {
-        let session = self.take::<4>("at least 5").map(u32::from_be_bytes)?;
-        let [stream] = self.take::<1>("at least 5")?;
-        Ok((session, StreamKind::from_byte(stream)?))
     }
 }
 
