@@ -433,37 +433,22 @@ impl Relay<'_> {
         };
         let Some(session) = self.sessions.get_mut(&id) else {
             // A session that just ended; stdin for it has nowhere to go.
-            if let Message::Data {
-                stream: StreamKind::Stdin,
-                bytes,
-                ..
-            } = message
-            {
-                self.send(&Message::Credit {
-                    session: id,
-                    stream: StreamKind::Stdin,
-                    bytes: bytes.len() as u32,
-                })?;
-            }
-            return Ok(());
+            return match message.credit_for() {
+                Some(credit) => self.send(&credit),
+                None => Ok(()),
+            };
         };
         match message {
             Message::Data {
                 stream: StreamKind::Stdin,
-                bytes,
+                ref bytes,
                 ..
-            } => {
-                if session.stdin.is_some() {
-                    session.stdin_buf.extend_from_slice(&bytes);
-                } else {
-                    // Nobody reads them any more; keep the host's window open.
-                    self.send(&Message::Credit {
-                        session: id,
-                        stream: StreamKind::Stdin,
-                        bytes: bytes.len() as u32,
-                    })?;
-                }
-            }
+            } => match (&session.stdin, message.credit_for()) {
+                (Some(_), _) => session.stdin_buf.extend_from_slice(bytes),
+                // Nobody reads them any more; keep the host's window open.
+                (None, Some(credit)) => self.send(&credit)?,
+                (None, None) => {}
+            },
             Message::Eof {
                 stream: StreamKind::Stdin,
                 ..

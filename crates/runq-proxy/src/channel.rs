@@ -8,6 +8,7 @@ use runq_session::FrameWriter;
 use runq_shared::protocol::read_message;
 
 use crate::event::Event;
+use crate::supervisor::Input;
 
 pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -20,7 +21,7 @@ pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::R
             let (mut stream, writer) = match connection {
                 Ok(pair) => pair,
                 Err(e) => {
-                    let _ = events.send(Event::ChannelClosed(Some(e.to_string())));
+                    let _ = events.send(Event::Input(Input::ChannelClosed(Some(e.to_string()))));
                     return;
                 }
             };
@@ -32,13 +33,13 @@ pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::R
                 return;
             }
             loop {
-                let event = match read_message(&mut stream) {
-                    Ok(Some(message)) => Event::Guest(message),
-                    Ok(None) => Event::ChannelClosed(None),
-                    Err(e) => Event::ChannelClosed(Some(e.to_string())),
+                let input = match read_message(&mut stream) {
+                    Ok(Some(message)) => Input::Guest(message),
+                    Ok(None) => Input::ChannelClosed(None),
+                    Err(e) => Input::ChannelClosed(Some(e.to_string())),
                 };
-                let closed = matches!(event, Event::ChannelClosed(_));
-                if events.send(event).is_err() || closed {
+                let closed = matches!(input, Input::ChannelClosed(_));
+                if events.send(Event::Input(input)).is_err() || closed {
                     return;
                 }
             }
@@ -77,8 +78,8 @@ mod tests {
         while let Ok(event) = queue.recv_timeout(Duration::from_secs(10)) {
             let (text, end) = match event {
                 Event::Connected(_) => ("connected".to_string(), false),
-                Event::Guest(message) => (format!("{message:?}"), false),
-                Event::ChannelClosed(error) => (format!("closed: {error:?}"), true),
+                Event::Input(Input::Guest(message)) => (format!("{message:?}"), false),
+                Event::Input(Input::ChannelClosed(error)) => (format!("closed: {error:?}"), true),
                 _ => ("other".to_string(), false),
             };
             seen.push(text);

@@ -1,32 +1,21 @@
-//! What the proxy's threads tell its main loop (the supervisor).
+//! What the proxy's threads tell its main loop: inputs for the supervisor, and what only the
+//! loop needs (the connections to write to, which child ended).
 
 use runq_session::FrameWriter;
-use runq_shared::protocol::Message;
 
-/// What the proxy's threads report to its main loop.
+use crate::supervisor::Input;
+
 pub enum Event {
+    Input(Input),
+    /// QEMU connected the control channel.
     Connected(FrameWriter),
-    Guest(Message),
-    ChannelClosed(Option<String>),
+    /// An exec client connected for this session; its request follows.
+    ExecClientConnected {
+        session: u32,
+        client: FrameWriter,
+    },
     ChildExited {
         pid: i32,
         status: String,
-    },
-    Signal(i32),
-    WindowChanged,
-    /// A client on the exec socket asks for a session running this process.
-    ExecRequest {
-        session: u32,
-        json: Vec<u8>,
-        client: FrameWriter,
-    },
-    /// A frame from an exec client for its session.
-    ExecClient {
-        session: u32,
-        message: Message,
-    },
-    /// The exec client hung up.
-    ExecClientGone {
-        session: u32,
     },
 }

@@ -10,6 +10,7 @@ use std::sync::mpsc::Sender;
 use runq_shared::protocol::{read_message, Message, MAIN_SESSION};
 
 use crate::event::Event;
+use crate::supervisor::Input;
 use runq_session::FrameWriter;
 
 /// The exec socket, bound before the proxy confines itself and served after.
@@ -53,27 +54,25 @@ fn serve(session: u32, mut stream: std::os::unix::net::UnixStream, events: Sende
         }
         _ => return,
     };
-    if events
-        .send(Event::ExecRequest {
-            session,
-            json,
-            client: writer,
-        })
-        .is_err()
-    {
+    let connected = Event::ExecClientConnected {
+        session,
+        client: writer,
+    };
+    let mut input = Input::ExecRequest { session, json };
+    if events.send(connected).is_err() {
         return;
     }
     loop {
-        match read_message(&mut stream) {
-            Ok(Some(message)) => {
-                if events.send(Event::ExecClient { session, message }).is_err() {
-                    return;
-                }
-            }
-            _ => {
-                let _ = events.send(Event::ExecClientGone { session });
-                return;
-            }
+        let gone = matches!(input, Input::ExecClientGone { .. });
+        if events.send(Event::Input(input)).is_err() || gone {
+            return;
         }
+        input = match read_message(&mut stream) {
+            Ok(Some(message)) => Input::ExecClient { session, message },
+            _ => Input::ExecClientGone {
+                session,
+                undelivered: None,
+            },
+        };
     }
 }

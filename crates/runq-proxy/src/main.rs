@@ -27,7 +27,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use runq_shared::config::NetMode;
 use runq_shared::config::{GuestBoot, HostFindings, RootFs, VmConfig};
 use runq_shared::layout::VM_CONFIG_FILE;
@@ -179,37 +179,18 @@ fn resolv_conf(
 /// it is a block device. A raw disk that starts like a qcow2 image stays raw: one line says
 /// how to name it qcow2, in case that was meant.
 fn checked_image(disk: &runq_shared::disks::VmDisk) -> Result<bool> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use runq_shared::disks::{check_image, looks_like_qcow2, read_header, DiskFormat};
     let path = &disk.path;
-    // Non-blocking: a FIFO in its place must not hang the start.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("open the runq disk {path}"))?;
-    let kind = file
-        .metadata()
-        .with_context(|| format!("stat the runq disk {path}"))?
-        .file_type();
-    if !kind.is_file() && !kind.is_block_device() {
-        bail!("runq disk {path}: neither a regular file nor a block device");
-    }
-    let mut header = Vec::with_capacity(runq_shared::disks::HEADER_LEN);
-    file.take(runq_shared::disks::HEADER_LEN as u64)
-        .read_to_end(&mut header)
-        .with_context(|| format!("read the runq disk {path}"))?;
-    runq_shared::disks::check_image(disk.format, &header)
-        .with_context(|| format!("runq disk {path}"))?;
-    if disk.format == runq_shared::disks::DiskFormat::Raw
-        && runq_shared::disks::looks_like_qcow2(&header)
-    {
+    let (header, block_device) =
+        read_header(Path::new(path)).with_context(|| format!("runq disk {path}"))?;
+    check_image(disk.format, &header).with_context(|| format!("runq disk {path}"))?;
+    if disk.format == DiskFormat::Raw && looks_like_qcow2(&header) {
         eprintln!(
             "runq: runq disk {path} starts like a qcow2 image but is used as raw; \
              name it <id>.qcow2 to use it as qcow2"
         );
     }
-    Ok(kind.is_block_device())
+    Ok(block_device)
 }
 
 /// Reads the VM config runq create wrote.

@@ -91,15 +91,7 @@ fn check_runq_dir(path: &Path) -> Result<()> {
 /// Then the old root goes.
 pub fn share_container_tree<'a>(guest_mounts: impl Iterator<Item = &'a str>) -> Result<()> {
     let target = Path::new(own_root::ROOTFS);
-    mkdir(target)?;
-    mount(
-        Some(OLD_ROOT),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .with_context(|| format!("bind the container's tree to {}", target.display()))?;
+    bind(Path::new(OLD_ROOT), target).context("share the container's tree")?;
     for destination in guest_mounts {
         hide(target, destination)?;
     }

@@ -96,10 +96,8 @@ pub fn serve(
                 break Err(anyhow!("internal error: every event source ended"))
             }
         };
-        match proxy.step(&mut supervisor, input) {
-            Ok(Some(end)) => break end,
-            Ok(None) => {}
-            Err(error) => break Err(error),
+        if let Some(end) = proxy.step(&mut supervisor, input) {
+            break end;
         }
     };
     if let Some(timeline) = proxy.timeline.as_mut() {
@@ -120,56 +118,50 @@ pub fn serve(
 impl Proxy {
     /// The supervisor's input for a thread's event; `None` for what only the loop needs.
     fn input_for(&mut self, event: Event) -> Option<Input> {
-        Some(match event {
+        match event {
+            Event::Input(input) => {
+                if let Input::ExecClientGone { session, .. } = &input {
+                    self.clients.remove(session);
+                }
+                Some(input)
+            }
             Event::Connected(channel) => {
                 self.channel = Some(channel);
-                return None;
+                None
             }
-            Event::Guest(message) => Input::Guest(message),
-            Event::ChannelClosed(error) => Input::ChannelClosed(error),
+            Event::ExecClientConnected { session, client } => {
+                self.clients.insert(session, client);
+                None
+            }
             Event::ChildExited { pid, status } => {
                 if pid == self.qemu.id() as i32 {
-                    Input::QemuEnded(status)
+                    Some(Input::QemuEnded(status))
                 } else if Some(pid) == self.helpers.virtiofsd.as_ref().map(|c| c.id() as i32) {
-                    Input::VirtiofsdEnded(status)
+                    Some(Input::VirtiofsdEnded(status))
                 } else {
-                    return None;
+                    None
                 }
             }
-            Event::Signal(signal) => Input::Signal(signal),
-            Event::WindowChanged => Input::WindowChanged,
-            Event::ExecRequest {
-                session,
-                json,
-                client,
-            } => {
-                self.clients.insert(session, client);
-                Input::ExecRequest { session, json }
-            }
-            Event::ExecClient { session, message } => Input::ExecClient { session, message },
-            Event::ExecClientGone { session } => {
-                self.clients.remove(&session);
-                Input::ExecClientGone {
-                    session,
-                    undelivered: None,
-                }
-            }
-        })
+        }
     }
 
     /// Feeds one input and what carrying out its actions brings back; the container's end,
     /// once known.
-    fn step(&mut self, supervisor: &mut Supervisor, input: Input) -> Result<Option<Result<i32>>> {
+    fn step(&mut self, supervisor: &mut Supervisor, input: Input) -> Option<Result<i32>> {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
             for action in supervisor.handle(input) {
-                if let Action::End(end) = action {
-                    return Ok(Some(end.map_err(|failure| self.explain(failure))));
+                let consequence = match action {
+                    Action::End(end) => return Some(end.map_err(|f| self.explain(f))),
+                    action => self.carry_out(action),
+                };
+                match consequence {
+                    Ok(next) => inputs.extend(next),
+                    Err(error) => return Some(Err(error)),
                 }
-                inputs.extend(self.carry_out(action)?);
             }
         }
-        Ok(None)
+        None
     }
 
     /// Carries out one action; an input when it had a consequence the supervisor must know.

@@ -8,13 +8,14 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use runq_session::signals::{self, Received};
 
 use crate::event::Event;
+use crate::supervisor::Input;
 
 pub fn spawn_listener(events: Sender<Event>) -> std::io::Result<()> {
     signals::spawn_signal_thread(move |received| {
         let event = match received {
             Received::ChildEnded => return reap(&events),
-            Received::WindowChanged => Event::WindowChanged,
-            Received::ForProcess(signal) => Event::Signal(signal),
+            Received::WindowChanged => Event::Input(Input::WindowChanged),
+            Received::ForProcess(signal) => Event::Input(Input::Signal(signal)),
         };
         events.send(event).is_ok()
     })

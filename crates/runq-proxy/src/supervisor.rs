@@ -212,7 +212,11 @@ impl Supervisor {
                         signal: libc::SIGKILL,
                     }));
                 }
-                actions.extend(undelivered.and_then(credit_for).map(Action::ToGuest));
+                actions.extend(
+                    undelivered
+                        .and_then(|m| m.credit_for())
+                        .map(Action::ToGuest),
+                );
             }
             Input::DeadlinePassed => actions.push(Action::End(match self.phase {
                 Phase::Booting => Err(Failure::BootTimeout),
@@ -293,7 +297,7 @@ impl Supervisor {
     /// gone keeps its window open until its kill lands.
     fn route_to_client(&mut self, session: u32, message: Message, actions: &mut Vec<Action>) {
         if !self.exec_sessions.contains(&session) {
-            actions.extend(credit_for(message).map(Action::ToGuest));
+            actions.extend(message.credit_for().map(Action::ToGuest));
             return;
         }
         if message.ends_session() {
@@ -323,59 +327,39 @@ impl Supervisor {
 
 /// The session of a message the guest may send for a session.
 fn guest_session(message: &Message) -> Option<u32> {
-    match message {
-        Message::Started { .. }
-        | Message::Data { .. }
-        | Message::Eof { .. }
-        | Message::Credit { .. }
-        | Message::Exit { .. }
-        | Message::Error { .. } => message.session(),
-        _ => None,
-    }
+    use Message::*;
+    let of_session = matches!(
+        message,
+        Started { .. } | Data { .. } | Eof { .. } | Credit { .. } | Exit { .. } | Error { .. }
+    );
+    message.session().filter(|_| of_session)
 }
 
 fn unexpected(message: &Message) -> Action {
     Action::Report(format!("unexpected message from the guest: {message:?}"))
 }
 
-/// The credit that returns an undelivered chunk of output to the guest's window.
-fn credit_for(message: Message) -> Option<Message> {
-    match message {
-        Message::Data {
-            session,
-            stream,
-            bytes,
-        } => Some(Message::Credit {
-            session,
-            stream,
-            bytes: bytes.len() as u32,
-        }),
-        _ => None,
-    }
-}
-
 /// An exec client's frame, renumbered to its session; `None` for what a client may not send.
-pub fn from_client(message: Message, session: u32) -> Option<Message> {
-    Some(match message {
-        Message::Data { stream, bytes, .. } => Message::Data {
-            session,
-            stream,
-            bytes,
-        },
-        Message::Eof { stream, .. } => Message::Eof { session, stream },
-        Message::Credit { stream, bytes, .. } => Message::Credit {
-            session,
-            stream,
-            bytes,
-        },
-        Message::Signal { signal, .. } => Message::Signal { session, signal },
-        Message::Resize { rows, cols, .. } => Message::Resize {
-            session,
-            rows,
-            cols,
-        },
+pub fn from_client(mut message: Message, session: u32) -> Option<Message> {
+    match &mut message {
+        Message::Data {
+            session: number, ..
+        }
+        | Message::Eof {
+            session: number, ..
+        }
+        | Message::Credit {
+            session: number, ..
+        }
+        | Message::Signal {
+            session: number, ..
+        }
+        | Message::Resize {
+            session: number, ..
+        } => *number = session,
         _ => return None,
-    })
+    }
+    Some(message)
 }
 
 #[cfg(test)]

@@ -101,16 +101,12 @@ impl HostSession {
     /// Takes the frames of the session's stdio (output, end of output, stdin credit) and
     /// hands back any other.
     pub fn take_stdio(&mut self, message: Message) -> Option<Message> {
+        let credit = message.credit_for();
         match message {
-            Message::Data {
-                session,
-                stream,
-                bytes,
-            } => {
+            Message::Data { stream, bytes, .. } if stream != StreamKind::Stdin => {
                 let output = match stream {
                     StreamKind::Stdout => &mut self.stdout,
-                    StreamKind::Stderr => &mut self.stderr,
-                    StreamKind::Stdin => return None,
+                    _ => &mut self.stderr,
                 };
                 match output {
                     OutputStream::Running(output) => output.push(bytes),
@@ -118,17 +114,9 @@ impl HostSession {
                     // ended, say) still belongs on the session's stderr.
                     OutputStream::Idle(sink) => {
                         let _ = sink.write_all(&bytes).and_then(|()| sink.flush());
-                        self.send(&Message::Credit {
-                            session,
-                            stream,
-                            bytes: bytes.len() as u32,
-                        });
+                        credit.iter().for_each(|credit| self.send(credit));
                     }
-                    OutputStream::Gone => self.send(&Message::Credit {
-                        session,
-                        stream,
-                        bytes: bytes.len() as u32,
-                    }),
+                    OutputStream::Gone => credit.iter().for_each(|credit| self.send(credit)),
                 }
             }
             Message::Eof { stream, .. } => match stream {

@@ -282,6 +282,27 @@ pub fn check_image(format: DiskFormat, header: &[u8]) -> Result<(), ImageError> 
     Ok(())
 }
 
+/// The first [`HEADER_LEN`] bytes of a disk, and whether it is a block device. Opened without
+/// blocking, so that a FIFO in its place hangs nothing; only a regular file or a block device
+/// is read.
+pub fn read_header(path: &std::path::Path) -> std::io::Result<(Vec<u8>, bool)> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() && !kind.is_block_device() {
+        return Err(std::io::Error::other(
+            "neither a regular file nor a block device",
+        ));
+    }
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    file.take(HEADER_LEN as u64).read_to_end(&mut header)?;
+    Ok((header, kind.is_block_device()))
+}
+
 /// Whether a disk starts like a qcow2 image: only a hint for a raw disk the operator may have
 /// meant as qcow2 (the guest can write these bytes too).
 pub fn looks_like_qcow2(header: &[u8]) -> bool {

@@ -332,6 +332,23 @@ impl Message {
         }
     }
 
+    /// For a chunk of data that nobody will consume, the credit that returns it to its
+    /// sender's window.
+    pub fn credit_for(&self) -> Option<Message> {
+        match self {
+            Message::Data {
+                session,
+                stream,
+                bytes,
+            } => Some(Message::Credit {
+                session: *session,
+                stream: *stream,
+                bytes: bytes.len() as u32,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether the guest says no more of this message's session after it.
     pub fn ends_session(&self) -> bool {
         matches!(self, Message::Exit { .. } | Message::Error { .. })

@@ -122,20 +122,6 @@ pub fn findings(options: &RunqOptions) -> Vec<Finding> {
             "for --net macvtap".into(),
             "modprobe macvtap, or keep the default --net tap",
         ),
-        finding(
-            device("/dev/vhost-net"),
-            Level::Optional,
-            "vhost-net",
-            "/dev/vhost-net, for in-kernel virtio-net".into(),
-            "modprobe vhost_net; runq works without it, with QEMU moving the packets",
-        ),
-        finding(
-            device("/dev/vhost-vsock"),
-            Level::Optional,
-            "vhost-vsock",
-            "/dev/vhost-vsock".into(),
-            "modprobe vhost_vsock; runq does not need it (its channel is virtio-serial)",
-        ),
         docker_registration(),
     ]
 }

@@ -2,11 +2,8 @@
 //! to another file is refused before anything starts. The proxy checks again at every start:
 //! the guest writes its disks, and a device (`--device`) is only reachable there.
 
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-
 use oci_spec::runtime::Spec;
-use runq_shared::disks::{check_image, DiskFormat, ImageError, HEADER_LEN};
+use runq_shared::disks::{check_image, read_header, DiskFormat, ImageError};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -31,7 +28,7 @@ pub fn check(spec: &Spec) -> Result<(), DiskImageError> {
         if disk.format != DiskFormat::Qcow2 {
             continue;
         }
-        let Some(header) = read_header(source) else {
+        let Ok((header, _)) = read_header(source) else {
             continue;
         };
         check_image(disk.format, &header).map_err(|error| DiskImageError {
@@ -43,27 +40,11 @@ pub fn check(spec: &Spec) -> Result<(), DiskImageError> {
     Ok(())
 }
 
-/// The first bytes of a regular file or block device; non-blocking, so that a FIFO in its
-/// place cannot hang create.
-fn read_header(path: &std::path::Path) -> Option<Vec<u8>> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    let kind = file.metadata().ok()?.file_type();
-    if !kind.is_file() && !kind.is_block_device() {
-        return None;
-    }
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    file.take(HEADER_LEN as u64).read_to_end(&mut header).ok()?;
-    Some(header)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use oci_spec::runtime::MountBuilder;
+    use runq_shared::disks::HEADER_LEN;
 
     fn spec_with_disk(source: &std::path::Path, destination: &str) -> Spec {
         let mut spec = Spec::default();

@@ -27,8 +27,6 @@ pub const DEFAULT_MEM_MIB: u32 = 256;
 /// translation cache and QEMU's own heap are most of it.
 pub const VMM_OVERHEAD_MIB: u32 = 256;
 
-/// Where the guest kernel's module tree appears in the container.
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFacts {
     pub assets_dir: PathBuf,
