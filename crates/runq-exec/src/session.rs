@@ -68,7 +68,7 @@ pub fn run(socket: &Path, mut process: ProcessConfig) -> Result<i32> {
             break EXIT_KILLED_WITH_CONTAINER;
         };
         match event {
-            Event::Frame(message) => match session.take_stdio(message) {
+            Event::Frame(message) => match session.take_stdio(message)? {
                 Some(Message::Started { session: number }) => {
                     session.start(number, writer.clone())?
                 }

@@ -21,6 +21,12 @@ const SCAN_INTERVAL: Duration = Duration::from_millis(300);
 /// Connections the host opens are numbered with the top bit set, the guest's without it.
 const HOST_CONN_BIT: u32 = 1 << 31;
 
+/// The other side's ports mirrored here at most; further ones are not mirrored.
+pub const MAX_LISTENERS: usize = 256;
+
+/// Connections carried at once at most; a further one is refused (closed).
+pub const MAX_CONNS: usize = 1024;
+
 struct Mirrored {
     socket: TcpListener,
     any: bool,
@@ -167,17 +173,31 @@ impl Engine {
     fn handle(&mut self, message: Message) -> io::Result<()> {
         match message {
             Message::Listening { ports } => {
-                self.wanted = ports.iter().map(|l| (l.port, l.any)).collect();
+                self.wanted = ports
+                    .iter()
+                    .take(MAX_LISTENERS)
+                    .map(|l| (l.port, l.any))
+                    .collect();
                 self.reconcile();
             }
-            Message::Connect { conn, port } => match connect_loopback(port) {
-                Ok(stream) => {
-                    self.conns.insert(conn, Conn::new(stream));
+            Message::Connect { conn, port } => {
+                let stream = match self.conns.len() < MAX_CONNS && !self.conns.contains_key(&conn) {
+                    true => connect_loopback(port),
+                    false => Err(io::Error::other("too many connections")),
+                };
+                match stream {
+                    Ok(stream) => {
+                        self.conns.insert(conn, Conn::new(stream));
+                    }
+                    Err(_) => (self.send)(&Message::ConnClose { conn })?,
                 }
-                Err(_) => (self.send)(&Message::ConnClose { conn })?,
-            },
+            }
             Message::ConnData { conn, bytes } => match self.conns.get_mut(&conn) {
-                Some(open) => open.outbox.extend_from_slice(&bytes),
+                // Within the window this side granted; more is the other side's fault.
+                Some(open) if open.outbox.len() + bytes.len() <= STREAM_WINDOW as usize => {
+                    open.outbox.extend_from_slice(&bytes)
+                }
+                Some(_) => self.reset(conn)?,
                 None => (self.send)(&Message::ConnClose { conn })?,
             },
             Message::ConnEof { conn } => {
@@ -228,7 +248,8 @@ impl Engine {
             let Ok((stream, _)) = mirrored.socket.accept() else {
                 return Ok(());
             };
-            if stream.set_nonblocking(true).is_err() {
+            // Beyond the cap the client is closed at once, as by a full backlog.
+            if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
                 continue;
             }
             let conn = self.new_conn_number();

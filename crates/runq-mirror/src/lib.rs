@@ -79,7 +79,9 @@ mod tests {
     use std::sync::mpsc::Receiver;
     use std::time::Duration;
 
-    use runq_shared::protocol::ListenPort;
+    use runq_shared::protocol::{ListenPort, STREAM_WINDOW};
+
+    use crate::engine::MAX_LISTENERS;
 
     fn mirror() -> (Mirror, Receiver<Message>) {
         let (frames, sent) = mpsc::channel();
@@ -205,5 +207,50 @@ mod tests {
             );
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn data_beyond_the_granted_window_resets_the_connection() {
+        let (mirror, sent) = mirror();
+        let server = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let port = server.local_addr().expect("address").port();
+        mirror.deliver(Message::Connect { conn: 5, port });
+        let (accepted, _) = server.accept().expect("the mirror connects");
+        // One byte more than the window this side granted.
+        mirror.deliver(Message::ConnData {
+            conn: 5,
+            bytes: vec![b'x'; STREAM_WINDOW as usize + 1],
+        });
+        loop {
+            match next(&sent) {
+                Message::ConnClose { conn: 5 } => break,
+                Message::ConnCredit { conn: 5, .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        drop(accepted);
+    }
+
+    #[test]
+    fn the_other_side_s_ports_are_mirrored_up_to_the_cap() {
+        let (mirror, _sent) = mirror();
+        let ports = (0..MAX_LISTENERS as u16 + 50)
+            .map(|n| ListenPort {
+                port: 40000 + n,
+                any: false,
+            })
+            .collect();
+        mirror.deliver(Message::Listening { ports });
+        // The last of the capped range listens once the mirror got to it; beyond it nothing.
+        let last = 40000 + MAX_LISTENERS as u16 - 1;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", last)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "port {last} never mirrored"
+            );
+            std::thread::yield_now();
+        }
+        assert!(TcpStream::connect(("127.0.0.1", last + 1)).is_err());
     }
 }

@@ -7,7 +7,10 @@
 //! clean file pages, so this costs no I/O, and a read would simply fault them in again.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
+
+use crate::children::Tracked;
 
 /// A mapping's address range, `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,22 +38,14 @@ pub fn mappings_of(maps: &str, files: &[&Path]) -> Vec<Range> {
         .collect()
 }
 
-/// Pages `files` out of process `pid`; returns the bytes of mappings it asked about. Needs
+/// Pages `files` out of `process`; returns the bytes of mappings it asked about. Needs
 /// CAP_SYS_NICE; without it (a user namespace, say) the kernel refuses and nothing changes.
-pub fn page_out(pid: u32, files: &[&Path]) -> io::Result<usize> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+pub fn page_out(process: &Tracked, files: &[&Path]) -> io::Result<usize> {
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", process.pid()))?;
     let ranges = mappings_of(&maps, files);
     if ranges.is_empty() {
         return Ok(0);
     }
-    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if pidfd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pidfd_open returned a descriptor that nothing else owns.
-    let pidfd =
-        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) };
     let vectors: Vec<libc::iovec> = ranges
         .iter()
         .map(|range| libc::iovec {
@@ -64,7 +59,7 @@ pub fn page_out(pid: u32, files: &[&Path]) -> io::Result<usize> {
     let advised = unsafe {
         libc::syscall(
             libc::SYS_process_madvise,
-            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            process.pidfd().as_raw_fd(),
             vectors.as_ptr(),
             vectors.len(),
             libc::MADV_PAGEOUT,
@@ -140,7 +135,8 @@ mod tests {
             )
         };
         assert_ne!(address, libc::MAP_FAILED);
-        let advised = page_out(std::process::id(), &[file.as_path()]);
+        let this = Tracked::this_process().unwrap();
+        let advised = page_out(&this, &[file.as_path()]);
         // SAFETY: the mapping made above, of `length` bytes.
         unsafe { libc::munmap(address, length) };
         match advised {

@@ -1,7 +1,7 @@
-//! Starting virtiofsd and QEMU, and knowing which of them ended.
+//! Starting virtiofsd, passt and QEMU, and holding them by pidfd.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -12,9 +12,71 @@ use runq_shared::layout::assets;
 
 use crate::qemu::Paths;
 
+/// A child of the proxy, held by a pidfd. The signal thread reaps every child (the proxy is
+/// the container's PID 1, orphans included), after which the bare PID may name another
+/// process: signals go through the pidfd, which keeps naming this one.
+pub struct Tracked {
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
+impl Tracked {
+    /// Taken right after spawn, before the signal thread, the only reaper, starts: the PID
+    /// is still the child's.
+    fn of(child: Child) -> Result<Tracked> {
+        let pid = child.id() as i32;
+        Ok(Tracked {
+            pid,
+            pidfd: pidfd_open(pid).context("pidfd_open")?,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn this_process() -> std::io::Result<Tracked> {
+        let pid = std::process::id() as i32;
+        Ok(Tracked {
+            pid,
+            pidfd: pidfd_open(pid)?,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// SIGKILL; nothing happens where the process is gone already.
+    pub fn kill(&self) {
+        // SAFETY: pidfd_send_signal takes a pidfd we own, a signal number, no siginfo and no
+        // flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// virtiofsd is handed an already listening socket, so QEMU can connect at once: nothing
 /// waits for its socket file to appear.
-pub fn start_virtiofsd(paths: &Paths) -> Result<Child> {
+pub fn start_virtiofsd(paths: &Paths) -> Result<Tracked> {
     let _ = std::fs::remove_file(&paths.virtiofsd_socket);
     let listener = UnixListener::bind(&paths.virtiofsd_socket)
         .with_context(|| format!("listen on {}", paths.virtiofsd_socket.display()))?;
@@ -39,7 +101,7 @@ pub fn start_virtiofsd(paths: &Paths) -> Result<Child> {
     pass_to_child(&mut command, raw);
     let child = command.spawn().context("start virtiofsd")?;
     drop(fd);
-    Ok(child)
+    Tracked::of(child)
 }
 
 /// Lets the child inherit descriptor `fd`, which the parent keeps open until spawn returns.
@@ -61,7 +123,7 @@ const NOBODY: u32 = 65534;
 
 /// passt, serving the VM's NIC on `socket` from the namespace's interface `interface`. It
 /// quits when QEMU closes the other end.
-pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Child> {
+pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Tracked> {
     let raw = socket.as_raw_fd();
     let mut command = Command::new(paths.loader());
     command
@@ -83,7 +145,7 @@ pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Ch
     pass_to_child(&mut command, raw);
     let child = command.spawn().context("start passt")?;
     drop(socket);
-    Ok(child)
+    Tracked::of(child)
 }
 
 /// The capabilities QEMU keeps: opening disk images whoever owns them, and for a 9p root,
@@ -112,7 +174,7 @@ pub fn start_qemu(
     debug: bool,
     ninep: bool,
     nics: &[crate::qemu::Nic],
-) -> Result<Child> {
+) -> Result<Tracked> {
     let mut command = Command::new(paths.loader());
     let inherited: Vec<i32> = nics.iter().map(|nic| nic.fd).collect();
     let keep: Vec<i32> = qemu_capabilities(ninep)
@@ -161,7 +223,7 @@ pub fn start_qemu(
             .stdout(log_file(&paths.qemu_log)?)
             .stderr(log_file(&paths.qemu_log)?);
     }
-    command.spawn().context("start QEMU")
+    Tracked::of(command.spawn().context("start QEMU")?)
 }
 
 fn log_file(path: &Path) -> Result<File> {

@@ -8,18 +8,18 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 
 use anyhow::{bail, Context, Result};
 use runq_netlink::{format_mac, Netlink};
 use runq_shared::config::GuestNetwork;
 
+use crate::children::Tracked;
 use crate::network::{engines_ipv6_off, guest_view, random_local_mac, Tap};
 use crate::qemu::Paths;
 
 /// The guest's view of the namespace's main interface, QEMU's end of passt's socket, and
 /// passt. A namespace with no interface but loopback gets no NIC and no passt.
-pub fn share(paths: &Paths) -> Result<(GuestNetwork, Vec<Tap>, Option<Child>)> {
+pub fn share(paths: &Paths) -> Result<(GuestNetwork, Vec<Tap>, Option<Tracked>)> {
     let mut network = GuestNetwork {
         mirror_localhost: true,
         ipv6_off: engines_ipv6_off(),

@@ -4,11 +4,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::process::Child;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use runq_mirror::{Mirror, Side};
 use runq_session::{Endpoints, FrameWriter, HostSession};
 use runq_shared::config::{GuestBoot, VmSettings};
@@ -16,7 +15,8 @@ use runq_shared::protocol::{Message, MAIN_SESSION, PROTOCOL_VERSION};
 use runq_shared::timeline::{self, GuestMarks, Timeline};
 
 use crate::boot_images;
-use crate::children::tail;
+use crate::children::{tail, Tracked};
+use crate::dns::DnsRelay;
 use crate::event::Event;
 use crate::qemu::Paths;
 use crate::supervisor::{Action, Deadline, Failure, Input, Supervisor};
@@ -27,16 +27,16 @@ const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
 /// The processes besides QEMU that serve the VM.
 pub struct Helpers {
     /// The root file system's server.
-    pub virtiofsd: Option<Child>,
+    pub virtiofsd: Option<Tracked>,
     /// The NIC's backend in a shared network namespace.
-    pub passt: Option<Child>,
+    pub passt: Option<Tracked>,
 }
 
 struct Proxy {
     vm: VmSettings,
     /// Localhost is shared with the pod's other VMs.
     mirror_localhost: bool,
-    qemu: Child,
+    qemu: Tracked,
     helpers: Helpers,
     paths: Paths,
     channel: Option<FrameWriter>,
@@ -45,6 +45,8 @@ struct Proxy {
     clients: HashMap<u32, FrameWriter>,
     /// Localhost shared with the pod's other VMs, once the guest runs.
     mirror: Option<Mirror>,
+    /// The embedded-DNS relay, from the first query on.
+    dns: Option<DnsRelay>,
     /// The boot timeline, when `RUNQ_TIMELINE` asked for it.
     timeline: Option<Timeline>,
 }
@@ -53,14 +55,14 @@ struct Proxy {
 pub fn serve(
     vm: VmSettings,
     boot: GuestBoot,
-    qemu: Child,
+    qemu: Tracked,
     helpers: Helpers,
     paths: Paths,
     timeline: Option<Timeline>,
     queue: Receiver<Event>,
 ) -> Result<i32> {
     let boot_json = serde_json::to_vec(&boot)?;
-    let mut supervisor = Supervisor::new(boot_json, !vm.disks.is_empty());
+    let mut supervisor = Supervisor::new(boot_json, !vm.disks.is_empty(), boot.host.embedded_dns);
     let mut proxy = Proxy {
         vm,
         mirror_localhost: boot.host.network.mirror_localhost,
@@ -71,6 +73,7 @@ pub fn serve(
         main: HostSession::new(Endpoints::of_this_process(), boot.config.process.terminal),
         clients: HashMap::new(),
         mirror: None,
+        dns: None,
         timeline,
     };
     let boot_deadline = Instant::now() + Duration::from_secs(proxy.vm.boot_timeout_secs.into());
@@ -134,9 +137,9 @@ impl Proxy {
                 None
             }
             Event::ChildExited { pid, status } => {
-                if pid == self.qemu.id() as i32 {
+                if pid == self.qemu.pid() {
                     Some(Input::QemuEnded(status))
-                } else if Some(pid) == self.helpers.virtiofsd.as_ref().map(|c| c.id() as i32) {
+                } else if Some(pid) == self.helpers.virtiofsd.as_ref().map(Tracked::pid) {
                     Some(Input::VirtiofsdEnded(status))
                 } else {
                     None
@@ -184,7 +187,11 @@ impl Proxy {
                 }
             }
             Action::ToMainSession(message) => {
-                self.main.take_stdio(message);
+                if let Err(overrun) = self.main.take_stdio(message) {
+                    return Ok(Some(Input::Violation(format!(
+                        "the application sent {overrun}"
+                    ))));
+                }
             }
             Action::StartMainSession => self.start_main_session()?,
             Action::SignalMain(signal) => self.main.signal(signal),
@@ -196,15 +203,17 @@ impl Proxy {
                 }
             }
             Action::ResolveDns { id, packet } => {
-                if let Some(channel) = self.channel.clone() {
-                    crate::dns::resolve_in_background(id, packet, channel);
+                if self.dns.is_none() {
+                    if let Some(channel) = self.channel.clone() {
+                        self.dns = Some(DnsRelay::start(channel).context("start the DNS relay")?);
+                    }
+                }
+                if let Some(dns) = &self.dns {
+                    dns.resolve(id, packet);
                 }
             }
             Action::Timeline(json) => self.add_guest_marks(&json),
-            Action::KillQemu => {
-                let pid = nix::unistd::Pid::from_raw(self.qemu.id() as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
+            Action::KillQemu => self.qemu.kill(),
             Action::Report(line) => eprintln!("runq: {line}"),
             // Handled by `step`.
             Action::End(_) => {}
@@ -232,7 +241,7 @@ impl Proxy {
         // The kernel and initrd have done their work; refused without CAP_SYS_NICE, which
         // only costs memory.
         let images = [self.paths.kernel.as_path(), self.paths.initrd.as_path()];
-        if let Err(error) = boot_images::page_out(self.qemu.id(), &images) {
+        if let Err(error) = boot_images::page_out(&self.qemu, &images) {
             if self.vm.debug {
                 eprintln!("runq: could not page the boot images out of QEMU: {error}");
             }
@@ -294,13 +303,16 @@ impl Proxy {
                 "the control channel to the guest closed while QEMU kept running{}",
                 log_excerpt(&paths.console_log, "guest console")
             ),
+            Failure::Violation(what) => {
+                anyhow!("the guest broke the control protocol ({what}); the VM is stopped")
+            }
         }
     }
 
-    fn stop_children(&mut self) {
-        let helpers = [self.helpers.virtiofsd.as_mut(), self.helpers.passt.as_mut()];
-        for child in std::iter::once(&mut self.qemu).chain(helpers.into_iter().flatten()) {
-            let _ = child.kill();
+    fn stop_children(&self) {
+        let helpers = [self.helpers.virtiofsd.as_ref(), self.helpers.passt.as_ref()];
+        for child in std::iter::once(&self.qemu).chain(helpers.into_iter().flatten()) {
+            child.kill();
         }
     }
 }

@@ -1,11 +1,18 @@
 //! The proxy's state machine: the VM's lifecycle and the routing of every message, without
 //! I/O. It takes one [`Input`] at a time and answers with the [`Action`]s the proxy's loop
 //! (`serve`) carries out, so each phase can be tested on its own.
+//!
+//! The guest is hostile: a frame its state does not allow (a second Hello or Started, an exit
+//! after the end, a host's message, output beyond its window, a session that never existed, a
+//! DNS query where the container has no embedded server) ends the container with
+//! [`Failure::Violation`] naming it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use runq_mirror::Mirror;
-use runq_shared::protocol::{Message, EXIT_KILLED_WITH_CONTAINER, MAIN_SESSION, PROTOCOL_VERSION};
+use runq_shared::protocol::{
+    Message, StreamKind, EXIT_KILLED_WITH_CONTAINER, MAIN_SESSION, PROTOCOL_VERSION, STREAM_WINDOW,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -47,6 +54,9 @@ pub enum Input {
     },
     /// The deadline of [`Supervisor::deadline`] passed.
     DeadlinePassed,
+    /// The guest broke the protocol where the proxy's loop saw it (the application's output
+    /// beyond its window).
+    Violation(String),
 }
 
 /// What the proxy's loop is to do.
@@ -80,11 +90,15 @@ pub enum Action {
 /// Why the container ends without an exit code from the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    ProtocolMismatch { guest: u16 },
+    ProtocolMismatch {
+        guest: u16,
+    },
     VirtiofsdEnded(String),
     QemuEnded(String),
     BootTimeout,
     ChannelLost,
+    /// The guest sent what its state does not allow.
+    Violation(String),
 }
 
 /// Which deadline applies now.
@@ -112,19 +126,26 @@ pub struct Supervisor {
     /// Exec sessions asked for while the guest boots, started once it runs, as `runc exec`
     /// works as soon as `runc start` returned.
     pending_execs: Vec<PendingExec>,
-    /// Exec sessions that run and have a client.
-    exec_sessions: BTreeSet<u32>,
+    /// Exec sessions that run and have a client, with the output of each stream (stdout,
+    /// stderr) on its way to the client: the guest may have at most a window of it in flight.
+    exec_sessions: BTreeMap<u32, [u32; 2]>,
+    /// The highest exec session number given out; the guest cannot know a higher one.
+    last_session: u32,
+    /// The container's resolv.conf names Docker's embedded DNS server, as the proxy found it.
+    embedded_dns: bool,
 }
 
 impl Supervisor {
-    pub fn new(config_json: Vec<u8>, has_disks: bool) -> Supervisor {
+    pub fn new(config_json: Vec<u8>, has_disks: bool, embedded_dns: bool) -> Supervisor {
         Supervisor {
             phase: Phase::Booting,
             config_json,
             configured: false,
             has_disks,
             pending_execs: Vec::new(),
-            exec_sessions: BTreeSet::new(),
+            exec_sessions: BTreeMap::new(),
+            last_session: MAIN_SESSION,
+            embedded_dns,
         }
     }
 
@@ -173,13 +194,17 @@ impl Supervisor {
                 }
             }
             Input::ExecRequest { session, json } => match self.phase {
-                Phase::Booting => self.pending_execs.push(PendingExec {
-                    session,
-                    json,
-                    early: Vec::new(),
-                }),
+                Phase::Booting => {
+                    self.last_session = self.last_session.max(session);
+                    self.pending_execs.push(PendingExec {
+                        session,
+                        json,
+                        early: Vec::new(),
+                    })
+                }
                 Phase::Running => {
-                    self.exec_sessions.insert(session);
+                    self.last_session = self.last_session.max(session);
+                    self.exec_sessions.insert(session, [0; 2]);
                     actions.push(Action::ToGuest(Message::Exec { session, json }));
                 }
                 _ => actions.push(Action::ToClient(
@@ -195,7 +220,12 @@ impl Supervisor {
                 {
                     // Bounded: the client sends no more stdin than the stream window.
                     pending.early.push(message);
-                } else if self.exec_sessions.contains(&session) {
+                } else if let Some(in_flight) = self.exec_sessions.get_mut(&session) {
+                    if let Message::Credit { stream, bytes, .. } = &message {
+                        if let Some(slot) = output_slot(*stream) {
+                            in_flight[slot] = in_flight[slot].saturating_sub(*bytes);
+                        }
+                    }
                     actions.extend(from_client(message, session).map(Action::ToGuest));
                 }
             }
@@ -206,7 +236,7 @@ impl Supervisor {
                 self.pending_execs.retain(|p| p.session != session);
                 // Nobody is left to see its output or its exit: as with a killed `runc exec`
                 // relay, the process goes too.
-                if self.exec_sessions.remove(&session) {
+                if self.exec_sessions.remove(&session).is_some() {
                     actions.push(Action::ToGuest(Message::Signal {
                         session,
                         signal: libc::SIGKILL,
@@ -225,6 +255,7 @@ impl Supervisor {
                 Phase::ChannelLost => Err(Failure::ChannelLost),
                 Phase::Failed | Phase::Running => Ok(1),
             })),
+            Input::Violation(what) => actions.push(violation(what)),
         }
         actions
     }
@@ -235,7 +266,10 @@ impl Supervisor {
             return;
         }
         match message {
-            Message::Hello { version } if !self.configured => {
+            Message::Hello { .. } if self.configured => {
+                actions.push(violation("a second Hello".into()))
+            }
+            Message::Hello { version } => {
                 self.configured = true;
                 actions.push(if version == PROTOCOL_VERSION {
                     Action::ToGuest(Message::Config {
@@ -245,10 +279,16 @@ impl Supervisor {
                     Action::End(Err(Failure::ProtocolMismatch { guest: version }))
                 });
             }
+            Message::DnsQuery { .. } if !self.embedded_dns => actions.push(violation(
+                "a DNS query, though the container has no embedded DNS server".into(),
+            )),
             Message::DnsQuery { id, packet } => actions.push(Action::ResolveDns { id, packet }),
             Message::Timeline { json } => actions.push(Action::Timeline(json)),
             message => match guest_session(&message) {
                 Some(MAIN_SESSION) => self.main_session(message, actions),
+                Some(session) if session > self.last_session => actions.push(violation(format!(
+                    "a message for exec session {session}, which was never started"
+                ))),
                 Some(session) => self.route_to_client(session, message, actions),
                 None => actions.push(unexpected(&message)),
             },
@@ -261,7 +301,7 @@ impl Supervisor {
                 self.phase = Phase::Running;
                 actions.push(Action::StartMainSession);
                 for pending in std::mem::take(&mut self.pending_execs) {
-                    self.exec_sessions.insert(pending.session);
+                    self.exec_sessions.insert(pending.session, [0; 2]);
                     actions.push(Action::ToGuest(Message::Exec {
                         session: pending.session,
                         json: pending.json,
@@ -289,6 +329,10 @@ impl Supervisor {
             message @ (Message::Data { .. } | Message::Eof { .. } | Message::Credit { .. }) => {
                 actions.push(Action::ToMainSession(message))
             }
+            Message::Started { .. } => actions.push(violation("a second Started".into())),
+            Message::Exit { .. } | Message::Error { .. } => actions.push(violation(
+                "an exit or error after the application's end".into(),
+            )),
             other => actions.push(unexpected(&other)),
         }
     }
@@ -296,9 +340,22 @@ impl Supervisor {
     /// Passes a guest message of an exec session to its client; a session whose client is
     /// gone keeps its window open until its kill lands.
     fn route_to_client(&mut self, session: u32, message: Message, actions: &mut Vec<Action>) {
-        if !self.exec_sessions.contains(&session) {
+        let Some(in_flight) = self.exec_sessions.get_mut(&session) else {
             actions.extend(message.credit_for().map(Action::ToGuest));
             return;
+        };
+        if let Message::Data { stream, bytes, .. } = &message {
+            let Some(slot) = output_slot(*stream) else {
+                return actions.push(unexpected(&message));
+            };
+            let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            if in_flight[slot].saturating_add(len) > STREAM_WINDOW {
+                return actions.push(violation(format!(
+                    "exec session {session} sent {stream:?} beyond its window of \
+                     {STREAM_WINDOW} bytes"
+                )));
+            }
+            in_flight[slot] += len;
         }
         if message.ends_session() {
             self.exec_sessions.remove(&session);
@@ -316,7 +373,7 @@ impl Supervisor {
             Action::ToClient(pending.session, message)
         });
         let running = std::mem::take(&mut self.exec_sessions)
-            .into_iter()
+            .into_keys()
             .map(|session| {
                 let code = EXIT_KILLED_WITH_CONTAINER;
                 Action::ToClient(session, Message::Exit { session, code })
@@ -336,7 +393,22 @@ fn guest_session(message: &Message) -> Option<u32> {
 }
 
 fn unexpected(message: &Message) -> Action {
-    Action::Report(format!("unexpected message from the guest: {message:?}"))
+    let mut text = format!("{message:?}");
+    text.truncate(200);
+    violation(format!("a message the guest may not send: {text}"))
+}
+
+fn violation(what: String) -> Action {
+    Action::End(Err(Failure::Violation(what)))
+}
+
+/// Which of a session's output streams a stream is.
+fn output_slot(stream: StreamKind) -> Option<usize> {
+    match stream {
+        StreamKind::Stdout => Some(0),
+        StreamKind::Stderr => Some(1),
+        StreamKind::Stdin => None,
+    }
 }
 
 /// An exec client's frame, renumbered to its session; `None` for what a client may not send.

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use runq_shared::protocol::{Message, StreamKind, STREAM_WINDOW};
 
-use crate::stdio::{self, Credit, Output, Sink, Source};
+use crate::stdio::{self, Credit, Output, Overrun, Sink, Source};
 use crate::{terminal, FrameWriter};
 
 /// Where the session's stdio is on this side.
@@ -99,8 +99,8 @@ impl HostSession {
     }
 
     /// Takes the frames of the session's stdio (output, end of output, stdin credit) and
-    /// hands back any other.
-    pub fn take_stdio(&mut self, message: Message) -> Option<Message> {
+    /// hands back any other; refuses output beyond the window the peer was granted.
+    pub fn take_stdio(&mut self, message: Message) -> Result<Option<Message>, Overrun> {
         let credit = message.credit_for();
         match message {
             Message::Data { stream, bytes, .. } if stream != StreamKind::Stdin => {
@@ -109,7 +109,7 @@ impl HostSession {
                     _ => &mut self.stderr,
                 };
                 match output {
-                    OutputStream::Running(output) => output.push(bytes),
+                    OutputStream::Running(output) => output.push(bytes)?,
                     // What the guest init says after the application's stderr ended (why it
                     // ended, say) still belongs on the session's stderr.
                     OutputStream::Idle(sink) => {
@@ -129,9 +129,9 @@ impl HostSession {
                 bytes,
                 ..
             } => self.stdin_credit.add(bytes),
-            other => return Some(other),
+            other => return Ok(Some(other)),
         }
-        None
+        Ok(None)
     }
 
     /// A signal for the session's process; held until the process runs.
@@ -299,13 +299,19 @@ mod tests {
             stream,
             bytes: text.as_bytes().to_vec(),
         };
-        assert_eq!(session.take_stdio(data(StreamKind::Stdout, "out")), None);
-        assert_eq!(session.take_stdio(data(StreamKind::Stderr, "err")), None);
+        assert_eq!(
+            session.take_stdio(data(StreamKind::Stdout, "out")),
+            Ok(None)
+        );
+        assert_eq!(
+            session.take_stdio(data(StreamKind::Stderr, "err")),
+            Ok(None)
+        );
         let exit = Message::Exit {
             session: 3,
             code: 0,
         };
-        assert_eq!(session.take_stdio(exit.clone()), Some(exit));
+        assert_eq!(session.take_stdio(exit.clone()), Ok(Some(exit)));
         let mut credited = Vec::new();
         while credited.len() < 2 {
             match peer.next_but_stdin_end() {
@@ -315,11 +321,15 @@ mod tests {
         }
         credited.sort_by_key(|(stream, _)| *stream as u8);
         assert_eq!(credited, [(StreamKind::Stdout, 3), (StreamKind::Stderr, 3)]);
-        session.take_stdio(Message::Eof {
+        let eof = Message::Eof {
             session: 3,
             stream: StreamKind::Stderr,
-        });
-        assert_eq!(session.take_stdio(data(StreamKind::Stderr, ", late")), None);
+        };
+        assert_eq!(session.take_stdio(eof), Ok(None));
+        assert_eq!(
+            session.take_stdio(data(StreamKind::Stderr, ", late")),
+            Ok(None)
+        );
         assert!(matches!(
             peer.next_but_stdin_end(),
             Message::Credit {
@@ -343,5 +353,43 @@ mod tests {
             rest.is_empty() || rest == stdin_end,
             "nothing more was sent: {rest:?}"
         );
+    }
+
+    /// A sink whose first write waits until the test lets it go.
+    struct Stalled(std::sync::mpsc::Receiver<()>);
+
+    impl Write for Stalled {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_beyond_the_window_is_refused() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let (release, stalled) = std::sync::mpsc::channel();
+        let endpoints = Endpoints {
+            stdin: Box::new(std::io::empty()),
+            stdout: Box::new(Stalled(stalled)),
+            stderr: Box::new(Shared::default()),
+        };
+        let mut session = HostSession::new(endpoints, false);
+        session.start(1, FrameWriter::new(ours)).unwrap();
+        let chunk = |len| Message::Data {
+            session: 1,
+            stream: StreamKind::Stdout,
+            bytes: vec![b'x'; len],
+        };
+        assert_eq!(session.take_stdio(chunk(STREAM_WINDOW as usize)), Ok(None));
+        assert_eq!(
+            session.take_stdio(chunk(1)),
+            Err(Overrun(StreamKind::Stdout))
+        );
+        drop(release);
+        session.finish();
     }
 }

@@ -3,11 +3,12 @@
 //! reader of stdout holds back only stdout.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use runq_shared::protocol::{Message, StreamKind, DATA_CHUNK};
+use runq_shared::protocol::{Message, StreamKind, DATA_CHUNK, STREAM_WINDOW};
 
 use crate::FrameWriter;
 
@@ -89,10 +90,25 @@ pub fn spawn_stdin_pump(
         .map(drop)
 }
 
+/// The peer sent more of a stream than the window it was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overrun(pub StreamKind);
+
+impl std::fmt::Display for Overrun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} beyond its window of {STREAM_WINDOW} bytes", self.0)
+    }
+}
+
+impl std::error::Error for Overrun {}
+
 /// One output stream (stdout or stderr) of the session, written by a thread of its own.
 pub struct Output {
+    stream: StreamKind,
     chunks: Option<Sender<Vec<u8>>>,
     thread: Option<JoinHandle<Sink>>,
+    /// Bytes received and not yet credited back: never more than the window.
+    in_flight: Arc<AtomicU32>,
 }
 
 impl Output {
@@ -102,22 +118,36 @@ impl Output {
         sink: Sink,
         channel: FrameWriter,
     ) -> std::io::Result<Output> {
-        // Unbounded in chunks but not in bytes: the guest never has more than a window of
-        // this stream in flight. Blocking here would stall the channel reader.
+        // Unbounded in chunks but not in bytes: `push` refuses more than a window in flight.
+        // Blocking here would stall the channel reader.
         let (sender, receiver) = mpsc::channel();
+        let in_flight = Arc::new(AtomicU32::new(0));
+        let credited = Arc::clone(&in_flight);
         let thread = std::thread::Builder::new()
             .name(format!("{stream:?}"))
-            .spawn(move || write_chunks(session, stream, sink, receiver, channel))?;
+            .spawn(move || write_chunks(session, stream, sink, receiver, channel, credited))?;
         Ok(Output {
+            stream,
             chunks: Some(sender),
             thread: Some(thread),
+            in_flight,
         })
     }
 
-    pub fn push(&self, bytes: Vec<u8>) {
+    /// Queues a chunk for writing; refused when the peer exceeded its window.
+    pub fn push(&self, bytes: Vec<u8>) -> Result<(), Overrun> {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_flight| {
+                in_flight
+                    .checked_add(len)
+                    .filter(|&total| total <= STREAM_WINDOW)
+            })
+            .map_err(|_| Overrun(self.stream))?;
         if let Some(chunks) = &self.chunks {
             let _ = chunks.send(bytes);
         }
+        Ok(())
     }
 
     /// Writes out what is queued, stops, and hands the sink back (`None` if its thread
@@ -134,6 +164,7 @@ fn write_chunks(
     mut out: Sink,
     chunks: Receiver<Vec<u8>>,
     channel: FrameWriter,
+    in_flight: Arc<AtomicU32>,
 ) -> Sink {
     let mut broken = false;
     for chunk in chunks {
@@ -141,6 +172,8 @@ fn write_chunks(
             // A reader that went away must not stop the application: keep accepting output.
             broken = out.write_all(&chunk).and_then(|()| out.flush()).is_err();
         }
+        // Before the credit goes out, or the peer's next chunk could find it still counted.
+        in_flight.fetch_sub(chunk.len() as u32, Ordering::AcqRel);
         let _ = channel.send(&Message::Credit {
             session,
             stream,

@@ -37,6 +37,9 @@ impl GuestMarks {
     }
 }
 
+/// More stages than runq has, host and guest together.
+pub const MAX_MARKS: usize = 64;
+
 /// The host's record: stages with wall-clock times, in the order they were reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeline {
@@ -65,8 +68,9 @@ impl Timeline {
         self.mark_at(stage, wall_clock_ns());
     }
 
+    /// At most [`MAX_MARKS`]: the guest's marks come from the guest, which may send any.
     pub fn mark_at(&mut self, stage: &str, unix_ns: u64) {
-        if !self.marks.iter().any(|(name, _)| name == stage) {
+        if self.marks.len() < MAX_MARKS && !self.marks.iter().any(|(name, _)| name == stage) {
             self.marks.push((stage.to_string(), unix_ns));
         }
     }
@@ -144,6 +148,17 @@ pub fn boot_clock_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_cannot_grow_the_timeline_without_bound() {
+        let mut timeline = Timeline::new(0);
+        let flood = GuestMarks {
+            sent_ns: 1_000,
+            marks: (0..10_000).map(|n| (format!("stage{n}"), 10)).collect(),
+        };
+        timeline.add_guest(&flood, 5_000);
+        assert_eq!(timeline.marks.len(), MAX_MARKS);
+    }
 
     #[test]
     fn guest_marks_are_placed_by_their_arrival() {

@@ -7,7 +7,7 @@ use super::*;
 const CONFIG: &[u8] = b"{\"config\":1}";
 
 fn supervisor(has_disks: bool) -> Supervisor {
-    Supervisor::new(CONFIG.to_vec(), has_disks)
+    Supervisor::new(CONFIG.to_vec(), has_disks, true)
 }
 
 fn guest(message: Message) -> Input {
@@ -41,8 +41,12 @@ fn exec(session: u32) -> Input {
     }
 }
 
-fn is_report(actions: &[Action]) -> bool {
-    matches!(actions, [Action::Report(_)])
+/// The violation the actions end the container with.
+fn violation(actions: &[Action]) -> &str {
+    match actions {
+        [Action::End(Err(Failure::Violation(what)))] => what,
+        other => panic!("no violation: {other:?}"),
+    }
 }
 
 #[test]
@@ -60,7 +64,7 @@ fn booting_hello_gets_the_config_once_and_a_wrong_version_ends_the_container() {
             json: CONFIG.to_vec()
         })]
     );
-    assert!(is_report(&supervisor.handle(hello())), "a second hello");
+    assert_eq!(violation(&supervisor.handle(hello())), "a second Hello");
 
     let mut old = self::supervisor(false);
     assert_eq!(
@@ -120,12 +124,10 @@ fn booting_exec_requests_wait_with_what_their_clients_sent_and_start_with_the_ap
         ]
     );
     assert_eq!(supervisor.deadline(), None);
-    assert!(
-        is_report(&supervisor.handle(guest(Message::Started {
-            session: MAIN_SESSION
-        }))),
-        "a second start starts nothing"
-    );
+    let again = supervisor.handle(guest(Message::Started {
+        session: MAIN_SESSION,
+    }));
+    assert_eq!(violation(&again), "a second Started");
 }
 
 #[test]
@@ -177,7 +179,7 @@ fn running_the_application_s_stdio_goes_to_its_session_and_signals_to_the_guest_
         session: MAIN_SESSION,
         signal: 9,
     });
-    assert!(is_report(&supervisor.handle(forged)));
+    assert!(violation(&supervisor.handle(forged)).starts_with("a message the guest may not"));
 }
 
 #[test]
@@ -380,7 +382,7 @@ fn running_qemu_or_virtiofsd_ending_under_the_application_is_an_error() {
             "exit status 1".into()
         )))]
     );
-    // A guest that exits twice changes nothing the second time.
+    // A guest that exits twice broke the protocol.
     let mut supervisor = running();
     let exit = |code| {
         guest(Message::Exit {
@@ -389,9 +391,64 @@ fn running_qemu_or_virtiofsd_ending_under_the_application_is_an_error() {
         })
     };
     supervisor.handle(exit(5));
-    assert!(is_report(&supervisor.handle(exit(6))));
-    assert_eq!(
-        supervisor.handle(Input::QemuEnded(String::new())),
-        [Action::End(Ok(5))]
-    );
+    assert!(violation(&supervisor.handle(exit(6))).contains("after the application's end"));
+}
+
+#[test]
+fn violations_a_dns_query_without_the_embedded_server_or_a_session_never_started() {
+    let mut no_dns = Supervisor::new(CONFIG.to_vec(), false, false);
+    let query = guest(Message::DnsQuery {
+        id: 1,
+        packet: vec![0],
+    });
+    assert!(violation(&no_dns.handle(query)).contains("no embedded DNS"));
+
+    let mut supervisor = running();
+    supervisor.handle(exec(1));
+    let invented = guest(data(9, StreamKind::Stdout, "x"));
+    assert!(violation(&supervisor.handle(invented)).contains("exec session 9"));
+    let stdin_from_the_guest = guest(data(1, StreamKind::Stdin, "x"));
+    assert!(violation(&supervisor.handle(stdin_from_the_guest)).contains("may not send"));
+}
+
+#[test]
+fn violations_exec_output_beyond_the_window_and_the_client_s_credit_reopens_it() {
+    let mut supervisor = running();
+    supervisor.handle(exec(1));
+    let chunk = |len: usize| {
+        guest(Message::Data {
+            session: 1,
+            stream: StreamKind::Stdout,
+            bytes: vec![b'x'; len],
+        })
+    };
+    let window = STREAM_WINDOW as usize;
+    assert!(matches!(
+        &supervisor.handle(chunk(window))[..],
+        [Action::ToClient(1, _)]
+    ));
+    let credit = Input::ExecClient {
+        session: 1,
+        message: Message::Credit {
+            session: 0,
+            stream: StreamKind::Stdout,
+            bytes: 10,
+        },
+    };
+    assert!(matches!(
+        &supervisor.handle(credit)[..],
+        [Action::ToGuest(Message::Credit { bytes: 10, .. })]
+    ));
+    assert!(matches!(
+        &supervisor.handle(chunk(10))[..],
+        [Action::ToClient(1, _)]
+    ));
+    assert!(violation(&supervisor.handle(chunk(1))).contains("beyond its window"));
+}
+
+#[test]
+fn violations_reported_by_the_loop_end_the_container() {
+    let mut supervisor = running();
+    let actions = supervisor.handle(Input::Violation("the application sent too much".into()));
+    assert_eq!(violation(&actions), "the application sent too much");
 }
