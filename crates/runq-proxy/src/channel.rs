@@ -3,6 +3,7 @@
 
 use std::os::unix::net::UnixListener;
 use std::sync::mpsc::Sender;
+use std::time::Duration;
 
 use runq_session::FrameWriter;
 use runq_shared::protocol::read_message;
@@ -10,12 +11,17 @@ use runq_shared::protocol::read_message;
 use crate::event::Event;
 use crate::supervisor::Input;
 
+/// A guest that reads nothing from its port for this long has stopped reading: the host
+/// never sends more than the windows the guest granted, which a working guest drains.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("channel".into())
         .spawn(move || {
             let connection = listener.accept().and_then(|(stream, _)| {
                 let writer = stream.try_clone()?;
+                writer.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 Ok((stream, writer))
             });
             let (mut stream, writer) = match connection {

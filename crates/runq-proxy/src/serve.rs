@@ -3,6 +3,7 @@
 //! the exec clients, the mirror and the children, and explains a failure with the logs.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -170,7 +171,7 @@ impl Proxy {
     /// Carries out one action; an input when it had a consequence the supervisor must know.
     fn carry_out(&mut self, action: Action) -> Result<Option<Input>> {
         match action {
-            Action::ToGuest(message) => self.to_guest(&message)?,
+            Action::ToGuest(message) => return self.to_guest(&message),
             Action::ToClient(session, message) => {
                 let ends = message.ends_session();
                 let client = match ends {
@@ -221,14 +222,22 @@ impl Proxy {
         Ok(None)
     }
 
-    fn to_guest(&self, message: &Message) -> Result<()> {
+    /// A guest that stopped reading its port is a violation, not a stall of the proxy.
+    fn to_guest(&self, message: &Message) -> Result<Option<Input>> {
         let channel = self
             .channel
             .as_ref()
             .ok_or_else(|| anyhow!("the control channel is not connected"))?;
-        channel
-            .send(message)
-            .map_err(|e| anyhow!("send to the guest: {e}"))
+        match channel.send(message) {
+            Ok(()) => Ok(None),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Ok(Some(Input::Violation(format!(
+                    "it read nothing from its control channel for {} s",
+                    crate::channel::WRITE_TIMEOUT.as_secs()
+                ))))
+            }
+            Err(e) => Err(anyhow!("send to the guest: {e}")),
+        }
     }
 
     fn start_main_session(&mut self) -> Result<()> {
