@@ -47,6 +47,7 @@ unit: protoc
 lint: protoc
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p runq-init --features hostile -- -D warnings
 
 protoc:
 	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler (the k8s-cri crate of tests/cri.rs generates its types with it)" >&2; exit 1; }

@@ -9,6 +9,8 @@ mod container;
 mod disks;
 mod dns_relay;
 mod error;
+#[cfg(feature = "hostile")]
+mod hostile;
 mod identity;
 mod modprobe;
 mod modules;
@@ -84,6 +86,10 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     marks.mark("config_received");
     modules::load_for(&boot, &mut loaded)?;
     let GuestBoot { config, host } = boot;
+    #[cfg(feature = "hostile")]
+    if let Some(attack) = hostile::wanted(&config) {
+        return hostile::attack(&attack, &mut port);
+    }
     rootfs::mount(&config)?;
     rootfs::share_module_tree();
     let disks = disks::find(&config.disks)?;

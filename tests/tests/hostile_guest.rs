@@ -1,0 +1,109 @@
+//! A hostile guest against a real proxy: a build of runq-init with the test-only `hostile`
+//! feature boots from its own initrd, speaks the real protocol over the real channel and
+//! breaks it on purpose (see crates/runq-init/src/hostile.rs). Each attack must end the
+//! container with exit 1 and a message naming the violation. Processes cannot be left behind:
+//! the proxy is PID 1 of the container's PID namespace, QEMU and its helpers live in it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{assets_dir, guest_release, TestBundle};
+
+/// The hostile runq-init and an initrd around it, built once for every test of this file.
+fn hostile_initrd() -> &'static Path {
+    static INITRD: OnceLock<PathBuf> = OnceLock::new();
+    INITRD.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let target = workspace.join("target/hostile-guest");
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--quiet",
+                "-p",
+                "runq-init",
+            ])
+            .args(["--features", "hostile", "--target-dir"])
+            .arg(&target)
+            .current_dir(&workspace)
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building the hostile runq-init failed");
+        let init = target.join("x86_64-unknown-linux-gnu/release/runq-init");
+        let initrd = target.join("initrd");
+        let status = Command::new(workspace.join("assets/build-initrd.sh"))
+            .arg(&init)
+            .arg(assets_dir().join("kernel/modules"))
+            .arg(guest_release())
+            .arg(&initrd)
+            .status()
+            .expect("run build-initrd.sh");
+        assert!(status.success(), "building the hostile initrd failed");
+        initrd
+    })
+}
+
+/// Runs a container whose guest carries out `attack`; returns the container's stderr.
+fn attacked_by(attack: &str) -> String {
+    let initrd = hostile_initrd().to_string_lossy().into_owned();
+    let bundle = TestBundle::busybox(&["true"]);
+    bundle.add_env(&[&format!("RUNQ_TEST_ATTACK={attack}")]);
+    let outcome = bundle.run_with(&["--initrd", &initrd], b"");
+    let stderr = outcome.stderr_text();
+    assert_eq!(outcome.code(), 1, "{attack}: {stderr}");
+    assert!(
+        stderr.contains("the guest broke the control protocol"),
+        "{attack}: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn frames_the_guest_state_does_not_allow_end_the_container_naming_them() {
+    let cases = [
+        ("hello-twice", "a second Hello"),
+        ("started-twice", "a second Started"),
+        (
+            "phantom-session",
+            "exec session 77, which was never started",
+        ),
+        ("host-message", "a message the guest may not send: Signal"),
+    ];
+    let checks: Vec<_> = cases
+        .into_iter()
+        .map(|(attack, named)| {
+            std::thread::spawn(move || {
+                let stderr = attacked_by(attack);
+                assert!(stderr.contains(named), "{attack}: {stderr}");
+            })
+        })
+        .collect();
+    for check in checks {
+        check.join().expect("attack checked");
+    }
+}
+
+#[test]
+fn output_past_the_window_is_refused_not_queued() {
+    let stderr = attacked_by("flood");
+    assert!(
+        stderr.contains("Stdout beyond its window of 262144 bytes"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dns_queries_without_the_embedded_server_end_the_container_at_the_first() {
+    let stderr = attacked_by("dns-flood");
+    assert!(
+        stderr.contains("a DNS query, though the container has no embedded DNS server"),
+        "{stderr}"
+    );
+}
