@@ -178,3 +178,30 @@ fn default_limits_are_the_engines_as_under_runc() {
     // No --ulimit: the application inherits what the engine runs with, in the VM as well.
     same_as_runc(&[], &["cat", "/proc/self/limits"]);
 }
+
+/// The host's pids limit on a Docker container's cgroup (cgroup v1 or v2, cgroupfs driver).
+fn host_pids_max(name: &Name) -> String {
+    let id = docker(&["inspect", "-f", "{{.Id}}", &name.0]).stdout_text();
+    let id = id.trim();
+    let candidates = [
+        format!("/sys/fs/cgroup/pids/docker/{id}/pids.max"),
+        format!("/sys/fs/cgroup/docker/{id}/pids.max"),
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/pids.max"),
+    ];
+    candidates
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_else(|| panic!("no pids.max among {candidates:?}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_host_side_has_a_pids_limit_unless_the_operator_set_one() {
+    let default = Name::new();
+    common::docker::start_detached(&default, &[], &["sleep", "60"]);
+    assert_eq!(host_pids_max(&default), "512");
+    let operator = Name::new();
+    common::docker::start_detached(&operator, &["--pids-limit", "50"], &["sleep", "60"]);
+    assert_eq!(host_pids_max(&operator), "50");
+}

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::options::{FsKind, NetMode, OptionError, RunqOptions};
 use oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount, MountBuilder, Process, Spec, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxPidsBuilder, Mount, MountBuilder, Process,
+    Spec, UserBuilder,
 };
 use runq_shared::config::{
     Accel, Capabilities, GuestConfig, GuestMount, HostConfinement, ProcessConfig, Rlimit, RootDisk,
@@ -22,6 +23,10 @@ use thiserror::Error;
 
 /// Guest memory when neither runq nor the engine says otherwise.
 pub const DEFAULT_MEM_MIB: u32 = 256;
+
+/// The host-side tasks of a container where the operator set no pids limit: an idle
+/// container has 13 (proxy 6, QEMU 3, virtiofsd 4), QEMU's I/O pool may add 64.
+pub const DEFAULT_PIDS_LIMIT: i64 = 512;
 
 /// What QEMU, virtiofsd and the proxy use beside guest memory, added to a memory limit: TCG's
 /// translation cache and QEMU's own heap are most of it.
@@ -784,6 +789,20 @@ fn host_spec(
         if memory.swap().is_some_and(|swap| swap > 0 && swap < needed) {
             memory.set_swap(Some(needed));
         }
+    }
+    // The container's cgroup holds only the host side (proxy, QEMU, virtiofsd, passt): the
+    // guest's processes are no host tasks. Where the operator set no limit, this one bounds
+    // the threads a guest can make the host side start; an operator's limit covers them too.
+    if resources
+        .pids()
+        .as_ref()
+        .is_none_or(|pids| pids.limit() == 0)
+    {
+        resources.set_pids(Some(
+            LinuxPidsBuilder::default()
+                .limit(DEFAULT_PIDS_LIMIT)
+                .build()?,
+        ));
     }
     linux.set_resources(Some(resources));
     spec.set_linux(Some(linux));

@@ -258,6 +258,27 @@ fn engine_limits_size_the_vm_and_the_cgroup_makes_room_for_qemu() {
 }
 
 #[test]
+fn the_host_side_gets_a_pids_limit_where_the_operator_set_none() {
+    let pids_limit = |spec: &Spec| {
+        rewrite_default(spec)
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.resources().clone())
+            .and_then(|resources| resources.pids().clone())
+            .map(|pids| pids.limit())
+    };
+    let mut spec = docker_like(&[]);
+    assert_eq!(pids_limit(&spec), Some(DEFAULT_PIDS_LIMIT));
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    resources.set_pids(Some(LinuxPidsBuilder::default().limit(100).build().unwrap()));
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    assert_eq!(pids_limit(&spec), Some(100), "the operator's limit stays");
+}
+
+#[test]
 fn runq_variables_lower_engine_limits_and_flags() {
     let mut spec = docker_like(&["RUNQ_MEM=300", "RUNQ_CPU=3"]);
     with_resources(&mut spec, 512 << 20, 400_000, 100_000);
