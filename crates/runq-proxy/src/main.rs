@@ -19,7 +19,6 @@ mod pod_network;
 mod qemu;
 mod serve;
 mod signals;
-mod supervisor;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
@@ -35,6 +34,7 @@ use runq_shared::timeline::Timeline;
 
 use crate::qemu::{HostFacts, Paths};
 use crate::serve::Helpers;
+use runq_proxy::supervisor;
 
 fn main() -> ExitCode {
     fds::close_inherited();

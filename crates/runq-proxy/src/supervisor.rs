@@ -363,6 +363,13 @@ impl Supervisor {
         actions.push(Action::ToClient(session, message));
     }
 
+    /// How many things the supervisor holds (exec sessions, waiting requests and what their
+    /// clients sent early): only clients add to it, never the guest.
+    pub fn held(&self) -> usize {
+        let early: usize = self.pending_execs.iter().map(|p| p.early.len()).sum();
+        self.exec_sessions.len() + self.pending_execs.len() + early
+    }
+
     /// What exec clients hear when the container is over.
     pub fn finish(&mut self) -> Vec<Action> {
         let pending = self.pending_execs.drain(..).map(|pending| {

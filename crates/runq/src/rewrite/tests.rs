@@ -265,14 +265,16 @@ fn the_host_side_gets_a_pids_limit_where_the_operator_set_none() {
             .linux()
             .as_ref()
             .and_then(|linux| linux.resources().clone())
-            .and_then(|resources| resources.pids().clone())
+            .and_then(|resources| *resources.pids())
             .map(|pids| pids.limit())
     };
     let mut spec = docker_like(&[]);
     assert_eq!(pids_limit(&spec), Some(DEFAULT_PIDS_LIMIT));
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut resources = linux.resources().clone().unwrap_or_default();
-    resources.set_pids(Some(LinuxPidsBuilder::default().limit(100).build().unwrap()));
+    resources.set_pids(Some(
+        LinuxPidsBuilder::default().limit(100).build().unwrap(),
+    ));
     linux.set_resources(Some(resources));
     spec.set_linux(Some(linux));
     assert_eq!(pids_limit(&spec), Some(100), "the operator's limit stays");
