@@ -6,6 +6,7 @@ mod boot;
 mod chart;
 mod docker;
 mod floor;
+mod hostside;
 mod memory;
 mod net;
 mod probe;
@@ -33,6 +34,9 @@ enum Command {
     /// The container's root under runc, and under runq with virtio-fs and 9p in each cache
     /// mode: sequential write and read, and a tree of small files.
     Storage(storage::Settings),
+    /// One container's host side, process by process: threads, descriptors, memory, idle
+    /// and with exec sessions open.
+    Hostside(hostside::Settings),
     /// The storage probe: one job, timed (runs in a container).
     Fs(storage::Job),
     /// The probe's server: a TCP sink and an echo for round trips (runs in a container).
@@ -54,6 +58,7 @@ fn main() -> Result<()> {
         Command::Boot(settings) => boot::run(&settings),
         Command::Net(settings) => net::run(&settings),
         Command::Storage(settings) => storage::run(&settings),
+        Command::Hostside(settings) => hostside::run(&settings),
         Command::Fs(job) => storage::probe(&job),
         Command::Serve { port } => probe::serve(port),
         Command::Client { address, load } => {
