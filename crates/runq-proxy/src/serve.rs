@@ -219,7 +219,7 @@ impl Proxy {
             // Handled by `step`.
             Action::End(_) => {}
         }
-        Ok(None)
+        Ok(self.main.stalled().then(stopped_reading))
     }
 
     /// A guest that stopped reading its port is a violation, not a stall of the proxy.
@@ -231,10 +231,7 @@ impl Proxy {
         match channel.send(message) {
             Ok(()) => Ok(None),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Ok(Some(Input::Violation(format!(
-                    "it read nothing from its control channel for {} s",
-                    crate::channel::WRITE_TIMEOUT.as_secs()
-                ))))
+                Ok(Some(stopped_reading()))
             }
             Err(e) => Err(anyhow!("send to the guest: {e}")),
         }
@@ -324,6 +321,13 @@ impl Proxy {
             child.kill();
         }
     }
+}
+
+fn stopped_reading() -> Input {
+    Input::Violation(format!(
+        "it read nothing from its control channel for {} s",
+        crate::channel::WRITE_TIMEOUT.as_secs()
+    ))
 }
 
 fn log_excerpt(path: &Path, name: &str) -> String {

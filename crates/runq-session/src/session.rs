@@ -54,6 +54,8 @@ pub struct HostSession {
     stderr: OutputStream,
     /// Signals that came before the process existed.
     pending_signals: Vec<i32>,
+    /// A send timed out: the peer stopped reading (see [`HostSession::stalled`]).
+    stalled: std::cell::Cell<bool>,
 }
 
 impl HostSession {
@@ -67,6 +69,7 @@ impl HostSession {
             stdout: OutputStream::Idle(endpoints.stdout),
             stderr: OutputStream::Idle(endpoints.stderr),
             pending_signals: Vec::new(),
+            stalled: std::cell::Cell::new(false),
         }
     }
 
@@ -161,11 +164,21 @@ impl HostSession {
         self.stderr.finish();
     }
 
-    /// A lost connection shows on its reading side; nothing to do here. Before the process
-    /// runs there is nowhere to send to.
+    /// Whether a send timed out on a writer with a write timeout: the peer stopped reading.
+    pub fn stalled(&self) -> bool {
+        self.stalled.get()
+    }
+
+    /// A lost connection shows on its reading side; a peer that stopped reading shows in
+    /// [`HostSession::stalled`]. Before the process runs there is nowhere to send to.
     fn send(&self, message: &Message) {
         if let Some((_, writer)) = &self.running {
-            let _ = writer.send(message);
+            if let Err(error) = writer.send(message) {
+                use std::io::ErrorKind::{TimedOut, WouldBlock};
+                if matches!(error.kind(), WouldBlock | TimedOut) {
+                    self.stalled.set(true);
+                }
+            }
         }
     }
 }
@@ -391,5 +404,24 @@ mod tests {
         );
         drop(release);
         session.finish();
+    }
+
+    #[test]
+    fn a_peer_that_stops_reading_shows_as_stalled() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        ours.set_write_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let writer = FrameWriter::new(ours);
+        // Fill the socket: nobody reads the other end.
+        let filler = Message::Data {
+            session: 9,
+            stream: StreamKind::Stdout,
+            bytes: vec![0; 64 << 10],
+        };
+        while writer.send(&filler).is_ok() {}
+        let (mut session, _, _, _, _) = session(b"");
+        session.start(1, writer).unwrap();
+        session.signal(libc::SIGTERM);
+        assert!(session.stalled());
     }
 }
