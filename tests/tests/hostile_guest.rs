@@ -50,12 +50,13 @@ fn hostile_initrd() -> &'static Path {
     })
 }
 
-/// Runs a container whose guest carries out `attack`; returns the container's stderr.
-fn attacked_by(attack: &str) -> String {
+/// Runs a container whose guest carries out `attack`, with `input` on its stdin; returns the
+/// container's stderr.
+fn attacked_by(attack: &str, input: &[u8]) -> String {
     let initrd = hostile_initrd().to_string_lossy().into_owned();
     let bundle = TestBundle::busybox(&["true"]);
     bundle.add_env(&[&format!("RUNQ_TEST_ATTACK={attack}")]);
-    let outcome = bundle.run_with(&["--initrd", &initrd], b"");
+    let outcome = bundle.run_with(&["--initrd", &initrd], input);
     let stderr = outcome.stderr_text();
     assert_eq!(outcome.code(), 1, "{attack}: {stderr}");
     assert!(
@@ -80,7 +81,7 @@ fn frames_the_guest_state_does_not_allow_end_the_container_naming_them() {
         .into_iter()
         .map(|(attack, named)| {
             std::thread::spawn(move || {
-                let stderr = attacked_by(attack);
+                let stderr = attacked_by(attack, b"");
                 assert!(stderr.contains(named), "{attack}: {stderr}");
             })
         })
@@ -92,7 +93,7 @@ fn frames_the_guest_state_does_not_allow_end_the_container_naming_them() {
 
 #[test]
 fn output_past_the_window_is_refused_not_queued() {
-    let stderr = attacked_by("flood");
+    let stderr = attacked_by("flood", b"");
     assert!(
         stderr.contains("Stdout beyond its window of 262144 bytes"),
         "{stderr}"
@@ -101,9 +102,21 @@ fn output_past_the_window_is_refused_not_queued() {
 
 #[test]
 fn dns_queries_without_the_embedded_server_end_the_container_at_the_first() {
-    let stderr = attacked_by("dns-flood");
+    let stderr = attacked_by("dns-flood", b"");
     assert!(
         stderr.contains("a DNS query, though the container has no embedded DNS server"),
+        "{stderr}"
+    );
+}
+
+/// The guest grants the host all the stdin it has, then reads nothing: the host's writes fill
+/// the channel and time out (after 30 s) instead of holding the proxy forever.
+#[test]
+fn a_guest_that_stops_reading_is_stopped_after_the_write_timeout() {
+    let stdin = vec![b'x'; 16 << 20];
+    let stderr = attacked_by("stop-reading", &stdin);
+    assert!(
+        stderr.contains("it read nothing from its control channel for 30 s"),
         "{stderr}"
     );
 }

@@ -55,6 +55,15 @@ pub fn attack(name: &str, port: &mut File) -> Result<(), InitError> {
                 signal: libc::SIGKILL,
             },
         ],
+        // All the stdin there is, then nothing read: the host's writes must time out.
+        "stop-reading" => vec![
+            started,
+            Message::Credit {
+                session: MAIN_SESSION,
+                stream: StreamKind::Stdin,
+                bytes: 1 << 30,
+            },
+        ],
         "dns-flood" => std::iter::once(started)
             .chain((0..100_000).map(|id| Message::DnsQuery {
                 id,
@@ -70,6 +79,11 @@ pub fn attack(name: &str, port: &mut File) -> Result<(), InitError> {
         // The proxy may end the VM in the middle; the rest is then moot.
         if frame.write_to(port).is_err() {
             break;
+        }
+    }
+    if name == "stop-reading" {
+        loop {
+            std::thread::park();
         }
     }
     let mut sink = [0u8; 4096];

@@ -143,7 +143,7 @@ fn run() -> Result<i32> {
     if let Some(listener) = exec_listener {
         exec::spawn_listener(listener, events.clone()).context("serve exec sessions")?;
     }
-    channel::spawn_reader(agent, events).context("start the channel thread")?;
+    channel::spawn_reader(agent, events.clone()).context("start the channel thread")?;
 
     let helpers = Helpers { virtiofsd, passt };
     let boot = GuestBoot {
@@ -154,7 +154,15 @@ fn run() -> Result<i32> {
             embedded_dns,
         },
     };
-    serve::serve(config.vm, boot, qemu, helpers, paths, timeline, queue)
+    serve::serve(
+        config.vm,
+        boot,
+        qemu,
+        helpers,
+        paths,
+        timeline,
+        (events, queue),
+    )
 }
 
 /// The application's resolv.conf where runq's DNS options change the engine's (`None` keeps

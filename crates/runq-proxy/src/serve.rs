@@ -5,7 +5,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -60,8 +61,12 @@ pub fn serve(
     helpers: Helpers,
     paths: Paths,
     timeline: Option<Timeline>,
-    queue: Receiver<Event>,
+    (events, queue): (Sender<Event>, Receiver<Event>),
 ) -> Result<i32> {
+    // Told by the application's session threads when the guest stopped reading.
+    let on_stall = Arc::new(move || {
+        let _ = events.send(Event::Input(stopped_reading()));
+    });
     let boot_json = serde_json::to_vec(&boot)?;
     let mut supervisor = Supervisor::new(boot_json, !vm.disks.is_empty(), boot.host.embedded_dns);
     let mut proxy = Proxy {
@@ -71,7 +76,8 @@ pub fn serve(
         helpers,
         paths,
         channel: None,
-        main: HostSession::new(Endpoints::of_this_process(), boot.config.process.terminal),
+        main: HostSession::new(Endpoints::of_this_process(), boot.config.process.terminal)
+            .on_stall(on_stall),
         clients: HashMap::new(),
         mirror: None,
         dns: None,
@@ -219,7 +225,7 @@ impl Proxy {
             // Handled by `step`.
             Action::End(_) => {}
         }
-        Ok(self.main.stalled().then(stopped_reading))
+        Ok(None)
     }
 
     /// A guest that stopped reading its port is a violation, not a stall of the proxy.

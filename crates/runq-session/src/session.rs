@@ -5,7 +5,7 @@ use std::io::Write;
 
 use runq_shared::protocol::{Message, StreamKind, STREAM_WINDOW};
 
-use crate::stdio::{self, Credit, Output, Overrun, Sink, Source};
+use crate::stdio::{self, Credit, Link, OnStall, Output, Overrun, Sink, Source};
 use crate::{terminal, FrameWriter};
 
 /// Where the session's stdio is on this side.
@@ -46,7 +46,8 @@ impl OutputStream {
 
 pub struct HostSession {
     /// The session's number and the connection for its frames, once its process runs.
-    running: Option<(u32, FrameWriter)>,
+    running: Option<(u32, Link)>,
+    on_stall: Option<OnStall>,
     terminal: bool,
     stdin: Option<Source>,
     stdin_credit: Credit,
@@ -54,8 +55,6 @@ pub struct HostSession {
     stderr: OutputStream,
     /// Signals that came before the process existed.
     pending_signals: Vec<i32>,
-    /// A send timed out: the peer stopped reading (see [`HostSession::stalled`]).
-    stalled: std::cell::Cell<bool>,
 }
 
 impl HostSession {
@@ -63,14 +62,20 @@ impl HostSession {
     pub fn new(endpoints: Endpoints, terminal: bool) -> HostSession {
         HostSession {
             running: None,
+            on_stall: None,
             terminal,
             stdin: Some(endpoints.stdin),
             stdin_credit: Credit::new(STREAM_WINDOW),
             stdout: OutputStream::Idle(endpoints.stdout),
             stderr: OutputStream::Idle(endpoints.stderr),
             pending_signals: Vec::new(),
-            stalled: std::cell::Cell::new(false),
         }
+    }
+
+    /// Who hears when a write to the peer timed out, from whichever of the session's threads.
+    pub fn on_stall(mut self, on_stall: OnStall) -> HostSession {
+        self.on_stall = Some(on_stall);
+        self
     }
 
     /// The session's process runs as `number`, its frames go to `writer`: carry its stdio,
@@ -79,13 +84,17 @@ impl HostSession {
         if self.running.is_some() {
             return Ok(());
         }
-        self.running = Some((number, writer.clone()));
+        let link = Link {
+            writer,
+            on_stall: self.on_stall.clone(),
+        };
+        self.running = Some((number, link.clone()));
         for (stream, kind) in [
             (&mut self.stdout, StreamKind::Stdout),
             (&mut self.stderr, StreamKind::Stderr),
         ] {
             if let OutputStream::Idle(sink) = std::mem::replace(stream, OutputStream::Gone) {
-                *stream = OutputStream::Running(Output::spawn(number, kind, sink, writer.clone())?);
+                *stream = OutputStream::Running(Output::spawn(number, kind, sink, link.clone())?);
             }
         }
         self.window_changed();
@@ -96,7 +105,7 @@ impl HostSession {
             });
         }
         if let Some(stdin) = self.stdin.take() {
-            stdio::spawn_stdin_pump(number, stdin, writer, self.stdin_credit.clone())?;
+            stdio::spawn_stdin_pump(number, stdin, link, self.stdin_credit.clone())?;
         }
         Ok(())
     }
@@ -164,21 +173,11 @@ impl HostSession {
         self.stderr.finish();
     }
 
-    /// Whether a send timed out on a writer with a write timeout: the peer stopped reading.
-    pub fn stalled(&self) -> bool {
-        self.stalled.get()
-    }
-
-    /// A lost connection shows on its reading side; a peer that stopped reading shows in
-    /// [`HostSession::stalled`]. Before the process runs there is nowhere to send to.
+    /// A lost connection shows on its reading side, a peer that stopped reading through
+    /// [`HostSession::on_stall`]. Before the process runs there is nowhere to send to.
     fn send(&self, message: &Message) {
-        if let Some((_, writer)) = &self.running {
-            if let Err(error) = writer.send(message) {
-                use std::io::ErrorKind::{TimedOut, WouldBlock};
-                if matches!(error.kind(), WouldBlock | TimedOut) {
-                    self.stalled.set(true);
-                }
-            }
+        if let Some((_, link)) = &self.running {
+            let _ = link.send(message);
         }
     }
 }
@@ -407,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_that_stops_reading_shows_as_stalled() {
+    fn a_peer_that_stops_reading_is_reported() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         ours.set_write_timeout(Some(Duration::from_millis(50)))
             .unwrap();
@@ -419,9 +418,16 @@ mod tests {
             bytes: vec![0; 64 << 10],
         };
         while writer.send(&filler).is_ok() {}
-        let (mut session, _, _, _, _) = session(b"");
+        let (session, _, _, _, _) = session(b"");
+        let (told, stalled) = std::sync::mpsc::channel();
+        let told = Mutex::new(told);
+        let mut session = session.on_stall(Arc::new(move || {
+            let _ = told.lock().unwrap().send(());
+        }));
         session.start(1, writer).unwrap();
         session.signal(libc::SIGTERM);
-        assert!(session.stalled());
+        stalled
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the stall is reported");
     }
 }

@@ -12,6 +12,30 @@ use runq_shared::protocol::{Message, StreamKind, DATA_CHUNK, STREAM_WINDOW};
 
 use crate::FrameWriter;
 
+/// Told when a write to the peer timed out: the peer stopped reading.
+pub type OnStall = Arc<dyn Fn() + Send + Sync>;
+
+/// The session's connection to its peer, and who hears when the peer stops reading (where
+/// the connection has a write timeout).
+#[derive(Clone)]
+pub struct Link {
+    pub writer: FrameWriter,
+    pub on_stall: Option<OnStall>,
+}
+
+impl Link {
+    pub fn send(&self, message: &Message) -> std::io::Result<()> {
+        let result = self.writer.send(message);
+        if let (Err(error), Some(on_stall)) = (&result, &self.on_stall) {
+            use std::io::ErrorKind::{TimedOut, WouldBlock};
+            if matches!(error.kind(), WouldBlock | TimedOut) {
+                on_stall();
+            }
+        }
+        result
+    }
+}
+
 /// Where a stream's bytes are read or written on this side.
 pub type Source = Box<dyn Read + Send>;
 pub type Sink = Box<dyn Write + Send>;
@@ -55,7 +79,7 @@ impl Credit {
 pub fn spawn_stdin_pump(
     session: u32,
     mut stdin: Source,
-    channel: FrameWriter,
+    channel: Link,
     credit: Credit,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -116,7 +140,7 @@ impl Output {
         session: u32,
         stream: StreamKind,
         sink: Sink,
-        channel: FrameWriter,
+        channel: Link,
     ) -> std::io::Result<Output> {
         // Unbounded in chunks but not in bytes: `push` refuses more than a window in flight.
         // Blocking here would stall the channel reader.
@@ -163,7 +187,7 @@ fn write_chunks(
     stream: StreamKind,
     mut out: Sink,
     chunks: Receiver<Vec<u8>>,
-    channel: FrameWriter,
+    channel: Link,
     in_flight: Arc<AtomicU32>,
 ) -> Sink {
     let mut broken = false;
