@@ -108,6 +108,20 @@ pub fn drop_capabilities(keep: &CapsHashSet) -> Result<()> {
     caps::set(None, CapSet::Permitted, &kept).context("set the permitted capabilities")
 }
 
+/// The proxy's own descriptors at most, once QEMU and the helpers run (they keep theirs):
+/// the mirror's 256 listeners and 1024 connections, the DNS relay's 4 sockets and the exec
+/// sessions fit, and nothing the guest does can make the proxy hold more.
+pub const MAX_FILES: u64 = 4096;
+
+/// Lowers the proxy's RLIMIT_NOFILE, soft and hard, to [`MAX_FILES`] (or below, where runc's
+/// is lower); no capability is needed to lower it, none could raise it again.
+pub fn limit_descriptors() -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("read RLIMIT_NOFILE")?;
+    let limit = hard.min(MAX_FILES);
+    setrlimit(Resource::RLIMIT_NOFILE, limit, limit).context("lower RLIMIT_NOFILE")
+}
+
 /// Loads runq's seccomp filter for the host side, on every thread of the proxy.
 pub fn seccomp(confinement: &HostConfinement) -> Result<()> {
     match &confinement.seccomp {

@@ -136,6 +136,7 @@ fn run() -> Result<i32> {
     confine::drop_capabilities(&confine::kept_capabilities(&children::qemu_capabilities(
         ninep,
     )))?;
+    confine::limit_descriptors()?;
     confine::seccomp(confinement)?;
 
     let (events, queue) = mpsc::channel();
