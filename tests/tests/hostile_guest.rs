@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{assets_dir, guest_release, TestBundle};
+use common::docker::{docker, ExtraRuntime, Name, IMAGE};
+use common::net::Network;
+use common::{assets_dir, guest_release, wait_until, TestBundle};
 
 /// The hostile runq-init and an initrd around it, built once for every test of this file.
 fn hostile_initrd() -> &'static Path {
@@ -119,4 +121,64 @@ fn a_guest_that_stops_reading_is_stopped_after_the_write_timeout() {
         stderr.contains("it read nothing from its control channel for 30 s"),
         "{stderr}"
     );
+}
+
+/// The proxy's threads by name.
+fn thread_names(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With Docker's embedded DNS server the queries are legitimate: the guest floods 200k of
+/// them, and the proxy answers with its fixed pool, dropping what does not fit.
+#[test]
+fn a_dns_flood_through_the_embedded_server_is_held_to_the_relay_s_pool() {
+    let initrd = hostile_initrd().to_string_lossy().into_owned();
+    let _runtime = ExtraRuntime::register("runq-hostile", &["--initrd", &initrd]);
+    let network = Network::create(&[]);
+    let name = Name::new();
+    let started = docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "runq-hostile",
+        "--network",
+        &network.0,
+        "--name",
+        &name.0,
+        "-e",
+        "RUNQ_TEST_ATTACK=dns-flood-embedded",
+        IMAGE,
+        "true",
+    ]);
+    assert_eq!(started.code(), 0, "{started:?}");
+    let proxy: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name.0])
+        .stdout_text()
+        .trim()
+        .parse()
+        .expect("the container's pid");
+    wait_until("the DNS relay's workers run", || {
+        thread_names(proxy).iter().any(|name| name == "dns")
+    });
+    // Sampled for three seconds of the flood: never more than the pool, and the proxy stays
+    // small.
+    let mut most = 0;
+    let window = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < window {
+        let names = thread_names(proxy);
+        let dns = names.iter().filter(|name| *name == "dns").count();
+        assert!(dns <= 4, "DNS threads: {names:?}");
+        most = most.max(names.len());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(most <= 16, "the proxy ran {most} threads");
+    let running = docker(&["inspect", "-f", "{{.State.Running}}", &name.0]).stdout_text();
+    assert_eq!(running.trim(), "true", "a legitimate flood is no violation");
 }

@@ -12,6 +12,16 @@ use runq_shared::protocol::{
 
 use crate::error::InitError;
 
+/// A DNS query for `localhost`, type A, class IN.
+fn localhost_query(id: u16) -> Vec<u8> {
+    let mut packet = id.to_be_bytes().to_vec();
+    packet.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    packet.push(9);
+    packet.extend(b"localhost");
+    packet.extend([0, 0, 1, 0, 1]);
+    packet
+}
+
 pub fn wanted(config: &GuestConfig) -> Option<String> {
     config
         .process
@@ -64,6 +74,14 @@ pub fn attack(name: &str, port: &mut File) -> Result<(), InitError> {
                 bytes: 1 << 30,
             },
         ],
+        // Valid queries (localhost, A) as fast as the port takes them, where the host has the
+        // embedded DNS server: the host side must hold them to its pool and queue.
+        "dns-flood-embedded" => std::iter::once(started)
+            .chain((0..200_000).map(|id| Message::DnsQuery {
+                id,
+                packet: localhost_query(id as u16),
+            }))
+            .collect(),
         "dns-flood" => std::iter::once(started)
             .chain((0..100_000).map(|id| Message::DnsQuery {
                 id,
