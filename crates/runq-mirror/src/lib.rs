@@ -197,10 +197,11 @@ mod tests {
         client.read_exact(&mut buf).expect("read");
         assert_eq!(&buf, b"hi");
 
-        // Withdrawn: nothing listens there any more.
+        // Withdrawn: nothing listens there any more, so the port can be bound again (a
+        // connect could meet itself on a port of the ephemeral range).
         mirror.deliver(Message::Listening { ports: vec![] });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        while TcpListener::bind(("127.0.0.1", port)).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the mirror still listens"
@@ -234,15 +235,19 @@ mod tests {
     #[test]
     fn the_other_side_s_ports_are_mirrored_up_to_the_cap() {
         let (mirror, _sent) = mirror();
+        // Below the ephemeral range: a connect to a free port there can never meet itself
+        // (TCP's simultaneous open on a source port the kernel picked).
+        let first = 21000;
         let ports = (0..MAX_LISTENERS as u16 + 50)
             .map(|n| ListenPort {
-                port: 40000 + n,
+                port: first + n,
                 any: false,
             })
             .collect();
         mirror.deliver(Message::Listening { ports });
-        // The last of the capped range listens once the mirror got to it; beyond it nothing.
-        let last = 40000 + MAX_LISTENERS as u16 - 1;
+        // The last of the capped range listens once the mirror got to it; the next port is
+        // still free, which a bind of our own shows.
+        let last = first + MAX_LISTENERS as u16 - 1;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", last)).is_err() {
             assert!(
@@ -251,6 +256,6 @@ mod tests {
             );
             std::thread::yield_now();
         }
-        assert!(TcpStream::connect(("127.0.0.1", last + 1)).is_err());
+        assert!(TcpListener::bind(("127.0.0.1", last + 1)).is_ok());
     }
 }
