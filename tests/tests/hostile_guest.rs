@@ -159,11 +159,7 @@ fn a_dns_flood_through_the_embedded_server_is_held_to_the_relay_s_pool() {
         "true",
     ]);
     assert_eq!(started.code(), 0, "{started:?}");
-    let proxy: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name.0])
-        .stdout_text()
-        .trim()
-        .parse()
-        .expect("the container's pid");
+    let proxy = name.pid();
     wait_until("the DNS relay's workers run", || {
         thread_names(proxy).iter().any(|name| name == "dns")
     });

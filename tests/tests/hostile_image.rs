@@ -159,11 +159,7 @@ fn an_images_ld_so_preload_never_runs_on_the_host_side() {
         );
     }
     // Nor is it mapped by any host-side process of the container.
-    let proxy: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name.0])
-        .stdout_text()
-        .trim()
-        .parse()
-        .unwrap();
+    let proxy = name.pid();
     let mut processes = descendants(proxy);
     processes.push(proxy);
     assert!(
@@ -416,11 +412,7 @@ fn the_host_side_processes_are_confined_as_the_readme_says() {
     let name = Name::new();
     start_detached(&name, &[], &["sh", "-c", "echo ready; sleep 1000"]);
     wait_for_log(&name.0, "ready", 1);
-    let proxy: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", &name.0])
-        .stdout_text()
-        .trim()
-        .parse()
-        .expect("the container's pid");
+    let proxy = name.pid();
 
     let root = PathBuf::from(format!("/proc/{proxy}/root"));
     assert!(

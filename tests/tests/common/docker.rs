@@ -25,6 +25,17 @@ impl Name {
     }
 }
 
+impl Name {
+    /// The container's first process on the host: for runq, the proxy.
+    pub fn pid(&self) -> i32 {
+        docker(&["inspect", "-f", "{{.State.Pid}}", &self.0])
+            .stdout_text()
+            .trim()
+            .parse()
+            .expect("the container's pid")
+    }
+}
+
 impl Drop for Name {
     fn drop(&mut self) {
         let _ = Command::new(DOCKER)
