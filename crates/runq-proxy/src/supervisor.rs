@@ -193,28 +193,10 @@ impl Supervisor {
                     actions.push(Action::ResizeMain);
                 }
             }
-            Input::ExecRequest { session, json } => match self.phase {
-                Phase::Booting => {
-                    self.last_session = self.last_session.max(session);
-                    self.pending_execs.push(PendingExec {
-                        session,
-                        json,
-                        early: Vec::new(),
-                    })
-                }
-                Phase::Running => {
-                    self.last_session = self.last_session.max(session);
-                    self.exec_sessions.insert(session, [0; 2]);
-                    actions.push(Action::ToGuest(Message::Exec { session, json }));
-                }
-                _ => actions.push(Action::ToClient(
-                    session,
-                    Message::Error {
-                        session,
-                        message: "the container is not running".into(),
-                    },
-                )),
-            },
+            Input::ExecRequest { session, json } => {
+                self.last_session = self.last_session.max(session);
+                self.exec_request(session, json, &mut actions)
+            }
             Input::ExecClient { session, message } => {
                 if let Some(pending) = self.pending_execs.iter_mut().find(|p| p.session == session)
                 {
@@ -258,6 +240,28 @@ impl Supervisor {
             Input::Violation(what) => actions.push(violation(what)),
         }
         actions
+    }
+
+    /// A booting container's exec waits for the application; a running one's starts.
+    fn exec_request(&mut self, session: u32, json: Vec<u8>, actions: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Booting => self.pending_execs.push(PendingExec {
+                session,
+                json,
+                early: Vec::new(),
+            }),
+            Phase::Running => {
+                self.exec_sessions.insert(session, [0; 2]);
+                actions.push(Action::ToGuest(Message::Exec { session, json }));
+            }
+            _ => actions.push(Action::ToClient(
+                session,
+                Message::Error {
+                    session,
+                    message: "the container is not running".into(),
+                },
+            )),
+        }
     }
 
     fn guest_message(&mut self, message: Message, actions: &mut Vec<Action>) {
