@@ -17,6 +17,7 @@ mod modules;
 mod mount_options;
 mod mounts;
 mod net;
+mod outbox;
 mod port;
 mod relay;
 mod rootdisk;
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 use runq_shared::config::GuestBoot;
 
 use crate::error::{Context, InitError};
-use runq_shared::protocol::{self, FrameWriter, Message, MAIN_SESSION, PROTOCOL_VERSION};
+use runq_shared::protocol::{self, Message, MAIN_SESSION, PROTOCOL_VERSION};
 use runq_shared::timeline::GuestMarks;
 
 fn main() -> ExitCode {
@@ -103,12 +104,12 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     marks.mark("network_ready");
     let dns = dns_relay::listen_if_needed(host.embedded_dns);
     let children = relay::block_child_signals()?;
-    let writer = FrameWriter::new(port.try_clone().map_err(InitError::Channel)?);
+    let outbox = outbox::Outbox::new().context(|| "create the channel's outbox".into())?;
     // Before the application's PID namespace exists: after that the kernel refuses new
     // threads.
     let mirror = if host.network.mirror_localhost {
-        let writer = writer.clone();
-        let send = Box::new(move |message: &Message| writer.send(message));
+        let outbox = outbox.clone();
+        let send = Box::new(move |message: &Message| outbox.send(message));
         Some(
             runq_mirror::Mirror::spawn(runq_mirror::Side::Guest, send)
                 .context(|| "start the localhost mirror".into())?,
@@ -118,7 +119,7 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     };
     let app = container::spawn(&config, host.resolv_conf.as_deref(), &disks)?;
     marks.mark("app_exec");
-    let code = relay::run(port, writer, mirror, &config, app, children, dns, marks)?;
+    let code = relay::run(port, outbox, mirror, &config, app, children, dns, marks)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())
 }

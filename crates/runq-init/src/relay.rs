@@ -4,9 +4,10 @@
 //! One poll loop, no threads of its own (forks from a busy multi-threaded process are a
 //! hazard; the mirror's threads touch nothing a child uses). The loop also loads the late
 //! modules, once the application has had the guest to itself for a while. Each output
-//! stream is read only while the host has granted credit for it, and stdin is written without
-//! blocking, so neither a slow host nor a process that ignores its stdin stalls the loop, and
-//! one session never holds up another.
+//! stream is read only while the host has granted credit for it, stdin is written without
+//! blocking, and so are the frames to the host (through the [`Outbox`]), so neither a slow
+//! host nor a process that ignores its stdin stalls the loop, one session never holds up
+//! another, and the port is always read.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,7 +25,7 @@ use nix::unistd::Pid;
 use runq_mirror::Mirror;
 use runq_shared::config::{GuestConfig, ProcessConfig};
 use runq_shared::protocol::{
-    Decoder, FrameWriter, Message, StreamKind, DATA_CHUNK, MAIN_SESSION, STREAM_WINDOW,
+    Decoder, Message, StreamKind, DATA_CHUNK, MAIN_SESSION, STREAM_WINDOW,
 };
 
 use runq_shared::timeline::GuestMarks;
@@ -33,6 +34,7 @@ use crate::console;
 use crate::container::{self, App};
 use crate::dns_relay::DnsRelay;
 use crate::error::{Context, InitError};
+use crate::outbox::{self, Outbox};
 
 /// SIGCHLD must be blocked before the application is forked, or an early exit is lost.
 pub fn block_child_signals() -> Result<SignalFd, InitError> {
@@ -127,12 +129,13 @@ enum Slot {
     Output(u32, usize),
 }
 
-/// The channel's writing end, shared with the mirror's thread.
-pub type SharedPort = FrameWriter<File>;
+/// How long the relay, done, waits for the host to take its last frames (the exit among them).
+const LAST_FRAMES_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Relay<'a> {
+    /// Non-blocking: read whenever the host sent something, written by the outbox.
     port: File,
-    writer: SharedPort,
+    outbox: Outbox,
     mirror: Option<Mirror>,
     decoder: Decoder,
     config: &'a GuestConfig,
@@ -165,17 +168,19 @@ fn poll_timeout(due: Option<Instant>, now: Instant) -> PollTimeout {
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     port: File,
-    writer: SharedPort,
+    outbox: Outbox,
     mirror: Option<Mirror>,
     config: &GuestConfig,
     app: App,
     children: SignalFd,
     dns: Option<DnsRelay>,
-    mut marks: GuestMarks,
+    marks: GuestMarks,
 ) -> Result<i32, InitError> {
+    fcntl(port.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .context(|| "make the port non-blocking".to_string())?;
     let mut relay = Relay {
         port,
-        writer,
+        outbox,
         mirror,
         decoder: Decoder::default(),
         config,
@@ -183,24 +188,35 @@ pub fn run(
         dns,
         late_modules_at: Some(Instant::now() + LATE_MODULES_AFTER),
     };
-    relay.send(&Message::Started {
-        session: MAIN_SESSION,
-    })?;
-    relay.send_marks(&marks)?;
-    loop {
-        let finished: Vec<(u32, i32)> = relay
-            .sessions
-            .iter()
-            .filter_map(|(&id, session)| session.finished().map(|code| (id, code)))
-            .collect();
-        for (session, code) in finished {
-            relay.sessions.remove(&session);
-            if session == MAIN_SESSION {
-                marks.mark("app_exit");
-                relay.send_marks(&marks)?;
-                nix::unistd::sync();
-                if code == 128 + libc::SIGKILL && out_of_memory_kills() > 0 {
-                    relay.send(&Message::Data {
+    let result = relay.serve(&children, marks);
+    // Whatever ended the relay, the frames queued before it go out first: the exit, or the
+    // error that main.rs then writes itself, whole frames after whole frames.
+    relay.send_the_rest();
+    fcntl(relay.port.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))
+        .context(|| "make the port blocking again".to_string())?;
+    result
+}
+
+impl Relay<'_> {
+    fn serve(&mut self, children: &SignalFd, mut marks: GuestMarks) -> Result<i32, InitError> {
+        self.send(&Message::Started {
+            session: MAIN_SESSION,
+        })?;
+        self.send_marks(&marks)?;
+        loop {
+            let finished: Vec<(u32, i32)> = self
+                .sessions
+                .iter()
+                .filter_map(|(&id, session)| session.finished().map(|code| (id, code)))
+                .collect();
+            for (session, code) in finished {
+                self.sessions.remove(&session);
+                if session == MAIN_SESSION {
+                    marks.mark("app_exit");
+                    self.send_marks(&marks)?;
+                    nix::unistd::sync();
+                    if code == 128 + libc::SIGKILL && out_of_memory_kills() > 0 {
+                        self.send(&Message::Data {
                         session,
                         stream: StreamKind::Stderr,
                         bytes: format!(
@@ -210,21 +226,46 @@ pub fn run(
                         )
                         .into_bytes(),
                     })?;
+                    }
+                }
+                self.send(&Message::Exit { session, code })?;
+                if session == MAIN_SESSION {
+                    return Ok(code);
                 }
             }
-            relay.send(&Message::Exit { session, code })?;
-            if session == MAIN_SESSION {
-                return Ok(code);
+            self.load_late_modules_when_due();
+            self.poll_once(children)?;
+        }
+    }
+
+    fn send(&mut self, message: &Message) -> Result<(), InitError> {
+        self.outbox.send(message).map_err(InitError::Channel)
+    }
+
+    /// Writes what is queued, reading (and handling) what the host sends meanwhile, until all
+    /// is out or the host has taken nothing for a while.
+    fn send_the_rest(&mut self) {
+        let deadline = Instant::now() + LAST_FRAMES_TIMEOUT;
+        while self.outbox.queued() > 0 && Instant::now() < deadline {
+            let mut fds = [PollFd::new(
+                self.port.as_fd(),
+                PollFlags::POLLIN | PollFlags::POLLOUT,
+            )];
+            if matches!(poll(&mut fds, PollTimeout::from(100u16)), Err(e) if e != Errno::EINTR) {
+                return;
+            }
+            let (readable, writable) = fds[0].revents().map_or((false, false), |events| {
+                (
+                    events.contains(PollFlags::POLLIN),
+                    events.contains(PollFlags::POLLOUT),
+                )
+            });
+            if (readable && self.read_port().is_err())
+                || (writable && self.outbox.flush(&self.port).is_err())
+            {
+                return;
             }
         }
-        relay.load_late_modules_when_due();
-        relay.poll_once(&children)?;
-    }
-}
-
-impl Relay<'_> {
-    fn send(&mut self, message: &Message) -> Result<(), InitError> {
-        self.writer.send(message).map_err(InitError::Channel)
     }
 
     fn send_marks(&mut self, marks: &GuestMarks) -> Result<(), InitError> {
@@ -241,12 +282,21 @@ impl Relay<'_> {
 
     fn poll_once(&mut self, children: &SignalFd) -> Result<(), InitError> {
         let timeout = poll_timeout(self.late_modules_at, Instant::now());
+        // Above the high-water mark only the host's frames and the children are attended to,
+        // until the host has taken the backlog.
+        let backlog = self.outbox.queued();
+        let take_more = backlog < outbox::HIGH_WATER;
         let (port_ready, children_ready, dns_ready, slots_ready) = {
+            let port_events = match backlog {
+                0 => PollFlags::POLLIN,
+                _ => PollFlags::POLLIN | PollFlags::POLLOUT,
+            };
             let mut fds = vec![
-                PollFd::new(self.port.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.port.as_fd(), port_events),
                 PollFd::new(children.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.outbox.wake_fd(), PollFlags::POLLIN),
             ];
-            let dns_slot = self.dns.as_ref().map(|dns| {
+            let dns_slot = self.dns.as_ref().filter(|_| take_more).map(|dns| {
                 fds.push(PollFd::new(dns.socket.as_fd(), PollFlags::POLLIN));
                 fds.len() - 1
             });
@@ -257,7 +307,7 @@ impl Relay<'_> {
                     slots.push((Slot::Stdin(id), fds.len() - 1));
                 }
                 for (index, output) in session.outputs.iter().enumerate() {
-                    if let (Some(fd), true) = (&output.fd, output.credit > 0) {
+                    if let (Some(fd), true, true) = (&output.fd, output.credit > 0, take_more) {
                         fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                         slots.push((Slot::Output(id, index), fds.len() - 1));
                     }
@@ -273,6 +323,9 @@ impl Relay<'_> {
                 }
             }
             let ready = |slot: usize| fds[slot].any().unwrap_or(false);
+            if ready(2) {
+                self.outbox.clear_wake();
+            }
             (
                 ready(0),
                 ready(1),
@@ -301,7 +354,8 @@ impl Relay<'_> {
         if port_ready {
             self.read_port()?;
         }
-        Ok(())
+        // Without waiting for POLLOUT: most frames fit at once.
+        self.outbox.flush(&self.port).map_err(InitError::Channel)
     }
 
     fn reap(&mut self, children: &SignalFd) {
@@ -401,7 +455,14 @@ impl Relay<'_> {
         let n = match self.port.read(&mut buf) {
             Ok(0) => return Err(InitError::ChannelClosed),
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Ok(())
+            }
             Err(e) => return Err(InitError::Channel(e)),
         };
         self.decoder.push(&buf[..n]);
