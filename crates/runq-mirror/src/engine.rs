@@ -18,6 +18,9 @@ use crate::{listening, SendFrame, Side};
 /// How often this side's listeners are read again.
 const SCAN_INTERVAL: Duration = Duration::from_millis(300);
 
+/// How long a connect to a loopback listener may take; one whose backlog is full is refused.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Connections the host opens are numbered with the top bit set, the guest's without it.
 const HOST_CONN_BIT: u32 = 1 << 31;
 
@@ -83,6 +86,8 @@ impl Engine {
     /// Runs until the channel is gone.
     pub fn run(mut self) {
         let mut next_scan = Instant::now();
+        // Messages left in the inbox after a batch: the sockets get their turn first.
+        let mut more = false;
         loop {
             if Instant::now() >= next_scan {
                 if self.scan().is_err() {
@@ -90,10 +95,16 @@ impl Engine {
                 }
                 next_scan = Instant::now() + SCAN_INTERVAL;
             }
-            let timeout = next_scan.saturating_duration_since(Instant::now());
+            let timeout = match more {
+                true => Duration::ZERO,
+                false => next_scan.saturating_duration_since(Instant::now()),
+            };
             let (woken, ready) = self.wait(timeout);
-            if woken && self.take_messages().is_err() {
-                return;
+            if woken || more {
+                match self.take_messages() {
+                    Ok(left) => more = left,
+                    Err(_) => return,
+                }
             }
             for event in ready {
                 let result = match event {
@@ -159,15 +170,19 @@ impl Engine {
         Ok(())
     }
 
-    fn take_messages(&mut self) -> io::Result<()> {
+    /// Handles at most an inbox's worth of the other side's messages; whether more may wait.
+    fn take_messages(&mut self) -> io::Result<bool> {
         let mut drain = [0u8; 64];
         while matches!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.wake), &mut drain), Ok(n) if n > 0)
         {
         }
-        while let Ok(message) = self.queue.try_recv() {
-            self.handle(message)?;
+        for _ in 0..crate::INBOX {
+            match self.queue.try_recv() {
+                Ok(message) => self.handle(message)?,
+                Err(_) => return Ok(false),
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn handle(&mut self, message: Message) -> io::Result<()> {
@@ -370,11 +385,13 @@ fn listen(port: u16, any: bool) -> io::Result<TcpListener> {
 }
 
 /// The listener the other side's client means: IPv4 loopback first, then IPv6's. A connect
-/// on loopback completes or fails at once, so blocking here is brief.
+/// on loopback completes or fails at once, unless the listener's backlog is full (its SYN is
+/// then dropped and retried): the timeout keeps such a listener from holding up the thread.
 fn connect_loopback(port: u16) -> io::Result<TcpStream> {
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-    TcpStream::connect(v4).or_else(|_| TcpStream::connect(v6))
+    TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT)
+        .or_else(|_| TcpStream::connect_timeout(&v6, CONNECT_TIMEOUT))
 }
 
 fn is_transient(error: &io::Error) -> bool {

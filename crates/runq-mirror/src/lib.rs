@@ -26,9 +26,15 @@ pub enum Side {
 /// Sends one frame on the control channel.
 pub type SendFrame = Box<dyn Fn(&Message) -> io::Result<()> + Send>;
 
+/// The other side's messages waiting for the mirror's thread. A full inbox makes the caller
+/// wait: the thread never waits on anything but its poll (its sockets are non-blocking, and
+/// its frames go to a writer the other side always reads), so the wait is short, and what the
+/// other side sends is held in its own memory, not here.
+pub const INBOX: usize = 64;
+
 /// The handle of a running mirror: hands it the other side's mirror messages.
 pub struct Mirror {
-    inbox: mpsc::Sender<Message>,
+    inbox: mpsc::SyncSender<Message>,
     wake: OwnedFd,
 }
 
@@ -38,7 +44,7 @@ impl Mirror {
     pub fn spawn(side: Side, send: SendFrame) -> io::Result<Mirror> {
         let (wake_read, wake) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        let (inbox, queue) = mpsc::channel();
+        let (inbox, queue) = mpsc::sync_channel(INBOX);
         let engine = engine::Engine::new(side, send, queue, wake_read);
         std::thread::Builder::new()
             .name("mirror".into())
@@ -59,11 +65,24 @@ impl Mirror {
         )
     }
 
-    /// Passes a message from the other side to the mirror's thread; never blocks.
-    pub fn deliver(&self, message: Message) {
-        if self.inbox.send(message).is_ok() {
-            // A full pipe already wakes the thread.
-            let _ = nix::unistd::write(&self.wake, &[1]);
+    /// Passes a message from the other side to the mirror's thread; waits while the inbox is
+    /// full.
+    pub fn deliver(&self, mut message: Message) {
+        // Only so many are mirrored: the rest need not wait in the inbox.
+        if let Message::Listening { ports } = &mut message {
+            ports.truncate(engine::MAX_LISTENERS);
+        }
+        let message = match self.inbox.try_send(message) {
+            Ok(()) => None,
+            Err(mpsc::TrySendError::Full(message)) => Some(message),
+            Err(mpsc::TrySendError::Disconnected(_)) => return,
+        };
+        // A full pipe already wakes the thread.
+        let _ = nix::unistd::write(&self.wake, &[1]);
+        if let Some(message) = message {
+            if self.inbox.send(message).is_ok() {
+                let _ = nix::unistd::write(&self.wake, &[1]);
+            }
         }
     }
 }
@@ -230,6 +249,28 @@ mod tests {
             }
         }
         drop(accepted);
+    }
+
+    #[test]
+    fn a_flood_of_requests_waits_for_the_bounded_inbox_and_every_one_is_answered() {
+        let (mirror, sent) = mirror();
+        // Below the ephemeral range: thousands of connects to a free port there could meet
+        // themselves.
+        let port = (20500..21000)
+            .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .expect("a free port below the ephemeral range");
+        let flood = 50 * INBOX as u32;
+        // More than the inbox holds: deliver waits for the thread instead of queueing them.
+        for conn in 0..flood {
+            mirror.deliver(Message::Connect { conn, port });
+        }
+        let mut closed = 0;
+        while closed < flood {
+            match next(&sent) {
+                Message::ConnClose { .. } => closed += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -2,20 +2,19 @@
 //! thread reads frames into the event queue; senders share a [`FrameWriter`].
 
 use std::os::unix::net::UnixListener;
-use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use runq_session::FrameWriter;
-use runq_shared::protocol::read_message;
+use runq_shared::protocol::{read_message_within, GUEST_FRAME_LIMIT};
 
-use crate::event::Event;
+use crate::event::{Event, Events};
 use crate::supervisor::Input;
 
 /// A guest that reads nothing from its port for this long has stopped reading: the host
 /// never sends more than the windows the guest granted, which a working guest drains.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::Result<()> {
+pub fn spawn_reader(listener: UnixListener, events: Events) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("channel".into())
         .spawn(move || {
@@ -39,7 +38,7 @@ pub fn spawn_reader(listener: UnixListener, events: Sender<Event>) -> std::io::R
                 return;
             }
             loop {
-                let input = match read_message(&mut stream) {
+                let input = match read_message_within(&mut stream, GUEST_FRAME_LIMIT) {
                     Ok(Some(message)) => Input::Guest(message),
                     Ok(None) => Input::ChannelClosed(None),
                     Err(e) => Input::ChannelClosed(Some(e.to_string())),
@@ -74,7 +73,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("agent.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        let (events, queue) = std::sync::mpsc::channel();
+        let (events, queue) = crate::event::queue();
         spawn_reader(listener, events).unwrap();
         let mut guest = UnixStream::connect(&path).unwrap();
         Message::Hello { version: 1 }.write_to(&mut guest).unwrap();

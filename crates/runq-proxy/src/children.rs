@@ -168,6 +168,26 @@ pub fn qemu_capabilities(ninep: bool) -> Vec<caps::Capability> {
     keep
 }
 
+/// QEMU's descriptors with virtio-fs: its devices' (a few dozen with many NICs and disks), none
+/// per file of the guest's.
+pub const QEMU_MAX_FILES: u64 = 1024;
+
+/// QEMU's RLIMIT_NOFILE, lowered to [`QEMU_MAX_FILES`] where it serves no files. As 9p's file
+/// server it holds one descriptor per file the guest has open, as runc's container would: it
+/// keeps runc's limit then.
+fn qemu_max_files(ninep: bool) -> Result<Option<libc::rlimit>> {
+    if ninep {
+        return Ok(None);
+    }
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .context("read RLIMIT_NOFILE")?;
+    let limit = hard.min(QEMU_MAX_FILES);
+    Ok(Some(libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    }))
+}
+
 pub fn start_qemu(
     paths: &Paths,
     args: &[String],
@@ -186,10 +206,16 @@ pub fn start_qemu(
         .and_then(|text| text.trim().parse().ok())
         .unwrap_or(40);
     let dropped: Vec<i32> = (0..=last_cap).filter(|cap| !keep.contains(cap)).collect();
-    // SAFETY: the closure only calls fcntl and prctl, which are async-signal-safe, on
-    // descriptors that stay open in the parent until spawn returns, and allocates nothing.
+    let files = qemu_max_files(ninep)?;
+    // SAFETY: the closure only calls fcntl, prctl and setrlimit, which are async-signal-safe,
+    // on descriptors that stay open in the parent until spawn returns, and allocates nothing.
     unsafe {
         command.pre_exec(move || {
+            if let Some(limit) = &files {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             for fd in &inherited {
                 if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());

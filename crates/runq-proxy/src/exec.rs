@@ -5,11 +5,10 @@
 
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::mpsc::Sender;
 
 use runq_shared::protocol::{read_message, Message, MAIN_SESSION};
 
-use crate::event::Event;
+use crate::event::{Event, Events};
 use crate::supervisor::Input;
 use runq_session::FrameWriter;
 
@@ -19,7 +18,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-pub fn spawn_listener(listener: UnixListener, events: Sender<Event>) -> std::io::Result<()> {
+pub fn spawn_listener(listener: UnixListener, events: Events) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("exec".into())
         .spawn(move || {
@@ -38,7 +37,7 @@ pub fn spawn_listener(listener: UnixListener, events: Sender<Event>) -> std::io:
         .map(drop)
 }
 
-fn serve(session: u32, mut stream: std::os::unix::net::UnixStream, events: Sender<Event>) {
+fn serve(session: u32, mut stream: std::os::unix::net::UnixStream, events: Events) {
     let Ok(writer) = stream.try_clone() else {
         return;
     };

@@ -24,7 +24,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::mpsc;
 
 use anyhow::{Context, Result};
 use runq_shared::config::NetMode;
@@ -139,7 +138,7 @@ fn run() -> Result<i32> {
     confine::limit_descriptors()?;
     confine::seccomp(confinement)?;
 
-    let (events, queue) = mpsc::channel();
+    let (events, queue) = event::queue();
     signals::spawn_listener(events.clone()).context("start the signal thread")?;
     if let Some(listener) = exec_listener {
         exec::spawn_listener(listener, events.clone()).context("serve exec sessions")?;

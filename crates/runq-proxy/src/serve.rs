@@ -5,7 +5,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use runq_shared::timeline::{self, GuestMarks, Timeline};
 use crate::boot_images;
 use crate::children::{tail, Tracked};
 use crate::dns::DnsRelay;
-use crate::event::Event;
+use crate::event::{Event, Events};
 use crate::qemu::Paths;
 use crate::supervisor::{Action, Deadline, Failure, Input, Supervisor};
 
@@ -61,12 +62,19 @@ pub fn serve(
     helpers: Helpers,
     paths: Paths,
     timeline: Option<Timeline>,
-    (events, queue): (Sender<Event>, Receiver<Event>),
+    (events, queue): (Events, Receiver<Event>),
 ) -> Result<i32> {
-    // Told by the application's session threads when the guest stopped reading.
-    let on_stall = Arc::new(move || {
-        let _ = events.send(Event::Input(stopped_reading()));
-    });
+    // Told when the guest stopped reading, by the application's session threads or by the
+    // session's sends from this loop, which must not wait on its own full queue: the flag
+    // holds what a full queue drops.
+    let stalled = Arc::new(AtomicBool::new(false));
+    let on_stall = {
+        let stalled = Arc::clone(&stalled);
+        Arc::new(move || {
+            stalled.store(true, Ordering::Release);
+            let _ = events.try_send(Event::Input(stopped_reading()));
+        })
+    };
     let boot_json = serde_json::to_vec(&boot)?;
     let mut supervisor = Supervisor::new(boot_json, !vm.disks.is_empty(), boot.host.embedded_dns);
     let mut proxy = Proxy {
@@ -92,6 +100,11 @@ pub fn serve(
                 *power_off_deadline.get_or_insert_with(|| Instant::now() + POWER_OFF_GRACE)
             }
         });
+        if stalled.swap(false, Ordering::AcqRel) {
+            if let Some(end) = proxy.step(&mut supervisor, stopped_reading()) {
+                break end;
+            }
+        }
         let event = match deadline {
             None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(at) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
@@ -110,6 +123,8 @@ pub fn serve(
             break end;
         }
     };
+    // Nobody takes events any more: a thread's send fails now instead of waiting.
+    drop(queue);
     if let Some(timeline) = proxy.timeline.as_mut() {
         timeline.mark("vm_exit");
     }

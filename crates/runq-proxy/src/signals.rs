@@ -2,15 +2,13 @@
 //! included), the terminal resizing, and everything else, which belongs to the application in
 //! the guest.
 
-use std::sync::mpsc::Sender;
-
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use runq_session::signals::{self, Received};
 
-use crate::event::Event;
+use crate::event::{Event, Events};
 use crate::supervisor::Input;
 
-pub fn spawn_listener(events: Sender<Event>) -> std::io::Result<()> {
+pub fn spawn_listener(events: Events) -> std::io::Result<()> {
     signals::spawn_signal_thread(move |received| {
         let event = match received {
             Received::ChildEnded => return reap(&events),
@@ -22,7 +20,7 @@ pub fn spawn_listener(events: Sender<Event>) -> std::io::Result<()> {
 }
 
 /// Reaps every child that ended; false once nobody listens.
-fn reap(events: &Sender<Event>) -> bool {
+fn reap(events: &Events) -> bool {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => return true,

@@ -35,6 +35,10 @@ pub fn exit_status(code: i32) -> u8 {
 /// Largest frame accepted (the config with a big environment is the largest message).
 pub const MAX_FRAME_LEN: usize = 16 << 20;
 
+/// Largest frame the host accepts from the guest: a full window of data, or the listening
+/// ports of a whole port range, fit. It bounds what every queued guest frame can hold.
+pub const GUEST_FRAME_LIMIT: usize = STREAM_WINDOW as usize + 64;
+
 /// Largest data chunk a sender puts in one frame.
 pub const DATA_CHUNK: usize = 32 << 10;
 
@@ -125,8 +129,8 @@ pub struct ListenPort {
 
 #[derive(Debug, Error)]
 pub enum ProtocolError {
-    #[error("control channel: frame of {0} bytes exceeds the limit of {MAX_FRAME_LEN}")]
-    FrameTooLarge(usize),
+    #[error("control channel: frame of {len} bytes exceeds the limit of {limit}")]
+    FrameTooLarge { len: usize, limit: usize },
     #[error("control channel: unknown message tag {0}")]
     UnknownTag(u8),
     #[error("control channel: unknown stream {0}")]
@@ -488,13 +492,22 @@ impl Fields<'_> {
 
 /// Reads one message from a blocking reader; `Ok(None)` on a clean end of stream.
 pub fn read_message(reader: &mut impl Read) -> Result<Option<Message>, ProtocolError> {
+    read_message_within(reader, MAX_FRAME_LEN)
+}
+
+/// [`read_message`] for a peer whose frames are smaller: a longer one is refused before
+/// anything is allocated for it.
+pub fn read_message_within(
+    reader: &mut impl Read,
+    limit: usize,
+) -> Result<Option<Message>, ProtocolError> {
     let mut len = [0u8; 4];
     match read_full(reader, &mut len)? {
         0 => return Ok(None),
         4 => {}
         _ => return Err(ProtocolError::Truncated),
     }
-    let len = frame_len(len)?;
+    let len = frame_len(len, limit)?;
     let mut frame = vec![0u8; len];
     if read_full(reader, &mut frame)? != len {
         return Err(ProtocolError::Truncated);
@@ -502,10 +515,10 @@ pub fn read_message(reader: &mut impl Read) -> Result<Option<Message>, ProtocolE
     Message::decode(&frame).map(Some)
 }
 
-fn frame_len(prefix: [u8; 4]) -> Result<usize, ProtocolError> {
+fn frame_len(prefix: [u8; 4], limit: usize) -> Result<usize, ProtocolError> {
     let len = u32::from_be_bytes(prefix) as usize;
-    if len > MAX_FRAME_LEN {
-        return Err(ProtocolError::FrameTooLarge(len));
+    if len > limit.min(MAX_FRAME_LEN) {
+        return Err(ProtocolError::FrameTooLarge { len, limit });
     }
     Ok(len)
 }
@@ -539,7 +552,7 @@ impl Decoder {
         let Some(prefix) = self.buf.first_chunk::<4>() else {
             return Ok(None);
         };
-        let len = frame_len(*prefix)?;
+        let len = frame_len(*prefix, MAX_FRAME_LEN)?;
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
@@ -761,8 +774,34 @@ mod tests {
         let mut reader: &[u8] = &[0xff, 0xff, 0xff, 0xff, TAG_DATA];
         assert!(matches!(
             read_message(&mut reader),
-            Err(ProtocolError::FrameTooLarge(_))
+            Err(ProtocolError::FrameTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_guest_frame_past_its_limit_is_refused_and_a_full_window_is_not() {
+        let data = |len: usize| Message::Data {
+            session: 0,
+            stream: StreamKind::Stdout,
+            bytes: vec![0; len],
+        };
+        let window = data(STREAM_WINDOW as usize).encode();
+        assert!(read_message_within(&mut &window[..], GUEST_FRAME_LIMIT).is_ok());
+        let ports = Message::Listening {
+            ports: (0..=u16::MAX)
+                .map(|port| ListenPort { port, any: true })
+                .collect(),
+        }
+        .encode();
+        assert!(read_message_within(&mut &ports[..], GUEST_FRAME_LIMIT).is_ok());
+        let over = data(GUEST_FRAME_LIMIT).encode();
+        let error = read_message_within(&mut &over[..], GUEST_FRAME_LIMIT).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("limit of {GUEST_FRAME_LIMIT}")),
+            "{error}"
+        );
     }
 
     #[test]
