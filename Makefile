@@ -39,7 +39,7 @@ bench: docker
 	target/x86_64-unknown-linux-gnu/release/runq-bench net
 	target/x86_64-unknown-linux-gnu/release/runq-bench storage
 	target/x86_64-unknown-linux-gnu/release/runq-bench boot --svg bench/boot-timeline.svg
-	target/x86_64-unknown-linux-gnu/release/runq-bench hostside
+	target/x86_64-unknown-linux-gnu/release/runq-bench hostside --attacks
 
 ## unit: the tests that need no root, QEMU or assets (protoc builds the CRI test's types)
 unit: protoc

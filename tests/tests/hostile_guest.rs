@@ -12,43 +12,23 @@ use std::sync::OnceLock;
 
 use common::docker::{docker, ExtraRuntime, Name, IMAGE};
 use common::net::Network;
-use common::{assets_dir, guest_release, wait_until, TestBundle};
+use common::{wait_until, TestBundle};
 
-/// The hostile runq-init and an initrd around it, built once for every test of this file.
+/// The hostile runq-init and an initrd around it, built once for every test of this file
+/// (by the script `runq-bench hostside --attacks` uses too).
 fn hostile_initrd() -> &'static Path {
     static INITRD: OnceLock<PathBuf> = OnceLock::new();
     INITRD.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_path_buf();
-        let target = workspace.join("target/hostile-guest");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--quiet",
-                "-p",
-                "runq-init",
-            ])
-            .args(["--features", "hostile", "--target-dir"])
-            .arg(&target)
-            .current_dir(&workspace)
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building the hostile runq-init failed");
-        let init = target.join("x86_64-unknown-linux-gnu/release/runq-init");
-        let initrd = target.join("initrd");
-        let status = Command::new(workspace.join("assets/build-initrd.sh"))
-            .arg(&init)
-            .arg(assets_dir().join("kernel/modules"))
-            .arg(guest_release())
-            .arg(&initrd)
-            .status()
-            .expect("run build-initrd.sh");
-        assert!(status.success(), "building the hostile initrd failed");
-        initrd
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-hostile-initrd.sh");
+        let built = Command::new(&script)
+            .env("CARGO", env!("CARGO"))
+            .env("RUNQ_ROOT", common::runq_root())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run build-hostile-initrd.sh");
+        assert!(built.status.success(), "building the hostile initrd failed");
+        PathBuf::from(String::from_utf8_lossy(&built.stdout).trim())
     })
 }
 
@@ -136,45 +116,196 @@ fn thread_names(pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What the proxy holds, read from /proc.
+#[derive(Debug, Default, Clone, Copy)]
+struct HostSide {
+    threads: usize,
+    descriptors: usize,
+    rss_kib: u64,
+}
+
+/// The proxy's budget under attack (README, "Bounds against a hostile guest"): the mirror's
+/// 256 listeners and 1024 connections, the DNS relay's 4 sockets and the proxy's own few
+/// descriptors; its threads; its memory with every queue full.
+const BUDGET: HostSide = HostSide {
+    threads: 16,
+    descriptors: 1400,
+    rss_kib: 64 << 10,
+};
+
+impl HostSide {
+    fn of(pid: i32) -> HostSide {
+        let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        HostSide {
+            threads: thread_names(pid).len(),
+            descriptors: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
+            rss_kib,
+        }
+    }
+
+    /// The most the proxy held, sampled for three seconds of an attack, each within the
+    /// budget.
+    fn most_during_attack(pid: i32, attack: &str) -> HostSide {
+        let mut most = HostSide::default();
+        let window = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < window {
+            let now = HostSide::of(pid);
+            assert!(
+                now.threads <= BUDGET.threads
+                    && now.descriptors <= BUDGET.descriptors
+                    && now.rss_kib <= BUDGET.rss_kib,
+                "{attack}: the proxy holds {now:?}, beyond {BUDGET:?}"
+            );
+            most = HostSide {
+                threads: most.threads.max(now.threads),
+                descriptors: most.descriptors.max(now.descriptors),
+                rss_kib: most.rss_kib.max(now.rss_kib),
+            };
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The figures of bench/RESULTS.md.
+        eprintln!("{attack}: the proxy held at most {most:?}");
+        most
+    }
+}
+
+/// Starts a detached container of the hostile runtime that carries out `attack`; returns its
+/// name and the proxy's PID.
+fn attacking(runtime: &str, attack: &str, options: &[&str]) -> (Name, i32) {
+    let name = Name::new();
+    let attack = format!("RUNQ_TEST_ATTACK={attack}");
+    let mut args = vec!["run", "-d", "--runtime", runtime, "--name", &name.0];
+    args.extend(options);
+    args.extend(["-e", &attack, IMAGE, "true"]);
+    let started = docker(&args);
+    assert_eq!(started.code(), 0, "{started:?}");
+    let proxy = name.pid();
+    (name, proxy)
+}
+
+/// Removes the container and waits until the proxy and everything below it are gone: an
+/// attack leaves no process behind.
+fn removed_without_leftovers(name: &Name, proxy: i32) {
+    let processes: Vec<i32> = std::iter::once(proxy)
+        .chain(common::descendants(proxy))
+        .collect();
+    assert!(processes.len() > 2, "QEMU and its helpers: {processes:?}");
+    let removed = docker(&["rm", "-f", &name.0]);
+    assert_eq!(removed.code(), 0, "{removed:?}");
+    wait_until("the container's processes are gone", || {
+        processes.iter().all(|&pid| !common::alive(pid))
+    });
+}
+
+fn still_running(name: &Name) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", &name.0])
+        .stdout_text()
+        .trim()
+        == "true"
+}
+
 /// With Docker's embedded DNS server the queries are legitimate: the guest floods 200k of
 /// them, and the proxy answers with its fixed pool, dropping what does not fit.
 #[test]
 fn a_dns_flood_through_the_embedded_server_is_held_to_the_relay_s_pool() {
     let initrd = hostile_initrd().to_string_lossy().into_owned();
-    let _runtime = ExtraRuntime::register("runq-hostile", &["--initrd", &initrd]);
+    let _runtime = ExtraRuntime::register("runq-hostile-dns", &["--initrd", &initrd]);
     let network = Network::create(&[]);
-    let name = Name::new();
-    let started = docker(&[
-        "run",
-        "-d",
-        "--runtime",
-        "runq-hostile",
-        "--network",
-        &network.0,
-        "--name",
-        &name.0,
-        "-e",
-        "RUNQ_TEST_ATTACK=dns-flood-embedded",
-        IMAGE,
-        "true",
-    ]);
-    assert_eq!(started.code(), 0, "{started:?}");
-    let proxy = name.pid();
+    let (name, proxy) = attacking(
+        "runq-hostile-dns",
+        "dns-flood-embedded",
+        &["--network", &network.0],
+    );
     wait_until("the DNS relay's workers run", || {
         thread_names(proxy).iter().any(|name| name == "dns")
     });
-    // Sampled for three seconds of the flood: never more than the pool, and the proxy stays
-    // small.
-    let mut most = 0;
-    let window = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while std::time::Instant::now() < window {
-        let names = thread_names(proxy);
-        let dns = names.iter().filter(|name| *name == "dns").count();
-        assert!(dns <= 4, "DNS threads: {names:?}");
-        most = most.max(names.len());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(most <= 16, "the proxy ran {most} threads");
-    let running = docker(&["inspect", "-f", "{{.State.Running}}", &name.0]).stdout_text();
-    assert_eq!(running.trim(), "true", "a legitimate flood is no violation");
+    HostSide::most_during_attack(proxy, "dns-flood-embedded");
+    let dns = thread_names(proxy)
+        .iter()
+        .filter(|name| *name == "dns")
+        .count();
+    assert!(dns <= 4, "DNS threads: {dns}");
+    assert!(still_running(&name), "a legitimate flood is no violation");
+    removed_without_leftovers(&name, proxy);
+}
+
+/// The proxy's listening sockets: its socket descriptors whose inode the namespace's TCP
+/// tables show listening (state 0A).
+fn listeners(pid: i32) -> usize {
+    let sockets: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    target
+                        .strip_prefix("socket:[")
+                        .and_then(|inode| inode.strip_suffix(']'))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ["tcp", "tcp6"]
+        .iter()
+        .map(|table| {
+            std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.get(3) == Some(&"0A")
+                        && fields.get(9).is_some_and(|inode| sockets.contains(*inode))
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// In a pod (a shared network namespace) the guest announces 60k listening ports over and
+/// over, and asks for 10k connections: the proxy's mirror holds to its caps, and the frames,
+/// which a pod's guest may send, are no violation.
+#[test]
+fn pod_floods_of_ports_and_connections_are_held_to_the_mirror_s_caps() {
+    let initrd = hostile_initrd().to_string_lossy().into_owned();
+    let _runtime = ExtraRuntime::register("runq-hostile-pod", &["--initrd", &initrd]);
+    let shared = ["-e", "RUNQ_NET=shared"];
+    let (ports, ports_proxy) = attacking("runq-hostile-pod", "listen-flood", &shared);
+    let (conns, conns_proxy) = attacking("runq-hostile-pod", "connect-flood", &shared);
+
+    wait_until("the mirror listens on the guest's ports", || {
+        listeners(ports_proxy) > 100
+    });
+    let flooded = std::thread::spawn(move || {
+        let mut most = 0;
+        let window = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < window {
+            most = most.max(listeners(ports_proxy));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        most
+    });
+    HostSide::most_during_attack(ports_proxy, "listen-flood");
+    let most_listeners = flooded.join().expect("listeners sampled");
+    assert!(
+        most_listeners <= 256,
+        "{most_listeners} ports listen in the pod"
+    );
+    assert!(still_running(&ports), "announcing ports is no violation");
+    removed_without_leftovers(&ports, ports_proxy);
+
+    wait_until("the mirror carries connections", || {
+        HostSide::of(conns_proxy).descriptors > 500
+    });
+    HostSide::most_during_attack(conns_proxy, "connect-flood");
+    assert!(
+        still_running(&conns),
+        "asking for connections is no violation"
+    );
 }
