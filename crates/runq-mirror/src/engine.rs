@@ -106,16 +106,37 @@ impl Engine {
                     Err(_) => return,
                 }
             }
-            for event in ready {
-                let result = match event {
-                    Ready::Listener(port) => self.accept(port),
-                    Ready::Readable(conn) => self.read(conn),
-                    Ready::Writable(conn) => self.write(conn),
-                };
-                if result.is_err() {
-                    return;
-                }
+            if self.serve(ready).is_err() {
+                return;
             }
+        }
+    }
+
+    /// Accepts, reads and writes what the poll found ready.
+    fn serve(&mut self, ready: Vec<Ready>) -> io::Result<()> {
+        for event in ready {
+            match event {
+                Ready::Listener(port) => self.accept(port)?,
+                Ready::Readable(conn) => self.read(conn)?,
+                Ready::Writable(conn) => self.write(conn)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One turn without waiting: the sockets that are ready now are served (for the fuzz
+    /// target, which drives the engine in its own thread).
+    pub fn serve_ready(&mut self) -> io::Result<()> {
+        let (_, ready) = self.wait(Duration::ZERO);
+        self.serve(ready)
+    }
+
+    /// What the engine holds: mirrored listeners, connections, bytes not yet written to them.
+    pub fn held(&self) -> crate::Held {
+        crate::Held {
+            listeners: self.mirrored.len(),
+            conns: self.conns.len(),
+            unwritten: self.conns.values().map(|conn| conn.outbox.len()).sum(),
         }
     }
 
@@ -185,7 +206,7 @@ impl Engine {
         Ok(true)
     }
 
-    fn handle(&mut self, message: Message) -> io::Result<()> {
+    pub fn handle(&mut self, message: Message) -> io::Result<()> {
         match message {
             Message::Listening { ports } => {
                 self.wanted = ports

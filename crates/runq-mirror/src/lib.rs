@@ -10,6 +10,8 @@
 mod engine;
 pub mod listening;
 
+pub use engine::{MAX_CONNS, MAX_LISTENERS};
+
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
@@ -68,10 +70,7 @@ impl Mirror {
     /// Passes a message from the other side to the mirror's thread; waits while the inbox is
     /// full.
     pub fn deliver(&self, mut message: Message) {
-        // Only so many are mirrored: the rest need not wait in the inbox.
-        if let Message::Listening { ports } = &mut message {
-            ports.truncate(engine::MAX_LISTENERS);
-        }
+        trim(&mut message);
         let message = match self.inbox.try_send(message) {
             Ok(()) => None,
             Err(mpsc::TrySendError::Full(message)) => Some(message),
@@ -84,6 +83,61 @@ impl Mirror {
                 let _ = nix::unistd::write(&self.wake, &[1]);
             }
         }
+    }
+}
+
+/// Cuts a listening report to the ports a mirror takes (the first [`MAX_LISTENERS`]), so that
+/// a long one never waits whole in a queue.
+pub fn trim(message: &mut Message) {
+    if let Message::Listening { ports } = message {
+        if ports.len() > MAX_LISTENERS {
+            ports.truncate(MAX_LISTENERS);
+            ports.shrink_to_fit();
+        }
+    }
+}
+
+/// What a mirror holds; each is capped whatever the other side sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub listeners: usize,
+    pub conns: usize,
+    /// Bytes received for connections and not yet written to their sockets.
+    pub unwritten: usize,
+}
+
+impl Held {
+    /// Whether it is within the caps: listeners, connections, a window a connection.
+    pub fn within_caps(&self) -> bool {
+        self.listeners <= MAX_LISTENERS
+            && self.conns <= MAX_CONNS
+            && self.unwritten <= self.conns * runq_shared::protocol::STREAM_WINDOW as usize
+    }
+}
+
+/// The mirror's engine without its thread, for the fuzz target: the caller hands it the
+/// other side's messages and lets it serve its sockets, in the caller's thread.
+#[doc(hidden)]
+pub struct Stepped(engine::Engine);
+
+impl Stepped {
+    pub fn new(side: Side, send: SendFrame) -> io::Result<Stepped> {
+        let (wake, _) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let (_, queue) = mpsc::sync_channel(0);
+        Ok(Stepped(engine::Engine::new(side, send, queue, wake)))
+    }
+
+    pub fn handle(&mut self, message: Message) -> io::Result<()> {
+        self.0.handle(message)
+    }
+
+    pub fn serve_ready(&mut self) -> io::Result<()> {
+        self.0.serve_ready()
+    }
+
+    pub fn held(&self) -> Held {
+        self.0.held()
     }
 }
 
@@ -100,7 +154,7 @@ mod tests {
 
     use runq_shared::protocol::{ListenPort, STREAM_WINDOW};
 
-    use crate::engine::MAX_LISTENERS;
+    use crate::MAX_LISTENERS;
 
     fn mirror() -> (Mirror, Receiver<Message>) {
         let (frames, sent) = mpsc::channel();

@@ -21,9 +21,9 @@ pub fn spawn_reader(listener: UnixListener, events: Events) -> std::io::Result<(
             let connection = listener.accept().and_then(|(stream, _)| {
                 let writer = stream.try_clone()?;
                 writer.set_write_timeout(Some(WRITE_TIMEOUT))?;
-                Ok((stream, writer))
+                Ok((stream.try_clone()?, stream, writer))
             });
-            let (mut stream, writer) = match connection {
+            let (socket, mut stream, writer) = match connection {
                 Ok(pair) => pair,
                 Err(e) => {
                     let _ = events.send(Event::Input(Input::ChannelClosed(Some(e.to_string()))));
@@ -32,14 +32,20 @@ pub fn spawn_reader(listener: UnixListener, events: Events) -> std::io::Result<(
             };
             drop(listener);
             if events
-                .send(Event::Connected(FrameWriter::new(writer)))
+                .send(Event::Connected {
+                    writer: FrameWriter::new(writer),
+                    socket,
+                })
                 .is_err()
             {
                 return;
             }
             loop {
                 let input = match read_message_within(&mut stream, GUEST_FRAME_LIMIT) {
-                    Ok(Some(message)) => Input::Guest(message),
+                    Ok(Some(mut message)) => {
+                        runq_mirror::trim(&mut message);
+                        Input::Guest(message)
+                    }
                     Ok(None) => Input::ChannelClosed(None),
                     Err(e) => Input::ChannelClosed(Some(e.to_string())),
                 };
@@ -82,7 +88,7 @@ mod tests {
         let mut seen = Vec::new();
         while let Ok(event) = queue.recv_timeout(Duration::from_secs(10)) {
             let (text, end) = match event {
-                Event::Connected(_) => ("connected".to_string(), false),
+                Event::Connected { .. } => ("connected".to_string(), false),
                 Event::Input(Input::Guest(message)) => (format!("{message:?}"), false),
                 Event::Input(Input::ChannelClosed(error)) => (format!("closed: {error:?}"), true),
                 _ => ("other".to_string(), false),

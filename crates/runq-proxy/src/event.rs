@@ -1,6 +1,7 @@
 //! What the proxy's threads tell its main loop: inputs for the supervisor, and what only the
 //! loop needs (the connections to write to, which child ended).
 
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use runq_session::FrameWriter;
@@ -23,7 +24,11 @@ pub fn queue() -> (Events, Receiver<Event>) {
 pub enum Event {
     Input(Input),
     /// QEMU connected the control channel.
-    Connected(FrameWriter),
+    Connected {
+        writer: FrameWriter,
+        /// The same socket outside the writer's lock, to shut it down while a write waits.
+        socket: UnixStream,
+    },
     /// An exec client connected for this session; its request follows.
     ExecClientConnected {
         session: u32,

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -43,6 +44,7 @@ struct Proxy {
     helpers: Helpers,
     paths: Paths,
     channel: Option<FrameWriter>,
+    channel_socket: Option<UnixStream>,
     main: HostSession,
     /// The connection of every exec client, by session.
     clients: HashMap<u32, FrameWriter>,
@@ -84,6 +86,7 @@ pub fn serve(
         helpers,
         paths,
         channel: None,
+        channel_socket: None,
         main: HostSession::new(Endpoints::of_this_process(), boot.config.process.terminal)
             .on_stall(on_stall),
         clients: HashMap::new(),
@@ -123,8 +126,13 @@ pub fn serve(
             break end;
         }
     };
-    // Nobody takes events any more: a thread's send fails now instead of waiting.
+    // Nobody takes events any more: a thread's send fails now instead of waiting. Nothing
+    // more goes to the guest either: a write that waits on a guest that stopped reading (up
+    // to its timeout, one writer after the other) ends now.
     drop(queue);
+    if let Some(socket) = &proxy.channel_socket {
+        let _ = socket.shutdown(std::net::Shutdown::Both);
+    }
     if let Some(timeline) = proxy.timeline.as_mut() {
         timeline.mark("vm_exit");
     }
@@ -150,8 +158,9 @@ impl Proxy {
                 }
                 Some(input)
             }
-            Event::Connected(channel) => {
-                self.channel = Some(channel);
+            Event::Connected { writer, socket } => {
+                self.channel = Some(writer);
+                self.channel_socket = Some(socket);
                 None
             }
             Event::ExecClientConnected { session, client } => {
