@@ -10,7 +10,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runq_session::FrameWriter;
+use runq_session::Link;
 use runq_shared::protocol::Message;
 
 const WORKERS: usize = 4;
@@ -27,7 +27,7 @@ pub struct DnsRelay {
 }
 
 impl DnsRelay {
-    pub fn start(channel: FrameWriter) -> std::io::Result<DnsRelay> {
+    pub fn start(channel: Link) -> std::io::Result<DnsRelay> {
         let (queries, queue) = sync_channel(QUEUE);
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..WORKERS {
@@ -49,7 +49,7 @@ impl DnsRelay {
     }
 }
 
-fn serve(socket: &UdpSocket, queue: &Mutex<Receiver<Query>>, channel: &FrameWriter) {
+fn serve(socket: &UdpSocket, queue: &Mutex<Receiver<Query>>, channel: &Link) {
     let mut buf = vec![0u8; 65536];
     loop {
         let query = match queue.lock() {

@@ -3,9 +3,11 @@
 
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use runq_session::FrameWriter;
 
+use crate::exec::Client;
 use crate::supervisor::Input;
 
 /// Events waiting for the main loop. A thread that finds the queue full waits: the channel's
@@ -32,7 +34,9 @@ pub enum Event {
     /// An exec client connected for this session; its request follows.
     ExecClientConnected {
         session: u32,
-        client: FrameWriter,
+        client: Client,
+        /// The thread that writes to the client, waited for at the end.
+        writer: JoinHandle<()>,
     },
     ChildExited {
         pid: i32,

@@ -5,6 +5,8 @@
 
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::sync::mpsc::{channel, Sender};
+use std::thread::JoinHandle;
 
 use runq_shared::protocol::{read_message, Message, MAIN_SESSION};
 
@@ -37,6 +39,43 @@ pub fn spawn_listener(listener: UnixListener, events: Events) -> std::io::Result
         .map(drop)
 }
 
+/// The proxy's end of an exec client's connection. Frames go out from a thread of the
+/// session's own, so that a client that stops reading (a stopped `docker exec`) holds up
+/// nothing but its own session. What waits for it is bounded: its output by the window the
+/// client granted, the rest by the few frames a session has.
+#[derive(Clone)]
+pub struct Client(Sender<Message>);
+
+impl Client {
+    fn spawn(
+        session: u32,
+        writer: FrameWriter,
+        events: Events,
+    ) -> std::io::Result<(Client, JoinHandle<()>)> {
+        let (frames, queue) = channel::<Message>();
+        let thread = std::thread::Builder::new()
+            .name(format!("exec-{session}-out"))
+            .spawn(move || {
+                for message in queue {
+                    if writer.send(&message).is_err() {
+                        let gone = Input::ExecClientGone {
+                            session,
+                            undelivered: Some(message),
+                        };
+                        let _ = events.send(Event::Input(gone));
+                        return;
+                    }
+                }
+            })?;
+        Ok((Client(frames), thread))
+    }
+
+    /// Queues the frame; false when the client's writer is gone (its connection broke).
+    pub fn send(&self, message: Message) -> bool {
+        self.0.send(message).is_ok()
+    }
+}
+
 fn serve(session: u32, mut stream: std::os::unix::net::UnixStream, events: Events) {
     let Ok(writer) = stream.try_clone() else {
         return;
@@ -53,9 +92,13 @@ fn serve(session: u32, mut stream: std::os::unix::net::UnixStream, events: Event
         }
         _ => return,
     };
+    let Ok((client, writer)) = Client::spawn(session, writer, events.clone()) else {
+        return;
+    };
     let connected = Event::ExecClientConnected {
         session,
-        client: writer,
+        client,
+        writer,
     };
     let mut input = Input::ExecRequest { session, json };
     if events.send(connected).is_err() {

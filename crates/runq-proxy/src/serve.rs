@@ -9,11 +9,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use runq_mirror::{Mirror, Side};
-use runq_session::{Endpoints, FrameWriter, HostSession};
+use runq_session::{Endpoints, FrameWriter, HostSession, Link, OnStall};
 use runq_shared::config::{GuestBoot, VmSettings};
 use runq_shared::protocol::{Message, MAIN_SESSION, PROTOCOL_VERSION};
 use runq_shared::timeline::{self, GuestMarks, Timeline};
@@ -22,8 +23,12 @@ use crate::boot_images;
 use crate::children::{tail, Tracked};
 use crate::dns::DnsRelay;
 use crate::event::{Event, Events};
+use crate::exec::Client;
 use crate::qemu::Paths;
 use crate::supervisor::{Action, Deadline, Failure, Input, Supervisor};
+
+/// How long the exec clients' writers have for their last frames once the container ended.
+const CLIENTS_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a guest that reported the exit may take to power off before QEMU is killed.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
@@ -45,9 +50,13 @@ struct Proxy {
     paths: Paths,
     channel: Option<FrameWriter>,
     channel_socket: Option<UnixStream>,
+    /// Told when a write to the guest timed out, by whichever thread wrote.
+    on_stall: OnStall,
     main: HostSession,
     /// The connection of every exec client, by session.
-    clients: HashMap<u32, FrameWriter>,
+    clients: HashMap<u32, Client>,
+    /// The threads writing to exec clients, given a moment at the end for their last frames.
+    client_writers: Vec<JoinHandle<()>>,
     /// Localhost shared with the pod's other VMs, once the guest runs.
     mirror: Option<Mirror>,
     /// The embedded-DNS relay, from the first query on.
@@ -70,7 +79,7 @@ pub fn serve(
     // session's sends from this loop, which must not wait on its own full queue: the flag
     // holds what a full queue drops.
     let stalled = Arc::new(AtomicBool::new(false));
-    let on_stall = {
+    let on_stall: OnStall = {
         let stalled = Arc::clone(&stalled);
         Arc::new(move || {
             stalled.store(true, Ordering::Release);
@@ -88,8 +97,10 @@ pub fn serve(
         channel: None,
         channel_socket: None,
         main: HostSession::new(Endpoints::of_this_process(), boot.config.process.terminal)
-            .on_stall(on_stall),
+            .on_stall(Arc::clone(&on_stall)),
+        on_stall,
         clients: HashMap::new(),
+        client_writers: Vec::new(),
         mirror: None,
         dns: None,
         timeline,
@@ -145,6 +156,7 @@ pub fn serve(
         let _ = proxy.carry_out(action);
     }
     proxy.stop_children();
+    proxy.let_clients_have_their_last_frames();
     result
 }
 
@@ -163,8 +175,14 @@ impl Proxy {
                 self.channel_socket = Some(socket);
                 None
             }
-            Event::ExecClientConnected { session, client } => {
+            Event::ExecClientConnected {
+                session,
+                client,
+                writer,
+            } => {
                 self.clients.insert(session, client);
+                self.client_writers.retain(|writer| !writer.is_finished());
+                self.client_writers.push(writer);
                 None
             }
             Event::ChildExited { pid, status } => {
@@ -208,7 +226,7 @@ impl Proxy {
                     true => self.clients.remove(&session),
                     false => self.clients.get(&session).cloned(),
                 };
-                let delivered = client.is_some_and(|client| client.send(&message).is_ok());
+                let delivered = client.is_some_and(|client| client.send(message.clone()));
                 if !delivered && !ends {
                     self.clients.remove(&session);
                     return Ok(Some(Input::ExecClientGone {
@@ -235,8 +253,8 @@ impl Proxy {
             }
             Action::ResolveDns { id, packet } => {
                 if self.dns.is_none() {
-                    if let Some(channel) = self.channel.clone() {
-                        self.dns = Some(DnsRelay::start(channel).context("start the DNS relay")?);
+                    if let Some(link) = self.guest_link() {
+                        self.dns = Some(DnsRelay::start(link).context("start the DNS relay")?);
                     }
                 }
                 if let Some(dns) = &self.dns {
@@ -289,14 +307,23 @@ impl Proxy {
     /// mirror reports first.
     fn mirror(&mut self) -> Option<&Mirror> {
         if self.mirror.is_none() && self.mirror_localhost {
-            let channel = self.channel.clone()?;
-            let send = Box::new(move |message: &Message| channel.send(message));
+            let link = self.guest_link()?;
+            let send = Box::new(move |message: &Message| link.send(message));
             match Mirror::spawn(Side::Host, send) {
                 Ok(mirror) => self.mirror = Some(mirror),
                 Err(error) => eprintln!("runq: localhost is not shared with the pod: {error}"),
             }
         }
         self.mirror.as_ref()
+    }
+
+    /// The channel for a thread that writes to the guest, which reports a stall as the
+    /// session's threads do.
+    fn guest_link(&self) -> Option<Link> {
+        Some(Link {
+            writer: self.channel.clone()?,
+            on_stall: Some(Arc::clone(&self.on_stall)),
+        })
     }
 
     fn add_guest_marks(&mut self, json: &[u8]) {
@@ -342,6 +369,16 @@ impl Proxy {
             Failure::Violation(what) => {
                 anyhow!("the guest broke the control protocol ({what}); the VM is stopped")
             }
+        }
+    }
+
+    /// Waits a moment for the exec clients' writers to write what is queued (each session's
+    /// exit), never for a client that stopped reading.
+    fn let_clients_have_their_last_frames(&mut self) {
+        self.clients.clear();
+        let deadline = Instant::now() + CLIENTS_GRACE;
+        while self.client_writers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -8,7 +8,7 @@ mod stdio;
 pub mod terminal;
 
 pub use session::{Endpoints, HostSession};
-pub use stdio::Overrun;
+pub use stdio::{Link, OnStall, Overrun};
 
 /// Both ends of a session write frames to a Unix socket (the channel, an exec connection).
 pub type FrameWriter = runq_shared::protocol::FrameWriter<std::os::unix::net::UnixStream>;

@@ -160,6 +160,11 @@ impl Output {
 
     /// Queues a chunk for writing; refused when the peer exceeded its window.
     pub fn push(&self, bytes: Vec<u8>) -> Result<(), Overrun> {
+        // Nothing to write and nothing to credit: queueing it would let a peer that sends
+        // empty frames grow the queue without spending its window.
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_flight| {
