@@ -119,6 +119,8 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     };
     let app = container::spawn(&config, host.resolv_conf.as_deref(), &disks)?;
     marks.mark("app_exec");
+    // The relay owns the port from here on and reports its own failure.
+    *channel = None;
     let code = relay::run(port, outbox, mirror, &config, app, children, dns, marks)?;
     console::debug(&format!("application exited with {code}"));
     Ok(())

@@ -16,7 +16,9 @@ use runq_shared::protocol::Message;
 
 /// Queued bytes above which the relay stops reading its own sources (the sessions' output, DNS
 /// queries) until the host has taken some: what the host's frames make the guest send (credit,
-/// replies) is queued regardless, and is as bounded as the host's frames are.
+/// replies) is queued regardless, and is as bounded as the host's frames are. The mirror's
+/// frames are not held back here: they are bounded by the credit the host's mirror grants
+/// (a window a connection), and only ever cost the guest's own memory.
 pub const HIGH_WATER: usize = 256 << 10;
 
 #[derive(Clone)]

@@ -176,29 +176,39 @@ pub fn run(
     dns: Option<DnsRelay>,
     marks: GuestMarks,
 ) -> Result<i32, InitError> {
-    fcntl(port.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-        .context(|| "make the port non-blocking".to_string())?;
     let mut relay = Relay {
         port,
         outbox,
         mirror,
         decoder: Decoder::default(),
         config,
-        sessions: BTreeMap::from([(MAIN_SESSION, Session::new(app)?)]),
+        sessions: BTreeMap::new(),
         dns,
         late_modules_at: Some(Instant::now() + LATE_MODULES_AFTER),
     };
-    let result = relay.serve(&children, marks);
-    // Whatever ended the relay, the frames queued before it go out first: the exit, or the
-    // error that main.rs then writes itself, whole frames after whole frames.
+    let result = relay.serve(app, &children, marks);
+    // The relay owns the port from its start: its own failure goes out through the outbox
+    // too, after whole frames, never into the middle of one.
+    if let Err(error) = &result {
+        let _ = relay.send(&Message::Error {
+            session: MAIN_SESSION,
+            message: error.to_string(),
+        });
+    }
     relay.send_the_rest();
-    fcntl(relay.port.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))
-        .context(|| "make the port blocking again".to_string())?;
     result
 }
 
 impl Relay<'_> {
-    fn serve(&mut self, children: &SignalFd, mut marks: GuestMarks) -> Result<i32, InitError> {
+    fn serve(
+        &mut self,
+        app: App,
+        children: &SignalFd,
+        mut marks: GuestMarks,
+    ) -> Result<i32, InitError> {
+        fcntl(self.port.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .context(|| "make the port non-blocking".to_string())?;
+        self.sessions.insert(MAIN_SESSION, Session::new(app)?);
         self.send(&Message::Started {
             session: MAIN_SESSION,
         })?;
@@ -244,8 +254,12 @@ impl Relay<'_> {
 
     /// Writes what is queued, reading (and handling) what the host sends meanwhile, until all
     /// is out or the host has taken nothing for a while.
+    /// Writes what is queued until all is out or the host has taken nothing for a while. What
+    /// the host sends meanwhile is read, so that its writes never wait on this guest, and
+    /// dropped: the container is over.
     fn send_the_rest(&mut self) {
         let deadline = Instant::now() + LAST_FRAMES_TIMEOUT;
+        let mut sink = [0u8; 4096];
         while self.outbox.queued() > 0 && Instant::now() < deadline {
             let mut fds = [PollFd::new(
                 self.port.as_fd(),
@@ -254,15 +268,14 @@ impl Relay<'_> {
             if matches!(poll(&mut fds, PollTimeout::from(100u16)), Err(e) if e != Errno::EINTR) {
                 return;
             }
-            let (readable, writable) = fds[0].revents().map_or((false, false), |events| {
-                (
-                    events.contains(PollFlags::POLLIN),
-                    events.contains(PollFlags::POLLOUT),
-                )
-            });
-            if (readable && self.read_port().is_err())
-                || (writable && self.outbox.flush(&self.port).is_err())
-            {
+            let events = fds[0].revents().unwrap_or(PollFlags::empty());
+            if events.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                return;
+            }
+            if events.contains(PollFlags::POLLIN) {
+                let _ = nix::unistd::read(self.port.as_raw_fd(), &mut sink);
+            }
+            if events.contains(PollFlags::POLLOUT) && self.outbox.flush(&self.port).is_err() {
                 return;
             }
         }

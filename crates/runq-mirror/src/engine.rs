@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -17,9 +17,6 @@ use crate::{listening, SendFrame, Side};
 
 /// How often this side's listeners are read again.
 const SCAN_INTERVAL: Duration = Duration::from_millis(300);
-
-/// How long a connect to a loopback listener may take; one whose backlog is full is refused.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Connections the host opens are numbered with the top bit set, the guest's without it.
 const HOST_CONN_BIT: u32 = 1 << 31;
@@ -37,6 +34,9 @@ struct Mirrored {
 
 struct Conn {
     stream: TcpStream,
+    /// A connect of this side still under way (to this port): nothing is read until it
+    /// completes, and the other side's data waits in the outbox.
+    connecting: Option<Connecting>,
     /// Bytes the other side will still accept.
     credit: u32,
     /// Received, not yet written to the socket.
@@ -149,11 +149,12 @@ impl Engine {
         }
         for (&id, conn) in &self.conns {
             // A socket with nothing to do is left out, so that a hang-up cannot spin the loop.
-            if !conn.read_done && conn.credit > 0 {
+            if !conn.read_done && conn.credit > 0 && conn.connecting.is_none() {
                 fds.push(PollFd::new(conn.stream.as_fd(), PollFlags::POLLIN));
                 slots.push(Ready::Readable(id));
             }
-            if !conn.outbox.is_empty() {
+            // A connect under way shows its end as writable.
+            if !conn.outbox.is_empty() || conn.connecting.is_some() {
                 fds.push(PollFd::new(conn.stream.as_fd(), PollFlags::POLLOUT));
                 slots.push(Ready::Writable(id));
             }
@@ -217,13 +218,16 @@ impl Engine {
                 self.reconcile();
             }
             Message::Connect { conn, port } => {
-                let stream = match self.conns.len() < MAX_CONNS && !self.conns.contains_key(&conn) {
-                    true => connect_loopback(port),
+                let started = match self.conns.len() < MAX_CONNS && !self.conns.contains_key(&conn)
+                {
+                    true => Connecting::start(port),
                     false => Err(io::Error::other("too many connections")),
                 };
-                match stream {
-                    Ok(stream) => {
-                        self.conns.insert(conn, Conn::new(stream));
+                match started {
+                    Ok((stream, connecting)) => {
+                        let mut open = Conn::new(stream);
+                        open.connecting = Some(connecting);
+                        self.conns.insert(conn, open);
                     }
                     Err(_) => (self.send)(&Message::ConnClose { conn })?,
                 }
@@ -337,6 +341,22 @@ impl Engine {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(());
         };
+        if let Some(connecting) = conn.connecting {
+            match conn.stream.take_error() {
+                Ok(None) => conn.connecting = None,
+                // Refused on IPv4's loopback: IPv6's, once.
+                _ => match connecting.next() {
+                    Some(Ok((stream, next))) => {
+                        conn.stream = stream;
+                        conn.connecting = Some(next);
+                        return Ok(());
+                    }
+                    _ => return self.reset(id),
+                },
+            }
+            self.settle(id);
+            return Ok(());
+        }
         // MSG_NOSIGNAL: a peer that went away must not raise SIGPIPE, which the proxy would
         // take for a signal to forward.
         match send(
@@ -364,7 +384,8 @@ impl Engine {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.peer_done && conn.outbox.is_empty() && !conn.write_shut {
+        if conn.peer_done && conn.outbox.is_empty() && !conn.write_shut && conn.connecting.is_none()
+        {
             let _ = conn.stream.shutdown(Shutdown::Write);
             conn.write_shut = true;
         }
@@ -385,6 +406,7 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         Conn {
             stream,
+            connecting: None,
             credit: STREAM_WINDOW,
             outbox: Vec::new(),
             read_done: false,
@@ -405,14 +427,65 @@ fn listen(port: u16, any: bool) -> io::Result<TcpListener> {
     }
 }
 
-/// The listener the other side's client means: IPv4 loopback first, then IPv6's. A connect
-/// on loopback completes or fails at once, unless the listener's backlog is full (its SYN is
-/// then dropped and retried): the timeout keeps such a listener from holding up the thread.
-fn connect_loopback(port: u16) -> io::Result<TcpStream> {
-    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT)
-        .or_else(|_| TcpStream::connect_timeout(&v6, CONNECT_TIMEOUT))
+/// A connect to the listener the other side's client means: IPv4 loopback first, then
+/// IPv6's. Started without waiting: a listener whose backlog is full drops the SYN, and a
+/// blocking connect would hold the mirror's thread (and whoever waits on its inbox) for as
+/// long as the kernel retries.
+#[derive(Debug, Clone, Copy)]
+struct Connecting {
+    port: u16,
+    ipv6: bool,
+}
+
+impl Connecting {
+    fn start(port: u16) -> io::Result<(TcpStream, Connecting)> {
+        let v4 = Connecting { port, ipv6: false };
+        match v4.connect() {
+            Ok(stream) => Ok((stream, v4)),
+            Err(_) => match v4.next() {
+                Some(next) => next,
+                None => Err(io::Error::other("no loopback listener")),
+            },
+        }
+    }
+
+    /// The IPv6 attempt after a failed IPv4 one; none after IPv6's.
+    fn next(self) -> Option<io::Result<(TcpStream, Connecting)>> {
+        if self.ipv6 {
+            return None;
+        }
+        let v6 = Connecting {
+            port: self.port,
+            ipv6: true,
+        };
+        Some(v6.connect().map(|stream| (stream, v6)))
+    }
+
+    fn connect(&self) -> io::Result<TcpStream> {
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType};
+        use nix::sys::socket::{SockaddrIn, SockaddrIn6};
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        let family = match self.ipv6 {
+            false => AddressFamily::Inet,
+            true => AddressFamily::Inet6,
+        };
+        let socket = socket(family, SockType::Stream, flags, None)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+        let connected = match self.ipv6 {
+            false => connect(
+                fd,
+                &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port)),
+            ),
+            true => connect(
+                fd,
+                &SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::LOCALHOST, self.port, 0, 0)),
+            ),
+        };
+        match connected {
+            Ok(()) | Err(Errno::EINPROGRESS) => Ok(TcpStream::from(socket)),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 fn is_transient(error: &io::Error) -> bool {

@@ -306,6 +306,39 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_whose_backlog_is_full_holds_up_no_other_connection() {
+        use nix::sys::socket::{
+            bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+        };
+        let (mirror, sent) = mirror();
+        // A listener that never accepts, with room for one connection, which we take: the
+        // kernel drops the mirror's SYN and would retry it for minutes.
+        let full = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&full),
+            &SockaddrIn::new(127, 0, 0, 1, 0),
+        )
+        .expect("bind");
+        listen(&full, Backlog::new(0).expect("backlog")).expect("listen");
+        let full = TcpListener::from(full);
+        let port = full.local_addr().expect("address").port();
+        let _queued = TcpStream::connect(("127.0.0.1", port)).expect("the one queued connection");
+        mirror.deliver(Message::Connect { conn: 1, port });
+        // The next request is answered at once, not after the first connect gave up.
+        mirror.deliver(Message::Connect {
+            conn: 2,
+            port: free_port(),
+        });
+        assert_eq!(next(&sent), Message::ConnClose { conn: 2 });
+    }
+
+    #[test]
     fn a_flood_of_requests_waits_for_the_bounded_inbox_and_every_one_is_answered() {
         let (mirror, sent) = mirror();
         // Below the ephemeral range: thousands of connects to a free port there could meet

@@ -361,7 +361,16 @@ impl Message {
 
 /// The sending end of a framed connection, shared by threads: every sender writes whole
 /// frames under one lock, so frames never interleave. The only frame writer, on both sides.
-pub struct FrameWriter<W>(Arc<Mutex<W>>);
+///
+/// A write that failed (a peer that stopped reading, past the socket's write timeout) may
+/// have left half a frame: every later send then fails at once with the same kind of error,
+/// instead of appending to a cut frame or waiting out the timeout again.
+pub struct FrameWriter<W>(Arc<Mutex<Sending<W>>>);
+
+struct Sending<W> {
+    writer: W,
+    failed: Option<io::ErrorKind>,
+}
 
 impl<W> Clone for FrameWriter<W> {
     fn clone(&self) -> Self {
@@ -371,15 +380,25 @@ impl<W> Clone for FrameWriter<W> {
 
 impl<W: Write> FrameWriter<W> {
     pub fn new(writer: W) -> FrameWriter<W> {
-        FrameWriter(Arc::new(Mutex::new(writer)))
+        FrameWriter(Arc::new(Mutex::new(Sending {
+            writer,
+            failed: None,
+        })))
     }
 
     pub fn send(&self, message: &Message) -> io::Result<()> {
-        let mut writer = self
+        let mut sending = self
             .0
             .lock()
             .map_err(|_| io::Error::other("frame writer lock poisoned"))?;
-        message.write_to(&mut *writer)
+        if let Some(kind) = sending.failed {
+            return Err(io::Error::new(kind, "an earlier write to this peer failed"));
+        }
+        let result = message.write_to(&mut sending.writer);
+        if let Err(error) = &result {
+            sending.failed = Some(error.kind());
+        }
+        result
     }
 }
 
@@ -776,6 +795,37 @@ mod tests {
             read_message(&mut reader),
             Err(ProtocolError::FrameTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn after_a_failed_write_every_send_fails_at_once() {
+        /// Takes 3 bytes, then fails as a write past its timeout does.
+        struct Stalls(usize);
+        impl Write for Stalls {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                match self.0 {
+                    0 => Err(io::ErrorKind::TimedOut.into()),
+                    room => {
+                        let n = buf.len().min(room);
+                        self.0 -= n;
+                        Ok(n)
+                    }
+                }
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let writer = FrameWriter::new(Stalls(3));
+        let exit = Message::Exit {
+            session: 0,
+            code: 0,
+        };
+        let first = writer.send(&exit).unwrap_err();
+        assert_eq!(first.kind(), io::ErrorKind::TimedOut);
+        let again = writer.send(&exit).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::TimedOut);
+        assert!(again.to_string().contains("earlier write"), "{again}");
     }
 
     #[test]
