@@ -45,7 +45,32 @@ fn attacked_by(attack: &str, input: &[u8]) -> String {
         stderr.contains("the guest broke the control protocol"),
         "{attack}: {stderr}"
     );
+    nothing_left_of(&bundle, attack);
     stderr
+}
+
+/// No state of the container is left, and no process in its cgroup (QEMU and the helpers
+/// run there, below the proxy).
+fn nothing_left_of(bundle: &TestBundle, attack: &str) {
+    assert!(
+        !bundle.state.join(&bundle.id).exists(),
+        "{attack}: runc's state left"
+    );
+    assert!(
+        !bundle.state.join(".runq").join(&bundle.id).exists(),
+        "{attack}: runq's private directory left"
+    );
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|entry| {
+            std::fs::read_to_string(entry.path().join("cgroup"))
+                .is_ok_and(|cgroup| cgroup.contains(&bundle.id))
+        })
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "{attack}: processes left: {left:?}");
 }
 
 #[test]

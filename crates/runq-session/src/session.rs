@@ -406,6 +406,42 @@ mod tests {
     }
 
     #[test]
+    fn output_in_one_byte_frames_is_written_whole_and_credited_in_full() {
+        let (mut session, writer, mut peer, stdout, _) = session(b"");
+        session.start(3, writer).unwrap();
+        let text: Vec<u8> = (0..5000u32).map(|n| b'a' + (n % 26) as u8).collect();
+        for byte in &text {
+            let frame = Message::Data {
+                session: 3,
+                stream: StreamKind::Stdout,
+                bytes: vec![*byte],
+            };
+            assert_eq!(session.take_stdio(frame), Ok(None));
+            // Empty frames spend nothing and are no output.
+            let empty = Message::Data {
+                session: 3,
+                stream: StreamKind::Stdout,
+                bytes: Vec::new(),
+            };
+            assert_eq!(session.take_stdio(empty), Ok(None));
+        }
+        let mut credited = 0;
+        while credited < text.len() {
+            match peer.next_but_stdin_end() {
+                Message::Credit {
+                    session: 3,
+                    stream: StreamKind::Stdout,
+                    bytes,
+                } => credited += bytes as usize,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(credited, text.len());
+        session.finish();
+        assert_eq!(stdout.0.lock().unwrap().as_slice(), text.as_slice());
+    }
+
+    #[test]
     fn a_peer_that_stops_reading_is_reported() {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         ours.set_write_timeout(Some(Duration::from_millis(50)))

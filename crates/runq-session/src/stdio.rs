@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -129,10 +128,49 @@ impl std::error::Error for Overrun {}
 /// One output stream (stdout or stderr) of the session, written by a thread of its own.
 pub struct Output {
     stream: StreamKind,
-    chunks: Option<Sender<Vec<u8>>>,
+    pending: Arc<Pending>,
     thread: Option<JoinHandle<Sink>>,
     /// Bytes received and not yet credited back: never more than the window.
     in_flight: Arc<AtomicU32>,
+}
+
+/// The bytes waiting for the writer: one buffer, so that they take a window's memory at most
+/// however the peer cut them into frames.
+#[derive(Default)]
+struct Pending {
+    state: Mutex<PendingState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct PendingState {
+    bytes: Vec<u8>,
+    /// No more bytes come: the writer ends once it wrote these.
+    closed: bool,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        // A panic elsewhere leaves bytes that are still worth writing.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next bytes to write; `None` once closed and written.
+    fn take(&self) -> Option<Vec<u8>> {
+        let mut state = self.lock();
+        while state.bytes.is_empty() && !state.closed {
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        match state.bytes.is_empty() {
+            true => None,
+            false => Some(std::mem::take(&mut state.bytes)),
+        }
+    }
 }
 
 impl Output {
@@ -142,29 +180,23 @@ impl Output {
         sink: Sink,
         channel: Link,
     ) -> std::io::Result<Output> {
-        // Unbounded in chunks but not in bytes: `push` refuses more than a window in flight.
-        // Blocking here would stall the channel reader.
-        let (sender, receiver) = mpsc::channel();
+        let pending = Arc::new(Pending::default());
         let in_flight = Arc::new(AtomicU32::new(0));
-        let credited = Arc::clone(&in_flight);
+        let (taken, credited) = (Arc::clone(&pending), Arc::clone(&in_flight));
         let thread = std::thread::Builder::new()
             .name(format!("{stream:?}"))
-            .spawn(move || write_chunks(session, stream, sink, receiver, channel, credited))?;
+            .spawn(move || write_out(session, stream, sink, &taken, channel, &credited))?;
         Ok(Output {
             stream,
-            chunks: Some(sender),
+            pending,
             thread: Some(thread),
             in_flight,
         })
     }
 
-    /// Queues a chunk for writing; refused when the peer exceeded its window.
+    /// Adds bytes for writing, without waiting (that would stall the channel reader);
+    /// refused when the peer exceeded its window.
     pub fn push(&self, bytes: Vec<u8>) -> Result<(), Overrun> {
-        // Nothing to write and nothing to credit: queueing it would let a peer that sends
-        // empty frames grow the queue without spending its window.
-        if bytes.is_empty() {
-            return Ok(());
-        }
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_flight| {
@@ -173,40 +205,44 @@ impl Output {
                     .filter(|&total| total <= STREAM_WINDOW)
             })
             .map_err(|_| Overrun(self.stream))?;
-        if let Some(chunks) = &self.chunks {
-            let _ = chunks.send(bytes);
+        if !bytes.is_empty() {
+            self.pending.lock().bytes.extend_from_slice(&bytes);
+            self.pending.ready.notify_one();
         }
         Ok(())
     }
 
-    /// Writes out what is queued, stops, and hands the sink back (`None` if its thread
+    /// Writes out what is pending, stops, and hands the sink back (`None` if its thread
     /// panicked).
     pub fn finish(mut self) -> Option<Sink> {
-        self.chunks = None;
+        self.pending.lock().closed = true;
+        self.pending.ready.notify_one();
         self.thread.take().and_then(|thread| thread.join().ok())
     }
 }
 
-fn write_chunks(
+fn write_out(
     session: u32,
     stream: StreamKind,
     mut out: Sink,
-    chunks: Receiver<Vec<u8>>,
+    pending: &Pending,
     channel: Link,
-    in_flight: Arc<AtomicU32>,
+    in_flight: &AtomicU32,
 ) -> Sink {
     let mut broken = false;
-    for chunk in chunks {
+    while let Some(bytes) = pending.take() {
         if !broken {
             // A reader that went away must not stop the application: keep accepting output.
-            broken = out.write_all(&chunk).and_then(|()| out.flush()).is_err();
+            broken = out.write_all(&bytes).and_then(|()| out.flush()).is_err();
         }
-        // Before the credit goes out, or the peer's next chunk could find it still counted.
-        in_flight.fetch_sub(chunk.len() as u32, Ordering::AcqRel);
+        // Never more than a window, so it fits the credit's u32.
+        let len = bytes.len() as u32;
+        // Before the credit goes out, or the peer's next bytes could find these still counted.
+        in_flight.fetch_sub(len, Ordering::AcqRel);
         let _ = channel.send(&Message::Credit {
             session,
             stream,
-            bytes: chunk.len() as u32,
+            bytes: len,
         });
     }
     out
