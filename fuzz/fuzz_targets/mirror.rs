@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use runq_mirror::{Side, Stepped};
+use runq_mirror::{MirrorCaps, Side, Stepped};
 use runq_shared::protocol::Message;
 
 /// The ports the fuzzed frames name are folded into this private range, so that the mirror
@@ -20,12 +20,17 @@ fn private(port: u16) -> u16 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&side, mut rest)) = data.split_first() else {
+    let Some((&flags, mut rest)) = data.split_first() else {
         return;
     };
-    let side = if side & 1 == 0 { Side::Host } else { Side::Guest };
-    // The other side never reads: what the mirror sends is counted and dropped.
-    let Ok(mut mirror) = Stepped::new(side, Box::new(|_: &Message| Ok(()))) else {
+    let side = if flags & 1 == 0 { Side::Host } else { Side::Guest };
+    // Small caps, so that the inputs reach them.
+    let caps = MirrorCaps {
+        listeners: u32::from(flags >> 1 & 0x7),
+        conns: u32::from(flags >> 4),
+    };
+    // The other side never reads: what the mirror sends is dropped.
+    let Ok(mut mirror) = Stepped::new(side, caps, Box::new(|_: &Message| Ok(()))) else {
         return;
     };
     // Each step: a length byte, then that many bytes of a frame body.
@@ -51,6 +56,6 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         let held = mirror.held();
-        assert!(held.within_caps(), "the mirror holds {held:?}");
+        assert!(held.within(caps), "the mirror holds {held:?}, its caps {caps:?}");
     }
 });

@@ -111,7 +111,7 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
         let outbox = outbox.clone();
         let send = Box::new(move |message: &Message| outbox.send(message));
         Some(
-            runq_mirror::Mirror::spawn(runq_mirror::Side::Guest, send)
+            runq_mirror::Mirror::spawn(runq_mirror::Side::Guest, Default::default(), send)
                 .context(|| "start the localhost mirror".into())?,
         )
     } else {

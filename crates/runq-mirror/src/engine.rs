@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{send, MsgFlags};
+use runq_shared::config::MirrorCaps;
 use runq_shared::protocol::{ListenPort, Message, DATA_CHUNK, STREAM_WINDOW};
 
 use crate::{listening, SendFrame, Side};
@@ -20,12 +21,6 @@ const SCAN_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Connections the host opens are numbered with the top bit set, the guest's without it.
 const HOST_CONN_BIT: u32 = 1 << 31;
-
-/// The other side's ports mirrored here at most; further ones are not mirrored.
-pub const MAX_LISTENERS: usize = 256;
-
-/// Connections carried at once at most; a further one is refused (closed).
-pub const MAX_CONNS: usize = 1024;
 
 struct Mirrored {
     socket: TcpListener,
@@ -50,6 +45,9 @@ struct Conn {
 
 pub struct Engine {
     side: Side,
+    /// The other side's ports mirrored here at most (further ones are not), and connections
+    /// carried at once (a further one is refused, closed).
+    caps: MirrorCaps,
     send: SendFrame,
     queue: Receiver<Message>,
     wake: OwnedFd,
@@ -69,9 +67,16 @@ enum Ready {
 }
 
 impl Engine {
-    pub fn new(side: Side, send: SendFrame, queue: Receiver<Message>, wake: OwnedFd) -> Engine {
+    pub fn new(
+        side: Side,
+        caps: MirrorCaps,
+        send: SendFrame,
+        queue: Receiver<Message>,
+        wake: OwnedFd,
+    ) -> Engine {
         Engine {
             side,
+            caps,
             send,
             queue,
             wake,
@@ -212,13 +217,14 @@ impl Engine {
             Message::Listening { ports } => {
                 self.wanted = ports
                     .iter()
-                    .take(MAX_LISTENERS)
+                    .take(self.caps.listeners as usize)
                     .map(|l| (l.port, l.any))
                     .collect();
                 self.reconcile();
             }
             Message::Connect { conn, port } => {
-                let started = match self.conns.len() < MAX_CONNS && !self.conns.contains_key(&conn)
+                let started = match self.conns.len() < self.caps.conns as usize
+                    && !self.conns.contains_key(&conn)
                 {
                     true => Connecting::start(port),
                     false => Err(io::Error::other("too many connections")),
@@ -289,7 +295,8 @@ impl Engine {
                 return Ok(());
             };
             // Beyond the cap the client is closed at once, as by a full backlog.
-            if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
+            if self.conns.len() >= self.caps.conns as usize || stream.set_nonblocking(true).is_err()
+            {
                 continue;
             }
             let conn = self.new_conn_number();

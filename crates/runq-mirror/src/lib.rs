@@ -10,7 +10,7 @@
 mod engine;
 pub mod listening;
 
-pub use engine::{MAX_CONNS, MAX_LISTENERS};
+pub use runq_shared::config::MirrorCaps;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -43,11 +43,11 @@ pub struct Mirror {
 impl Mirror {
     /// Starts the mirror's thread. In the guest this must happen before init enters the
     /// application's PID namespace: the kernel refuses new threads after that.
-    pub fn spawn(side: Side, send: SendFrame) -> io::Result<Mirror> {
+    pub fn spawn(side: Side, caps: MirrorCaps, send: SendFrame) -> io::Result<Mirror> {
         let (wake_read, wake) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         let (inbox, queue) = mpsc::sync_channel(INBOX);
-        let engine = engine::Engine::new(side, send, queue, wake_read);
+        let engine = engine::Engine::new(side, caps, send, queue, wake_read);
         std::thread::Builder::new()
             .name("mirror".into())
             .spawn(move || engine.run())?;
@@ -86,12 +86,13 @@ impl Mirror {
     }
 }
 
-/// Cuts a listening report to the ports a mirror takes (the first [`MAX_LISTENERS`]), so that
-/// a long one never waits whole in a queue.
+/// Cuts a listening report to the ports any mirror takes (the first
+/// [`MirrorCaps::MAX_LISTENERS`]), so that a long one never waits whole in a queue.
 pub fn trim(message: &mut Message) {
+    let most = MirrorCaps::MAX_LISTENERS as usize;
     if let Message::Listening { ports } = message {
-        if ports.len() > MAX_LISTENERS {
-            ports.truncate(MAX_LISTENERS);
+        if ports.len() > most {
+            ports.truncate(most);
             ports.shrink_to_fit();
         }
     }
@@ -108,9 +109,9 @@ pub struct Held {
 
 impl Held {
     /// Whether it is within the caps: listeners, connections, a window a connection.
-    pub fn within_caps(&self) -> bool {
-        self.listeners <= MAX_LISTENERS
-            && self.conns <= MAX_CONNS
+    pub fn within(&self, caps: MirrorCaps) -> bool {
+        self.listeners <= caps.listeners as usize
+            && self.conns <= caps.conns as usize
             && self.unwritten <= self.conns * runq_shared::protocol::STREAM_WINDOW as usize
     }
 }
@@ -121,11 +122,11 @@ impl Held {
 pub struct Stepped(engine::Engine);
 
 impl Stepped {
-    pub fn new(side: Side, send: SendFrame) -> io::Result<Stepped> {
+    pub fn new(side: Side, caps: MirrorCaps, send: SendFrame) -> io::Result<Stepped> {
         let (wake, _) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         let (_, queue) = mpsc::sync_channel(0);
-        Ok(Stepped(engine::Engine::new(side, send, queue, wake)))
+        Ok(Stepped(engine::Engine::new(side, caps, send, queue, wake)))
     }
 
     pub fn handle(&mut self, message: Message) -> io::Result<()> {
@@ -154,8 +155,6 @@ mod tests {
 
     use runq_shared::protocol::{ListenPort, STREAM_WINDOW};
 
-    use crate::MAX_LISTENERS;
-
     fn mirror() -> (Mirror, Receiver<Message>) {
         let (frames, sent) = mpsc::channel();
         let send = Box::new(move |message: &Message| {
@@ -163,7 +162,10 @@ mod tests {
                 .send(message.clone())
                 .map_err(|_| io::Error::other("test over"))
         });
-        (Mirror::spawn(Side::Host, send).expect("spawn"), sent)
+        (
+            Mirror::spawn(Side::Host, MirrorCaps::default(), send).expect("spawn"),
+            sent,
+        )
     }
 
     /// The next frame about connections; the reports of this machine's listeners are not
@@ -366,7 +368,8 @@ mod tests {
         // Below the ephemeral range: a connect to a free port there can never meet itself
         // (TCP's simultaneous open on a source port the kernel picked).
         let first = 21000;
-        let ports = (0..MAX_LISTENERS as u16 + 50)
+        let cap = MirrorCaps::default().listeners as u16;
+        let ports = (0..cap + 50)
             .map(|n| ListenPort {
                 port: first + n,
                 any: false,
@@ -375,7 +378,7 @@ mod tests {
         mirror.deliver(Message::Listening { ports });
         // The last of the capped range listens once the mirror got to it; the next port is
         // still free, which a bind of our own shows.
-        let last = first + MAX_LISTENERS as u16 - 1;
+        let last = first + cap - 1;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", last)).is_err() {
             assert!(

@@ -333,6 +333,7 @@ mod tests {
             confinement: Default::default(),
             noexec: false,
             dns: Default::default(),
+            mirror: Default::default(),
         }
     }
 

@@ -309,7 +309,7 @@ impl Proxy {
         if self.mirror.is_none() && self.mirror_localhost {
             let link = self.guest_link()?;
             let send = Box::new(move |message: &Message| link.send(message));
-            match Mirror::spawn(Side::Host, send) {
+            match Mirror::spawn(Side::Host, self.vm.mirror, send) {
                 Ok(mirror) => self.mirror = Some(mirror),
                 Err(error) => eprintln!("runq: localhost is not shared with the pod: {error}"),
             }

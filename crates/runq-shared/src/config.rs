@@ -50,6 +50,34 @@ pub struct VmSettings {
     /// runq's DNS options, which the proxy applies to the engine's resolv.conf.
     #[serde(default)]
     pub dns: crate::dns::DnsSettings,
+    /// What the proxy's localhost mirror takes from the guest at most (pods).
+    #[serde(default)]
+    pub mirror: MirrorCaps,
+}
+
+/// The most a localhost mirror holds for the other side: listeners standing in for its ports,
+/// and connections carried at once. The operator's choice (`--mirror-listeners`,
+/// `--mirror-conns`), never the container's environment: they are host resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorCaps {
+    pub listeners: u32,
+    pub conns: u32,
+}
+
+impl MirrorCaps {
+    /// The highest caps an operator may set: with the proxy's other descriptors they stay
+    /// below its RLIMIT_NOFILE of 4096.
+    pub const MAX_LISTENERS: u32 = 1024;
+    pub const MAX_CONNS: u32 = 2048;
+}
+
+impl Default for MirrorCaps {
+    fn default() -> Self {
+        MirrorCaps {
+            listeners: 256,
+            conns: 1024,
+        }
+    }
 }
 
 /// What `runq exec` hands the exec relay (as a memfd runc passes on): the process to start in
@@ -337,6 +365,10 @@ mod tests {
                 dns: crate::dns::DnsSettings {
                     nameservers: Some(vec!["192.0.2.53".into()]),
                     ..Default::default()
+                },
+                mirror: MirrorCaps {
+                    listeners: 16,
+                    conns: 32,
                 },
             },
             guest: GuestConfig {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use runq_shared::config::NetMode;
-use runq_shared::config::NinePCache;
+use runq_shared::config::{MirrorCaps, NinePCache};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunqOptions {
@@ -40,6 +40,8 @@ pub struct RunqOptions {
     pub root_disk: Option<String>,
     /// Absolute paths not copied onto a new root disk (`RUNQ_ROOTDISK_EXCLUDE`).
     pub root_disk_exclude: Vec<String>,
+    /// The localhost mirror's caps (`--mirror-listeners`, `--mirror-conns`).
+    pub mirror: MirrorCaps,
 }
 
 impl Default for RunqOptions {
@@ -70,6 +72,7 @@ impl Default for RunqOptions {
             timeline: false,
             root_disk: None,
             root_disk_exclude: Vec::new(),
+            mirror: MirrorCaps::default(),
         }
     }
 }
@@ -130,6 +133,8 @@ const ANNOTATED: &[Key] = &[
     Key::CpuArgs,
     Key::Net,
     Key::NoExec,
+    Key::MirrorListeners,
+    Key::MirrorConns,
 ];
 
 /// runq's annotations, for messages.
@@ -176,6 +181,8 @@ enum Key {
     Timeline,
     RootDisk,
     RootDiskExclude,
+    MirrorListeners,
+    MirrorConns,
 }
 
 struct OptionSpec {
@@ -228,6 +235,10 @@ const OPTIONS: &[OptionSpec] = &[
         &["RUNQ_BOOT_TIMEOUT"],
         false,
     ),
+    // No variable: the mirror's caps are host resources, which the image's ENV must not
+    // raise.
+    spec(Key::MirrorListeners, Some("--mirror-listeners"), &[], false),
+    spec(Key::MirrorConns, Some("--mirror-conns"), &[], false),
     spec(Key::Debug, Some("--runq-debug"), &["RUNQ_DEBUG"], true),
     spec(Key::Timeline, None, &["RUNQ_TIMELINE"], true),
     spec(Key::RootDisk, None, &["RUNQ_ROOTDISK"], false),
@@ -411,6 +422,16 @@ impl RunqOptions {
             Key::Kernel => self.kernel = Some(non_empty_path(value).ok_or_else(|| invalid(PATH))?),
             Key::Initrd => self.initrd = Some(non_empty_path(value).ok_or_else(|| invalid(PATH))?),
             Key::Assets => self.assets = Some(non_empty_path(value).ok_or_else(|| invalid(PATH))?),
+            Key::MirrorListeners => {
+                let most = MirrorCaps::MAX_LISTENERS;
+                self.mirror.listeners = parse_in_range(value, 0, most)
+                    .ok_or_else(|| invalid(&format!("a whole number from 0 to {most}")))?
+            }
+            Key::MirrorConns => {
+                let most = MirrorCaps::MAX_CONNS;
+                self.mirror.conns = parse_in_range(value, 0, most)
+                    .ok_or_else(|| invalid(&format!("a whole number from 0 to {most}")))?
+            }
             Key::BootTimeout => {
                 self.boot_timeout_secs = parse_in_range(value, 1, 3600)
                     .ok_or_else(|| invalid("a whole number of seconds from 1 to 3600"))?
@@ -540,6 +561,35 @@ mod tests {
         assert_eq!(options.dns, Some(vec![]));
         options.apply_env(&["RUNQ_DNS_OPT=ndots:1"]).unwrap();
         assert_eq!(options.dns_opts, Some(vec!["ndots:1".to_string()]));
+    }
+
+    #[test]
+    fn the_mirror_s_caps_are_the_operator_s_within_the_proxy_s_descriptors() {
+        let mut options = RunqOptions::default();
+        assert_eq!(options.mirror, MirrorCaps::default());
+        options.set_flag("--mirror-listeners", Some("16")).unwrap();
+        options
+            .apply_annotations([("run.runq.mirror-conns", "64")])
+            .unwrap();
+        // The image's ENV may not raise them: there is no variable.
+        options
+            .apply_env(&["RUNQ_MIRROR_LISTENERS=1024", "RUNQ_MIRROR_CONNS=2048"])
+            .unwrap();
+        assert_eq!(
+            options.mirror,
+            MirrorCaps {
+                listeners: 16,
+                conns: 64
+            }
+        );
+        let err = options
+            .set_flag("--mirror-conns", Some("5000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--mirror-conns") && err.contains("0 to 2048"),
+            "{err}"
+        );
     }
 
     #[test]

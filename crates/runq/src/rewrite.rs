@@ -431,6 +431,7 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
                 options: options.dns_opts.clone(),
             }
         },
+        mirror: options.mirror,
     }
 }
 
