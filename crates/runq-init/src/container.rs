@@ -286,6 +286,11 @@ fn become_process(
     seccomp: Option<&SeccompFilter>,
 ) -> Result<(), ChildFailure> {
     set_rlimits(process)?;
+    // As root, before the user and capabilities change: lowering it needs CAP_SYS_RESOURCE.
+    if let Some(adjust) = process.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adjust.to_string())
+            .map_err(fail(format!("set oom_score_adj to {adjust}")))?;
+    }
     if let Some(umask) = process.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }

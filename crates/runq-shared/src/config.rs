@@ -298,6 +298,10 @@ pub struct ProcessConfig {
     pub capabilities: Capabilities,
     pub rlimits: Vec<Rlimit>,
     pub no_new_privileges: bool,
+    /// `process.oomScoreAdj`: the guest kernel's OOM killer weighs the process by it, as the
+    /// host's would under runc. (runc puts it on the proxy too, so the host weighs the VM so.)
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// Capability names as the OCI spec writes them (`CAP_CHOWN`, ...).
@@ -373,6 +377,7 @@ mod tests {
             },
             guest: GuestConfig {
                 process: ProcessConfig {
+                    oom_score_adj: Some(500),
                     args: vec!["sh".into()],
                     env: vec!["A=1".into()],
                     cwd: "/".into(),

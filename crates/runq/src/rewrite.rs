@@ -539,6 +539,7 @@ pub fn process_config(process: &Process) -> ProcessConfig {
             })
             .collect(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        oom_score_adj: process.oom_score_adj(),
     }
 }
 
