@@ -85,7 +85,10 @@ fn fork_with_stdio(
     // consistent heap even though init may have other threads by now (see the module docs).
     match unsafe { nix::unistd::fork() }.context(|| "fork".to_string())? {
         ForkResult::Child => {
-            let failure = stdio.attach_child().and_then(|()| setup_and_exec());
+            let failure = stdio
+                .attach_child()
+                .and_then(|()| set_oom_score_adj(process))
+                .and_then(|()| setup_and_exec());
             let (code, message) = failure.unwrap_err_or_exit();
             let _ = writeln!(std::io::stderr(), "runq: {message}");
             // SAFETY: _exit ends the child without running the parent's atexit handlers or
@@ -96,6 +99,16 @@ fn fork_with_stdio(
             console::debug(&format!("{:?} started as {child}", process.args));
             Ok(stdio.into_app(child))
         }
+    }
+}
+
+/// `process.oomScoreAdj`, first thing in the child: as root (lowering it needs
+/// CAP_SYS_RESOURCE) and in init's root, whose /proc is there whatever the spec mounts.
+fn set_oom_score_adj(process: &ProcessConfig) -> Result<(), ChildFailure> {
+    match process.oom_score_adj {
+        Some(adjust) => std::fs::write("/proc/self/oom_score_adj", adjust.to_string())
+            .map_err(fail(format!("set oom_score_adj to {adjust}"))),
+        None => Ok(()),
     }
 }
 
@@ -286,11 +299,6 @@ fn become_process(
     seccomp: Option<&SeccompFilter>,
 ) -> Result<(), ChildFailure> {
     set_rlimits(process)?;
-    // As root, before the user and capabilities change: lowering it needs CAP_SYS_RESOURCE.
-    if let Some(adjust) = process.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adjust.to_string())
-            .map_err(fail(format!("set oom_score_adj to {adjust}")))?;
-    }
     if let Some(umask) = process.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }
