@@ -69,8 +69,7 @@ impl Mirror {
 
     /// Passes a message from the other side to the mirror's thread; waits while the inbox is
     /// full.
-    pub fn deliver(&self, mut message: Message) {
-        trim(&mut message);
+    pub fn deliver(&self, message: Message) {
         let message = match self.inbox.try_send(message) {
             Ok(()) => None,
             Err(mpsc::TrySendError::Full(message)) => Some(message),
@@ -87,7 +86,8 @@ impl Mirror {
 }
 
 /// Cuts a listening report to the ports any mirror takes (the first
-/// [`MirrorCaps::MAX_LISTENERS`]), so that a long one never waits whole in a queue.
+/// [`MirrorCaps::MAX_LISTENERS`]), so that a long one never waits whole in a queue: the proxy
+/// applies it to the guest's frames as it reads them, where they enter the host.
 pub fn trim(message: &mut Message) {
     let most = MirrorCaps::MAX_LISTENERS as usize;
     if let Message::Listening { ports } = message {

@@ -70,9 +70,10 @@ impl Client {
         Ok((Client(frames), thread))
     }
 
-    /// Queues the frame; false when the client's writer is gone (its connection broke).
-    pub fn send(&self, message: Message) -> bool {
-        self.0.send(message).is_ok()
+    /// Queues the frame; hands it back when the client's writer is gone (its connection
+    /// broke).
+    pub fn send(&self, message: Message) -> Result<(), Message> {
+        self.0.send(message).map_err(|unsent| unsent.0)
     }
 }
 

@@ -226,8 +226,11 @@ impl Proxy {
                     true => self.clients.remove(&session),
                     false => self.clients.get(&session).cloned(),
                 };
-                let delivered = client.is_some_and(|client| client.send(message.clone()));
-                if !delivered && !ends {
+                let undelivered = match client {
+                    Some(client) => client.send(message).err(),
+                    None => Some(message),
+                };
+                if let (Some(message), false) = (undelivered, ends) {
                     self.clients.remove(&session);
                     return Ok(Some(Input::ExecClientGone {
                         session,
