@@ -191,3 +191,136 @@ fn exec_into_a_pod_sandbox_is_runcs() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), host);
 }
+
+/// How a runtime is driven in [`signal_right_after_start`]: the runtime's command with its
+/// state root, and how the container is brought to running.
+struct Driver {
+    binary: std::path::PathBuf,
+    root: std::path::PathBuf,
+    id: String,
+    detached_run: bool,
+}
+
+impl Driver {
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.binary);
+        command.arg("--root").arg(&self.root).args(args);
+        command
+    }
+
+    fn status(&self) -> String {
+        let output = self.command(&["state", &self.id]).output().unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        state["status"].as_str().unwrap_or("gone").to_string()
+    }
+}
+
+/// Starts the container (create and start, or run --detach), sends TERM a short moment after
+/// that returned, and tells whether the application's TERM trap ran and the container then
+/// ended; deletes the container.
+fn signal_right_after_start(bundle: &TestBundle, driver: &Driver) -> Result<(), String> {
+    let output = bundle.path().join(format!("output-{}", driver.id));
+    let stdout = || std::fs::File::create(&output).unwrap();
+    let bundle_dir = bundle.path().to_str().unwrap();
+    let started = if driver.detached_run {
+        driver
+            .command(&["run", "--detach", "--bundle", bundle_dir, &driver.id])
+            .stdin(Stdio::null())
+            .stdout(stdout())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    } else {
+        let created = driver
+            .command(&["create", "--bundle", bundle_dir, &driver.id])
+            .stdin(Stdio::null())
+            .stdout(stdout())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        created.success()
+            && driver
+                .command(&["start", &driver.id])
+                .status()
+                .unwrap()
+                .success()
+    };
+    let outcome = if !started {
+        Err("did not start".to_string())
+    } else {
+        // The same moment for both runtimes: what an engine or a test does right after start.
+        std::thread::sleep(Duration::from_millis(500));
+        let killed = driver
+            .command(&["kill", &driver.id, "TERM"])
+            .status()
+            .unwrap();
+        let stopped = wait_until(|| driver.status() == "stopped");
+        let text = std::fs::read_to_string(&output).unwrap_or_default();
+        match (killed.success(), stopped, text.contains("got-term")) {
+            (true, Some(()), true) => Ok(()),
+            other => Err(format!("kill, stopped, trap: {other:?}; output {text:?}")),
+        }
+    };
+    let _ = driver
+        .command(&["delete", "--force", &driver.id])
+        .stderr(Stdio::null())
+        .status();
+    outcome
+}
+
+#[test]
+fn a_signal_right_after_start_reaches_the_application_as_under_runc() {
+    let bundle = TestBundle::busybox(&[
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 0' TERM; sleep 10 & wait",
+    ]);
+    let runc = Driver {
+        binary: "runc".into(),
+        root: bundle.path().join("runc-state"),
+        id: format!("{}-runc", bundle.id),
+        detached_run: false,
+    };
+    assert_eq!(signal_right_after_start(&bundle, &runc), Ok(()), "runc");
+    for (detached_run, suffix) in [(false, "start"), (true, "run-d")] {
+        let runq = Driver {
+            binary: common::runq_binary(),
+            root: bundle.state.clone(),
+            id: format!("{}-{suffix}", bundle.id),
+            detached_run,
+        };
+        assert_eq!(
+            signal_right_after_start(&bundle, &runq),
+            Ok(()),
+            "runq {suffix}"
+        );
+    }
+}
+
+#[test]
+fn a_guest_that_never_starts_the_application_makes_start_fail_with_the_reason() {
+    let bundle = TestBundle::busybox(&["true"]);
+    let created = bundle
+        .runq(&["--boot-timeout", "1"], &["create", "--bundle"])
+        .arg(bundle.path())
+        .arg(&bundle.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(created.success());
+    // No TCG boot reaches the application in one second.
+    let start = bundle.runq(&[], &["start", &bundle.id]).output().unwrap();
+    assert!(!start.status.success(), "{start:?}");
+    let stderr = String::from_utf8_lossy(&start.stderr);
+    assert!(
+        stderr.contains("did not start the application within 1 s"),
+        "{stderr}"
+    );
+    wait_for_status(&bundle, "stopped");
+    let delete = bundle.runq(&[], &["delete", &bundle.id]).status().unwrap();
+    assert!(delete.success());
+    assert!(!bundle.state.join(".runq").join(&bundle.id).exists());
+}

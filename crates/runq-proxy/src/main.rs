@@ -19,6 +19,7 @@ mod pod_network;
 mod qemu;
 mod serve;
 mod signals;
+mod start_report;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
@@ -38,8 +39,14 @@ use runq_proxy::supervisor;
 fn main() -> ExitCode {
     fds::close_inherited();
     match run() {
-        Ok(code) => ExitCode::from(runq_shared::protocol::exit_status(code)),
+        Ok(code) => {
+            start_report::failed(&format!(
+                "the guest ended (exit code {code}) before it started the application"
+            ));
+            ExitCode::from(runq_shared::protocol::exit_status(code))
+        }
         Err(error) => {
+            start_report::failed(&format!("{error:#}"));
             eprintln!("runq: {error:#}");
             ExitCode::FAILURE
         }
@@ -203,6 +210,7 @@ fn checked_image(disk: &runq_shared::disks::VmDisk) -> Result<bool> {
 
 /// Reads the VM config runq create wrote.
 fn load_config() -> Result<VmConfig> {
+    start_report::open()?;
     let text = own_root::read_config(VM_CONFIG_FILE).context("read the VM config")?;
     serde_json::from_slice(&text).context("parse the VM config")
 }

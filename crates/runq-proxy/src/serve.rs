@@ -245,7 +245,10 @@ impl Proxy {
                     ))));
                 }
             }
-            Action::StartMainSession => self.start_main_session()?,
+            Action::StartMainSession => {
+                self.start_main_session()?;
+                crate::start_report::started();
+            }
             Action::SignalMain(signal) => self.main.signal(signal),
             Action::ResizeMain => self.main.window_changed(),
             Action::FinishOutput => self.main.finish(),
@@ -266,7 +269,10 @@ impl Proxy {
             }
             Action::Timeline(json) => self.add_guest_marks(&json),
             Action::KillQemu => self.qemu.kill(),
-            Action::Report(line) => eprintln!("runq: {line}"),
+            Action::Report(line) => {
+                crate::start_report::failed(&line);
+                eprintln!("runq: {line}");
+            }
             // Handled by `step`.
             Action::End(_) => {}
         }

@@ -70,6 +70,10 @@ pub const VM_CONFIG_FILE: &str = "vm.json";
 /// File name of the engine's untouched spec in runq's private directory.
 pub const ORIGINAL_SPEC_FILE: &str = "config.orig.json";
 
+/// File name of the FIFO in runq's private directory on which the proxy tells `runq start`
+/// that the application runs (see [`crate::start_report`]).
+pub const START_REPORT_FIFO: &str = "start-report";
+
 /// runq's private directories live below runc's state root (`--root`), one per container,
 /// root-only: never in the engine's bundle, which a container with `root.path` `.` can reach.
 pub const PRIVATE_SUBDIR: &str = ".runq";

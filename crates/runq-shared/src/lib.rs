@@ -12,4 +12,5 @@ pub mod layout;
 pub mod protocol;
 pub mod rlimits;
 pub mod seccomp;
+pub mod start_report;
 pub mod timeline;

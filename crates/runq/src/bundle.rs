@@ -13,7 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
-use runq_shared::layout::{self, ORIGINAL_SPEC_FILE, VM_CONFIG_FILE};
+use runq_shared::layout::{self, ORIGINAL_SPEC_FILE, START_REPORT_FIFO, VM_CONFIG_FILE};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -131,14 +131,18 @@ impl Bundle {
         write_json(&self.private.join(ENGINE_BUNDLE_FILE), &dir, 0o600)?;
         let mut spec = rewritten.spec.clone();
         crate::rewrite::anchor_paths(&mut spec, &dir);
-        write_json(&self.private.join("config.json"), &spec, 0o600)
+        write_json(&self.private.join("config.json"), &spec, 0o600)?;
+        make_fifo(&self.start_report_path())
+    }
+
+    /// The FIFO on which the proxy tells `runq start` that the application runs.
+    pub fn start_report_path(&self) -> PathBuf {
+        self.private.join(START_REPORT_FIFO)
     }
 
     /// The VM config `create` wrote.
     pub fn vm_config(&self) -> Result<runq_shared::config::VmConfig, BundleError> {
-        let path = self.private.join(VM_CONFIG_FILE);
-        let bytes = fs::read(&path).map_err(|source| io(&path, source))?;
-        serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse { path, source })
+        read_vm_config(&self.private)
     }
 
     /// Writes a root-only file into runq's private directory; returns its path.
@@ -201,6 +205,18 @@ pub fn private_dir(runc_root: &Path, id: &str) -> Result<PathBuf, BundleError> {
     Ok(layout::private_dir(runc_root, id))
 }
 
+/// A root-only FIFO at `path`, replacing one a failed create may have left.
+fn make_fifo(path: &Path) -> Result<(), BundleError> {
+    use nix::sys::stat::Mode;
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(path, e)),
+        _ => {}
+    }
+    nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR)
+        .map_err(|errno| io(path, errno.into()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| io(path, source))
+}
+
 fn make_private_dir(dir: &Path) -> Result<(), BundleError> {
     fs::DirBuilder::new()
         .recursive(true)
@@ -222,6 +238,13 @@ pub fn clean_up(private: &Path) -> Result<(), BundleError> {
         let _ = runq_shared::in_root::remove_empty_dir(&made.root, path);
     }
     remove_private_dir(private)
+}
+
+/// The VM config `create` wrote into the private directory `private`.
+pub fn read_vm_config(private: &Path) -> Result<runq_shared::config::VmConfig, BundleError> {
+    let path = private.join(VM_CONFIG_FILE);
+    let bytes = fs::read(&path).map_err(|source| io(&path, source))?;
+    serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse { path, source })
 }
 
 /// The engine's bundle directory of a container runq created, as `create` recorded it.

@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
@@ -12,6 +13,7 @@ use crate::host;
 use crate::log::Logger;
 use crate::rewrite::{self, HostFacts};
 use crate::runc::{exit_code, Runc};
+use crate::start::StartWatch;
 
 /// Runs one invocation; returns the exit status (when runq did not become runc).
 pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
@@ -64,11 +66,29 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
                 return Err(runc.exec(command, args).into());
             }
             prepare_bundle(&bundle, &invocation, logger)?;
+            let watch = StartWatch::open(bundle.private_dir())?;
             let status =
                 runc.run_forwarding_signals(command, &with_bundle(args, bundle.runc_bundle()))?;
             // A detached container lives on; `runq delete` cleans up after it.
             if !parsed.run.detach {
                 bundle.clean_up()?;
+            } else if let (true, Some(watch)) = (status.success(), watch) {
+                watch.wait(&runc, &parsed.run.container_id, boot_timeout(&bundle)?)?;
+            }
+            Ok(exit_code(status))
+        }
+        "start" => {
+            let id = last_positional(args).context("start: no container id given")?;
+            let private = crate::bundle::private_dir(&runc_root, &id)?;
+            // A container runq left to runc, or that runc will refuse to start: runc's word.
+            let Some(watch) = StartWatch::open(&private)? else {
+                return Err(runc.exec(command, args).into());
+            };
+            let status = runc.run_forwarding_signals(command, args)?;
+            if status.success() {
+                let timeout = crate::bundle::read_vm_config(&private)
+                    .map(|vm| Duration::from_secs(vm.vm.boot_timeout_secs.into()))?;
+                watch.wait(&runc, &id, timeout)?;
             }
             Ok(exit_code(status))
         }
@@ -123,6 +143,12 @@ fn parse_args<T: Parser>(command: &str, args: &[OsString]) -> Result<T> {
 fn is_pod_sandbox(bundle: &Bundle) -> Result<bool> {
     let spec = bundle.original_spec()?;
     Ok(crate::sandbox::is_pod_sandbox(&spec)?)
+}
+
+fn boot_timeout(bundle: &Bundle) -> Result<Duration> {
+    Ok(Duration::from_secs(
+        bundle.vm_config()?.vm.boot_timeout_secs.into(),
+    ))
 }
 
 fn prepare_bundle(bundle: &Bundle, invocation: &Invocation, logger: &Logger) -> Result<()> {

@@ -14,3 +14,4 @@ pub mod rewrite;
 pub mod runc;
 pub mod sandbox;
 pub mod seccomp;
+pub mod start;
