@@ -101,3 +101,16 @@ fn an_unknown_runq_flag_value_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_host_block_device_is_refused_with_the_way_to_hand_it_over() {
+    let bundle = TestBundle::busybox(&["true"]);
+    bundle.edit(|spec| {
+        spec["linux"]["devices"] =
+            serde_json::json!([{"path": "/dev/xvdb", "type": "b", "major": 7, "minor": 0}]);
+    });
+    let (_, log) = failing_create(&bundle, &[]);
+    let message = json_error(&log);
+    assert!(message.contains("/dev/xvdb (block 7:0)"), "{message}");
+    assert!(message.contains("runq disk"), "{message}");
+}

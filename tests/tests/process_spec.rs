@@ -109,3 +109,47 @@ fn a_seccomp_profile_is_enforced_without_no_new_privs_too() {
     let text = assert_same_as_runc(&bundle);
     assert!(text.contains("Seccomp:\t2"), "{text}");
 }
+
+#[test]
+fn the_specs_device_nodes_match_runc_and_driverless_ones_are_named() {
+    let bundle = TestBundle::busybox(&[
+        "sh",
+        "-c",
+        "for n in /dev/my-null /dev/my-zero /dev/sub/my-fifo /dev/no-driver; do \
+         stat -c '%n %F %t:%T %a %u:%g' $n; done; echo x > /dev/my-null && echo null-writes",
+    ]);
+    bundle.edit(|spec| {
+        spec["linux"]["devices"] = json!([
+            {"path": "/dev/my-null", "type": "c", "major": 1, "minor": 3,
+             "fileMode": 0o620, "gid": 100},
+            {"path": "/dev/my-zero", "type": "c", "major": 1, "minor": 5,
+             "fileMode": 0o604, "uid": 1000, "gid": 100},
+            {"path": "/dev/sub/my-fifo", "type": "p", "fileMode": 0o600},
+            // In the range Linux keeps for local use: no driver has it, on the host or in
+            // the guest.
+            {"path": "/dev/no-driver", "type": "c", "major": 240, "minor": 7}
+        ]);
+        spec["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}
+        ]);
+    });
+    let reference = bundle.run_under_runc();
+    assert_eq!(reference.code(), 0, "runc: {reference:?}");
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "runq: {outcome:?}");
+    assert_eq!(outcome.stdout_text(), reference.stdout_text());
+    let text = outcome.stdout_text();
+    assert!(
+        text.contains("/dev/my-zero character special file 1:5 604 1000:100"),
+        "{text}"
+    );
+    assert!(text.contains("/dev/sub/my-fifo fifo 0:0 600 0:0"), "{text}");
+    assert!(text.contains("null-writes"), "{text}");
+    let stderr = outcome.stderr_text();
+    assert!(
+        stderr.contains("no driver for /dev/no-driver (240:7)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("my-null"), "{stderr}");
+}

@@ -6,6 +6,7 @@
 
 mod console;
 mod container;
+mod devices;
 mod disks;
 mod dns_relay;
 mod error;

@@ -48,7 +48,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
-fn probe(name: &str) -> Result<(), ModprobeError> {
+pub(crate) fn probe(name: &str) -> Result<(), ModprobeError> {
     let dir = PathBuf::from(format!(
         "{}/{}",
         runq_shared::layout::MODULES_IN_CONTAINER,
@@ -182,7 +182,7 @@ impl ModuleIndex {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ModprobeError {
+pub(crate) enum ModprobeError {
     #[error("read {0}: {1}")]
     Read(PathBuf, std::io::Error),
     #[error("no such module or alias in the module tree")]

@@ -36,6 +36,11 @@ pub fn prepare_root(
         mount_one(spec_mount)?;
     }
     populate_dev()?;
+    crate::devices::make(
+        Path::new(GUEST_ROOTFS),
+        &config.devices,
+        config.name_driverless_devices,
+    )?;
     add_disks(disks)?;
     if let Some(text) = resolv_conf {
         bind_resolv_conf(text)?;

@@ -194,6 +194,36 @@ pub struct GuestConfig {
     /// disk these are bound from the shared root, never copied.
     #[serde(default)]
     pub binds: Vec<String>,
+    /// The spec's device nodes (`linux.devices`), made in the guest's /dev as runc makes them.
+    #[serde(default)]
+    pub devices: Vec<GuestDevice>,
+    /// Name, on the application's stderr, the character devices the guest kernel has no
+    /// driver for: the spec asked for them one by one, not as all of the host's.
+    #[serde(default)]
+    pub name_driverless_devices: bool,
+}
+
+/// A device node of the spec, as the guest makes it. Its numbers are the host's: they mean
+/// the same device in the guest only for the kernel's fixed ones (mem, tty, misc such as
+/// fuse and tun), and only where the guest kernel has the driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestDevice {
+    /// Absolute, without `..`.
+    pub path: String,
+    pub kind: DeviceKind,
+    pub major: u64,
+    pub minor: u64,
+    /// The permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Char,
+    Fifo,
 }
 
 /// What the proxy finds on the host at start, which runq cannot know at create: the engine's
@@ -400,6 +430,16 @@ mod tests {
                     exclude: vec!["/tmp".into()],
                 }),
                 binds: vec!["/etc/hosts".into()],
+                devices: vec![GuestDevice {
+                    path: "/dev/fuse".into(),
+                    kind: DeviceKind::Char,
+                    major: 10,
+                    minor: 229,
+                    mode: 0o666,
+                    uid: 0,
+                    gid: 0,
+                }],
+                name_driverless_devices: true,
             },
         };
         let text = serde_json::to_string(&config).unwrap();

@@ -80,6 +80,23 @@ pub enum RewriteError {
     #[error(transparent)]
     Disk(#[from] DiskError),
     #[error(
+        "config.json: device {0}: runq makes device nodes at absolute paths without \"..\" \
+         and numbers of at least 0"
+    )]
+    DevicePath(String),
+    #[error("config.json: device {0}: type \"a\" is for device cgroup rules, not for a node")]
+    DeviceType(String),
+    #[error(
+        "device {path} (block {major}:{minor}): a host block device is not a device of the \
+         guest kernel, whose disks are virtio's; hand it to the VM as a runq disk: \
+         --device HOSTDEVICE:/dev/runq/<id>/<cache> (see the README's runq disks)"
+    )]
+    HostBlockDevice {
+        path: String,
+        major: i64,
+        minor: i64,
+    },
+    #[error(
         "RUNQ_ROOTDISK={0}: no runq disk has that id; add one with \
          -v FILE:/dev/runq/{0}/<cache> or --device BLKDEV:/dev/runq/{0}/<cache>"
     )]
@@ -272,6 +289,9 @@ pub fn rewrite(
     }
 
     let mut guest = guest_config(original, process, &options);
+    let devices = devices::for_guest(original)?;
+    guest.devices = devices.nodes;
+    guest.name_driverless_devices = devices.named_one_by_one;
     for inherited in &host.rlimits {
         if !guest
             .process
@@ -572,6 +592,8 @@ fn guest_config(spec: &Spec, process: &Process, options: &RunqOptions) -> GuestC
         disks: Vec::new(),
         root_disk: None,
         binds: Vec::new(),
+        devices: Vec::new(),
+        name_driverless_devices: false,
     }
 }
 
@@ -742,7 +764,14 @@ fn host_spec(
     linux.set_seccomp(None);
     linux.set_readonly_paths(None);
     linux.set_mount_label(None);
-    let mut devices = linux.devices().clone().unwrap_or_default();
+    // The spec's own nodes are the guest's to make; runc makes runq's.
+    let mut devices: Vec<LinuxDevice> = linux
+        .devices()
+        .iter()
+        .flatten()
+        .filter(|device| devices::is_runq_disk(device))
+        .cloned()
+        .collect();
     let mut allowed = Vec::new();
     let mut add_device = |path: &str, major: i64, minor: i64| -> Result<(), RewriteError> {
         if !devices
@@ -867,6 +896,8 @@ pub fn anchor_paths(spec: &mut Spec, bundle: &Path) {
 pub fn proxy_path() -> String {
     format!("{}/{}", ASSETS_IN_CONTAINER, layout::PROXY)
 }
+
+mod devices;
 
 #[cfg(test)]
 mod tests;

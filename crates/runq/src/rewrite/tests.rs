@@ -3,6 +3,7 @@ use oci_spec::runtime::{
     LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, LinuxSeccompBuilder,
     ProcessBuilder, SpecBuilder,
 };
+use runq_shared::config::{DeviceKind, GuestDevice};
 
 fn host(accel: Accel) -> HostFacts {
     HostFacts {
@@ -570,11 +571,13 @@ fn the_hosts_network_and_another_containers_are_refused() {
     .to_string();
     assert!(err.contains("--network host"), "{err}");
 
+    // The host's namespace under another name: this process's, which runs in it.
+    let hosts = format!("/proc/{}/ns/net", std::process::id());
     let mut joined = without_network;
     joined.push(
         LinuxNamespaceBuilder::default()
             .typ(LinuxNamespaceType::Network)
-            .path("/proc/42/ns/net")
+            .path(&hosts)
             .build()
             .unwrap(),
     );
@@ -588,7 +591,7 @@ fn the_hosts_network_and_another_containers_are_refused() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("/proc/42/ns/net"), "{err}");
+    assert!(err.contains(&hosts), "{err}");
 }
 
 /// A Docker-like spec whose network namespace is the one at `path`, with `annotations`.
@@ -768,4 +771,130 @@ fn paths_relative_to_the_bundle_are_anchored_to_the_engines() {
         Some(Path::new("/var/lib/docker/containers/x/hosts"))
     );
     assert_eq!(source_of("/proc").as_deref(), Some(Path::new("proc")));
+}
+
+fn with_devices(devices: Vec<LinuxDevice>, every_device: bool) -> Spec {
+    let mut spec = docker_like(&[]);
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_devices(Some(devices));
+    if every_device {
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        resources.set_devices(Some(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .access("rwm")
+            .build()
+            .unwrap()]));
+        linux.set_resources(Some(resources));
+    }
+    spec.set_linux(Some(linux));
+    spec
+}
+
+fn device(path: &str, typ: LinuxDeviceType, major: i64, minor: i64) -> LinuxDevice {
+    LinuxDeviceBuilder::default()
+        .path(path)
+        .typ(typ)
+        .major(major)
+        .minor(minor)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_specs_devices_are_made_in_the_guest_and_runc_makes_only_runqs() {
+    let mut fuse = device("/dev/fuse", LinuxDeviceType::C, 10, 229);
+    fuse.set_file_mode(Some(0o20640));
+    fuse.set_uid(Some(1000));
+    fuse.set_gid(Some(100));
+    let spec = with_devices(
+        vec![
+            fuse,
+            device("/dev/my-fifo", LinuxDeviceType::P, 0, 0),
+            device("/dev/runq/data/none", LinuxDeviceType::B, 8, 16),
+        ],
+        false,
+    );
+    let out = rewrite_default(&spec);
+    let guest = &out.vm.guest;
+    assert_eq!(
+        guest.devices,
+        vec![
+            GuestDevice {
+                path: "/dev/fuse".into(),
+                kind: DeviceKind::Char,
+                major: 10,
+                minor: 229,
+                mode: 0o640,
+                uid: 1000,
+                gid: 100,
+            },
+            GuestDevice {
+                path: "/dev/my-fifo".into(),
+                kind: DeviceKind::Fifo,
+                major: 0,
+                minor: 0,
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+            },
+        ]
+    );
+    assert!(guest.name_driverless_devices);
+    let host_nodes: Vec<String> = out
+        .spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .iter()
+        .flatten()
+        .map(|d| d.path().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(host_nodes, ["/dev/runq/data/none", "/dev/net/tun"]);
+}
+
+#[test]
+fn a_host_block_device_named_alone_is_refused_with_the_way_to_hand_it_over() {
+    let spec = with_devices(vec![device("/dev/xvdb", LinuxDeviceType::B, 8, 16)], false);
+    let error = rewrite(
+        &spec,
+        &RunqOptions::default(),
+        &host(Accel::Tcg),
+        Path::new("/b/runq"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("/dev/xvdb (block 8:16)"), "{error}");
+    assert!(error.contains("/dev/runq/<id>"), "{error}");
+}
+
+#[test]
+fn every_host_device_leaves_the_block_devices_out_and_names_nothing() {
+    let spec = with_devices(
+        vec![
+            device("/dev/sda", LinuxDeviceType::B, 8, 0),
+            device("/dev/ttyS0", LinuxDeviceType::C, 4, 64),
+        ],
+        true,
+    );
+    let guest = rewrite_default(&spec).vm.guest;
+    let paths: Vec<&str> = guest.devices.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(paths, ["/dev/ttyS0"]);
+    assert!(!guest.name_driverless_devices);
+}
+
+#[test]
+fn a_device_path_that_climbs_or_is_relative_is_refused() {
+    for path in ["/dev/../etc/x", "dev/null", "/"] {
+        let spec = with_devices(vec![device(path, LinuxDeviceType::C, 1, 3)], false);
+        let error = rewrite(
+            &spec,
+            &RunqOptions::default(),
+            &host(Accel::Tcg),
+            Path::new("/b/runq"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(&format!("device {path}")), "{path}: {error}");
+    }
 }
