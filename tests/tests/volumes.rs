@@ -147,3 +147,61 @@ fn each_9p_cache_mode_shows_in_the_mount_table_and_virtiofs_is_the_default() {
         );
     }
 }
+
+/// The mount table's lines for the paths below `pattern`: mount point and per-mount flags.
+const BIND_LINES: &str = "awk '$5 ~ PATTERN {print $5, $6}' /proc/self/mountinfo | sort";
+
+#[test]
+fn binds_are_in_the_guests_mount_table_as_under_runc() {
+    let ro = host_dir();
+    let rw = host_dir();
+    let ro_volume = format!("{}:/ro:ro", ro.path().display());
+    let rw_volume = format!("{}:/rw", rw.path().display());
+    let script = BIND_LINES.replace("PATTERN", "/^\\/(ro|rw|etc\\/)/");
+    let text = same_as_runc(
+        &["-v", &ro_volume, "-v", &rw_volume],
+        &["sh", "-c", &format!("ls /ro /rw > /dev/null; {script}")],
+    );
+    for line in ["/etc/hosts rw,", "/etc/hostname rw,", "/ro ro,", "/rw rw,"] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+}
+
+#[test]
+fn a_binds_nosuid_nodev_and_noexec_are_the_guests_as_under_runc() {
+    let source = host_dir();
+    std::fs::write(source.path().join("file"), "x\n").unwrap();
+    let script = BIND_LINES.replace("PATTERN", "/^\\/(data|single)/");
+    let bundle = common::TestBundle::busybox(&[
+        "sh",
+        "-c",
+        &format!("{script}; /data/file 2>&1 | sed 's/.*: //'"),
+    ]);
+    std::fs::set_permissions(
+        source.path().join("file"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let source_dir = source.path().to_str().unwrap().to_string();
+    let file = format!("{source_dir}/file");
+    bundle.edit(|spec| {
+        let mounts = spec["mounts"].as_array_mut().unwrap();
+        mounts.push(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": source_dir,
+            "options": ["rbind", "nosuid", "nodev", "noexec", "rprivate"]
+        }));
+        mounts.push(serde_json::json!({
+            "destination": "/single", "type": "bind", "source": file,
+            "options": ["bind", "ro"]
+        }));
+    });
+    let reference = bundle.run_under_runc();
+    assert_eq!(reference.code(), 0, "runc: {reference:?}");
+    let outcome = bundle.run();
+    assert_eq!(outcome.code(), 0, "runq: {outcome:?}");
+    assert_eq!(outcome.stdout_text(), reference.stdout_text());
+    let text = outcome.stdout_text();
+    assert!(text.contains("/data rw,nosuid,nodev,noexec"), "{text}");
+    assert!(text.contains("/single ro"), "{text}");
+    assert!(text.contains("Permission denied"), "noexec: {text}");
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use runq_shared::config::{GuestConfig, GuestMount};
+use runq_shared::config::{GuestBind, GuestConfig, GuestMount};
 use runq_shared::disks::BY_ID_DIR;
 use runq_shared::layout::GUEST_ROOTFS;
 
@@ -35,6 +35,7 @@ pub fn prepare_root(
         }
         mount_one(spec_mount)?;
     }
+    show_binds(&config.binds)?;
     populate_dev()?;
     crate::devices::make(
         Path::new(GUEST_ROOTFS),
@@ -113,6 +114,72 @@ fn mount_one(spec_mount: &GuestMount) -> Result<(), InitError> {
             None::<&str>,
         )
         .context(|| format!("set propagation of {}", spec_mount.destination))?;
+    }
+    Ok(())
+}
+
+/// The per-mount flags a bind's options may set.
+const PER_MOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC)
+    .union(MsFlags::MS_NOATIME)
+    .union(MsFlags::MS_NODIRATIME)
+    .union(MsFlags::MS_RELATIME)
+    .union(MsFlags::MS_STRICTATIME);
+
+/// The spec's bind mounts are part of the shared root, served by the host, which enforces
+/// what its own mounts say. Each also gets a mount of its own here, at its destination with
+/// the spec's per-mount flags, so that the application's mount table has it as under runc
+/// and the guest kernel applies nosuid, nodev and noexec too. A directory virtio-fs announces
+/// as a submount (a host mount point) is one already; anything else is bound onto itself.
+fn show_binds(binds: &[GuestBind]) -> Result<(), InitError> {
+    use nix::sys::stat::{lstat, stat};
+    for bind in binds.iter().filter(|bind| !bind.runqs_own) {
+        let target = in_root(&bind.destination);
+        let (Ok(found), Some(parent)) = (lstat(&target), target.parent()) else {
+            console::debug(&format!(
+                "bind {}: not in the shared root",
+                bind.destination
+            ));
+            continue;
+        };
+        if SFlag::from_bits_truncate(found.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK {
+            continue;
+        }
+        // The stat calls never mount a virtio-fs submount; opening the directory does, as
+        // the application's first look would. Bound onto itself instead, the bind would sit
+        // on a second mount of it.
+        if SFlag::from_bits_truncate(found.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
+            std::fs::File::open(&target).context(|| format!("open {}", bind.destination))?;
+        }
+        let found = stat(&target).context(|| format!("stat {}", bind.destination))?;
+        let parent = stat(parent).context(|| format!("stat the parent of {}", bind.destination))?;
+        if found.st_dev == parent.st_dev {
+            mount(
+                Some(&target),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .context(|| format!("bind {} onto itself", bind.destination))?;
+        }
+        let flags = mount_options::parse(&bind.options).flags & PER_MOUNT_FLAGS;
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+            None::<&str>,
+        )
+        .context(|| {
+            format!(
+                "set the flags of bind {} ({})",
+                bind.destination,
+                bind.options.join(",")
+            )
+        })?;
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ pub fn switch(root: &RootDisk, config: &GuestConfig, disks: &[Attached]) -> Resu
         let skip: HashSet<PathBuf> = config
             .binds
             .iter()
+            .map(|bind| &bind.destination)
             .chain(&root.exclude)
             .map(|path| Path::new(GUEST_ROOTFS).join(path.trim_start_matches('/')))
             .collect();
@@ -50,7 +51,7 @@ pub fn switch(root: &RootDisk, config: &GuestConfig, disks: &[Attached]) -> Resu
     move_mount(GUEST_ROOTFS, SHARED)?;
     move_mount(STAGING, GUEST_ROOTFS)?;
     for bind in &config.binds {
-        bind_from_shared(bind)?;
+        bind_from_shared(&bind.destination)?;
     }
     Ok(())
 }

@@ -190,10 +190,12 @@ pub struct GuestConfig {
     /// The runq disk that becomes the root (`RUNQ_ROOTDISK`), instead of the shared root.
     #[serde(default)]
     pub root_disk: Option<RootDisk>,
-    /// Where the shared root has the host's bind mounts (volumes, /etc/hosts, ...): on a root
-    /// disk these are bound from the shared root, never copied.
+    /// The host's bind mounts in the shared root (volumes, /etc/hosts, ...), in spec order:
+    /// the guest binds each at its destination with the spec's flags, so that its mount
+    /// table shows them as runc's would; on a root disk they are bound from the shared root,
+    /// never copied.
     #[serde(default)]
-    pub binds: Vec<String>,
+    pub binds: Vec<GuestBind>,
     /// The spec's device nodes (`linux.devices`), made in the guest's /dev as runc makes them.
     #[serde(default)]
     pub devices: Vec<GuestDevice>,
@@ -201,6 +203,18 @@ pub struct GuestConfig {
     /// driver for: the spec asked for them one by one, not as all of the host's.
     #[serde(default)]
     pub name_driverless_devices: bool,
+}
+
+/// A bind mount of the spec, already part of the shared root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestBind {
+    pub destination: String,
+    /// The spec's options: the guest applies the per-mount flags (ro, nosuid, nodev,
+    /// noexec, atime); the host has enforced what it can.
+    pub options: Vec<String>,
+    /// runq's own (the guest kernel's module tree): needed on a root disk, not shown.
+    #[serde(default)]
+    pub runqs_own: bool,
 }
 
 /// A device node of the spec, as the guest makes it. Its numbers are the host's: they mean
@@ -429,7 +443,11 @@ mod tests {
                     id: "d".into(),
                     exclude: vec!["/tmp".into()],
                 }),
-                binds: vec!["/etc/hosts".into()],
+                binds: vec![GuestBind {
+                    destination: "/etc/hosts".into(),
+                    options: vec!["rbind".into(), "ro".into()],
+                    runqs_own: false,
+                }],
                 devices: vec![GuestDevice {
                     path: "/dev/fuse".into(),
                     kind: DeviceKind::Char,

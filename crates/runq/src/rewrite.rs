@@ -12,8 +12,8 @@ use oci_spec::runtime::{
     Spec, UserBuilder,
 };
 use runq_shared::config::{
-    Accel, Capabilities, GuestConfig, GuestMount, HostConfinement, ProcessConfig, Rlimit, RootDisk,
-    RootFs, VmConfig, VmSettings,
+    Accel, Capabilities, GuestBind, GuestConfig, GuestMount, HostConfinement, ProcessConfig,
+    Rlimit, RootDisk, RootFs, VmConfig, VmSettings,
 };
 use runq_shared::disks::{DiskError, DiskSpec, FsType, VmDisk};
 use runq_shared::layout::{
@@ -315,7 +315,7 @@ pub fn rewrite(
     }
     let disks = runq_disks(original)?;
     guest.disks = disks.iter().map(|(_, disk)| disk.clone()).collect();
-    guest.binds = bind_destinations(original);
+    guest.binds = guest_binds(original);
     if let Some(id) = &options.root_disk {
         let disk = guest
             .disks
@@ -521,17 +521,55 @@ fn runq_disks(spec: &Spec) -> Result<Vec<(String, DiskSpec)>, DiskError> {
 
 /// Where the shared root has bind mounts: the spec's, outside /dev (a tmpfs of the guest's
 /// own), and the guest kernel's module tree runq binds in.
-fn bind_destinations(spec: &Spec) -> Vec<String> {
-    let mut binds: Vec<String> = spec
+fn guest_binds(spec: &Spec) -> Vec<GuestBind> {
+    let mut binds: Vec<GuestBind> = spec
         .mounts()
         .iter()
         .flatten()
         .filter(|m| guest_mount(m).is_none())
-        .map(|m| m.destination().to_string_lossy().into_owned())
-        .filter(|d| d != "/dev" && !d.starts_with("/dev/"))
+        .map(|m| GuestBind {
+            destination: m.destination().to_string_lossy().into_owned(),
+            options: bind_options(m),
+            runqs_own: false,
+        })
+        .filter(|b| b.destination != "/dev" && !b.destination.starts_with("/dev/"))
         .collect();
-    binds.push(layout::MODULES_IN_CONTAINER.to_string());
+    binds.push(GuestBind {
+        destination: layout::MODULES_IN_CONTAINER.to_string(),
+        options: Vec::new(),
+        runqs_own: true,
+    });
     binds
+}
+
+/// A bind's per-mount flags as runc leaves them: the spec's where it names any (runc then
+/// remounts with exactly those), else those of the host's mount of the source, which the
+/// bind inherits. Read on the host from the engine's source path.
+fn bind_options(mount: &Mount) -> Vec<String> {
+    const PER_MOUNT: [&str; 4] = ["ro", "nosuid", "nodev", "noexec"];
+    let mut options = mount.options().clone().unwrap_or_default();
+    if options.iter().any(|o| PER_MOUNT.contains(&o.as_str())) {
+        return options;
+    }
+    let inherited = mount
+        .source()
+        .as_ref()
+        .and_then(|source| nix::sys::statvfs::statvfs(source).ok())
+        .map(|found| found.flags());
+    if let Some(flags) = inherited {
+        use nix::sys::statvfs::FsFlags;
+        for (flag, option) in [
+            (FsFlags::ST_RDONLY, "ro"),
+            (FsFlags::ST_NOSUID, "nosuid"),
+            (FsFlags::ST_NODEV, "nodev"),
+            (FsFlags::ST_NOEXEC, "noexec"),
+        ] {
+            if flags.contains(flag) {
+                options.push(option.to_string());
+            }
+        }
+    }
+    options
 }
 
 /// What the guest needs of an OCI process: the container's main one, or an exec's.
