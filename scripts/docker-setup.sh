@@ -45,6 +45,14 @@ os.replace(path + ".runq-tmp", path)
 PY
 }
 
+# The daemon of /var/run/docker.sock: its pid file names it, where another dockerd (a test's
+# userns-remap daemon) may run beside it.
+main_dockerd() {
+	local pid
+	pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+}
+
 docker_ready() { "$DOCKER" info >/dev/null 2>&1; }
 
 wait_for_docker() {
@@ -59,14 +67,14 @@ step "registering runq in $DAEMON_JSON"
 register
 if $register_only; then
 	# A running dockerd rereads its own daemon.json on SIGHUP.
-	if [[ $DAEMON_JSON == /etc/docker/daemon.json ]] && pidof dockerd >/dev/null; then
-		kill -HUP "$(pidof dockerd)"
+	if [[ $DAEMON_JSON == /etc/docker/daemon.json && -n $(main_dockerd) ]]; then
+		kill -HUP "$(main_dockerd)"
 	fi
 	exit 0
 fi
-if pidof dockerd >/dev/null; then
+if [[ -n $(main_dockerd) ]]; then
 	step "reloading dockerd"
-	kill -HUP "$(pidof dockerd)"
+	kill -HUP "$(main_dockerd)"
 	wait_for_docker
 else
 	step "starting dockerd"

@@ -29,7 +29,6 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use runq_shared::config::NetMode;
 use runq_shared::config::{GuestBoot, HostFindings, RootFs, VmConfig};
-use runq_shared::layout::VM_CONFIG_FILE;
 use runq_shared::timeline::Timeline;
 
 use crate::qemu::{HostFacts, Paths};
@@ -37,8 +36,7 @@ use crate::serve::Helpers;
 use runq_proxy::supervisor;
 
 fn main() -> ExitCode {
-    fds::close_inherited();
-    match run() {
+    match fds::take_handed_close_the_rest().and_then(run) {
         Ok(code) => {
             start_report::failed(&format!(
                 "the guest ended (exit code {code}) before it started the application"
@@ -53,12 +51,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<i32> {
+fn run(handed: fds::Handed) -> Result<i32> {
     let started = runq_shared::timeline::wall_clock_ns();
+    start_report::open(handed.start_report);
     runq_session::signals::block_all().context("block signals")?;
     // Before anything else: nothing of the image may be on the way of what follows.
     own_root::enter()?;
-    let mut config = load_config()?;
+    let mut config = load_config(handed.vm_config)?;
     let mut timeline = config.vm.timeline_origin_ns.map(|origin| {
         let mut timeline = Timeline::new(origin);
         timeline.mark_at("proxy_start", started);
@@ -208,10 +207,9 @@ fn checked_image(disk: &runq_shared::disks::VmDisk) -> Result<bool> {
     Ok(block_device)
 }
 
-/// Reads the VM config runq create wrote.
-fn load_config() -> Result<VmConfig> {
-    start_report::open()?;
-    let text = own_root::read_config(VM_CONFIG_FILE).context("read the VM config")?;
+/// Reads the VM config runq create wrote and handed over.
+fn load_config(file: std::fs::File) -> Result<VmConfig> {
+    let text = fds::read_vm_config(file)?;
     serde_json::from_slice(&text).context("parse the VM config")
 }
 

@@ -8,7 +8,6 @@
 //!
 //! ```text
 //! /qemu      the assets, read-only         /proc, /dev, /sys   the container's, as runc made them
-//! /config    runq's private directory, unmounted once read
 //! /rootfs    the container's tree, shared with the guest: data served, never used
 //! ```
 //!
@@ -122,16 +121,6 @@ fn hide(tree: &Path, destination: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Reads runq's private directory's `file`, then unmounts the directory: it holds the
-/// application's environment, which nothing else needs to see.
-pub fn read_config(file: &str) -> Result<Vec<u8>> {
-    let dir = Path::new(own_root::CONFIG);
-    let path = dir.join(file);
-    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    umount2(dir, MntFlags::MNT_DETACH).with_context(|| format!("unmount {}", dir.display()))?;
-    Ok(bytes)
 }
 
 fn bind(source: &Path, target: &Path) -> Result<()> {

@@ -1,14 +1,11 @@
 //! Tells `runq start` that the application runs, or why it never will: one line on the FIFO
-//! runq create left in runq's private directory (see [`runq_shared::start_report`]).
+//! runq create made in runq's private directory and handed over as a descriptor (see
+//! [`runq_shared::start_report`]).
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
 use std::sync::Mutex;
 
-use anyhow::{bail, Context, Result};
-use runq_shared::layout::{own_root, START_REPORT_FIFO};
 use runq_shared::start_report::StartReport;
 
 struct Report {
@@ -20,29 +17,13 @@ struct Report {
 /// written before must stay readable.
 static REPORT: Mutex<Option<Report>> = Mutex::new(None);
 
-/// Opens the FIFO while runq's private directory is still mounted. Read and write, so that
-/// the open never waits for a reader: `runq start` may not be there (a caller that ran runc's
-/// own start); a line then stays unread in the pipe.
-pub fn open() -> Result<()> {
-    let path = Path::new(own_root::CONFIG).join(START_REPORT_FIFO);
-    let fifo = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    if !fifo
-        .metadata()
-        .with_context(|| path.display().to_string())?
-        .file_type()
-        .is_fifo()
-    {
-        bail!("{} is not runq's FIFO", path.display());
-    }
+/// Keeps the FIFO runq create handed over, opened for reading and writing, so that no
+/// write waits for a reader: `runq start` may not be there (a caller that ran runc's own
+/// start); a line then stays unread in the pipe.
+pub fn open(fifo: File) {
     if let Ok(mut report) = REPORT.lock() {
         *report = Some(Report { fifo, said: false });
     }
-    Ok(())
 }
 
 /// The guest has exec'd the application.

@@ -26,9 +26,15 @@ pub const RUNQ_DIR: &str = "/.runq";
 /// The host assets directory, bind-mounted read-only: runc starts the proxy from here.
 pub const ASSETS_IN_CONTAINER: &str = "/.runq/qemu";
 
-/// runq's private directory for the container, bind-mounted read-only; the proxy unmounts it
-/// once read.
-pub const CONFIG_DIR_IN_CONTAINER: &str = "/.runq/config";
+/// The descriptors runq create hands the proxy through runc (`--preserve-fds 2`), instead of
+/// any path: the VM config, root-only and holding the application's environment, read once;
+/// and the start report's FIFO (see [`crate::start_report`]). A descriptor needs no
+/// permission on the file, so a proxy that is the mapped root of a user namespace reads them
+/// as well as the host's root.
+pub const VM_CONFIG_FD: i32 = 3;
+pub const START_REPORT_FD: i32 = 4;
+/// How many descriptors runq hands the proxy.
+pub const HANDED_FDS: i32 = 2;
 
 /// runq's own root: the [`RUNQ_DIR`] tmpfs, which the proxy makes its root before it starts any
 /// helper, so that nothing of the image is ever on a host-side process's library path, `/etc`
@@ -38,8 +44,6 @@ pub const CONFIG_DIR_IN_CONTAINER: &str = "/.runq/config";
 pub mod own_root {
     /// The assets (QEMU, its libraries, virtiofsd, passt, kernel, initrd, runq-exec).
     pub const ASSETS: &str = "/qemu";
-    /// runq's private directory for the container, until the proxy has read it.
-    pub const CONFIG: &str = "/config";
     /// The container's tree as the guest gets it.
     pub const ROOTFS: &str = "/rootfs";
     /// The exec socket (root only): `runq exec`'s relay connects here.

@@ -132,7 +132,36 @@ impl Bundle {
         let mut spec = rewritten.spec.clone();
         crate::rewrite::anchor_paths(&mut spec, &dir);
         write_json(&self.private.join("config.json"), &spec, 0o600)?;
+        if let Some(node) = &rewritten.tun_node {
+            make_tun_node(node)?;
+        }
         make_fifo(&self.start_report_path())
+    }
+
+    /// What runq hands the proxy through runc, at the numbers it expects them
+    /// ([`layout::VM_CONFIG_FD`], [`layout::START_REPORT_FD`]). The FIFO opened for reading and writing, so that the open waits
+    /// for no reader.
+    pub fn handed_fds(&self) -> Result<Vec<(std::os::fd::OwnedFd, i32)>, BundleError> {
+        let open = |path: &Path, write: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+                .map(std::os::fd::OwnedFd::from)
+                .map_err(|source| io(path, source))
+        };
+        let fds = vec![
+            (
+                open(&self.private.join(VM_CONFIG_FILE), false)?,
+                layout::VM_CONFIG_FD,
+            ),
+            (
+                open(&self.start_report_path(), true)?,
+                layout::START_REPORT_FD,
+            ),
+        ];
+        Ok(fds)
     }
 
     /// The FIFO on which the proxy tells `runq start` that the application runs.
@@ -203,6 +232,46 @@ pub fn private_dir(runc_root: &Path, id: &str) -> Result<PathBuf, BundleError> {
         return Err(BundleError::BadId(id.to_string()));
     }
     Ok(layout::private_dir(runc_root, id))
+}
+
+/// The tun node of a user namespace's mapped root (see [`crate::rewrite::TunNode`]), made
+/// once and kept: the next container of the same mapping binds it too. One whose type,
+/// numbers, owner or mode differ is replaced, through a rename, so that no container ever
+/// binds a half-made one.
+fn make_tun_node(node: &crate::rewrite::TunNode) -> Result<(), BundleError> {
+    use nix::sys::stat::{lstat, makedev, mknod, Mode, SFlag};
+    let path = &node.path;
+    let wanted = makedev(10, 200);
+    if let Ok(found) = lstat(path) {
+        let is_char = found.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFCHR.bits();
+        if is_char
+            && found.st_rdev == wanted
+            && (found.st_uid, found.st_gid) == (node.uid, node.gid)
+            && found.st_mode & 0o7777 == 0o600
+        {
+            return Ok(());
+        }
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    make_private_dir(dir)?;
+    let made = dir.join(format!(".tun-{}", std::process::id()));
+    let _ = fs::remove_file(&made);
+    mknod(&made, SFlag::S_IFCHR, Mode::S_IRUSR | Mode::S_IWUSR, wanted)
+        .map_err(|errno| io(&made, errno.into()))?;
+    let finish = || -> Result<(), BundleError> {
+        nix::unistd::chown(
+            &made,
+            Some(nix::unistd::Uid::from_raw(node.uid)),
+            Some(nix::unistd::Gid::from_raw(node.gid)),
+        )
+        .map_err(|errno| io(&made, errno.into()))?;
+        fs::set_permissions(&made, fs::Permissions::from_mode(0o600))
+            .map_err(|source| io(&made, source))?;
+        fs::rename(&made, path).map_err(|source| io(path, source))
+    };
+    finish().inspect_err(|_| {
+        let _ = fs::remove_file(&made);
+    })
 }
 
 /// A root-only FIFO at `path`, replacing one a failed create may have left.

@@ -52,8 +52,12 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             prepare_bundle(&bundle, &invocation, logger)?;
             // A child rather than exec, to clean up when runc refuses: the engine will not
             // call delete for a container that was never created.
-            let status =
-                runc.run_forwarding_signals(command, &with_bundle(args, bundle.runc_bundle()))?;
+            let handed = bundle.handed_fds()?;
+            let status = runc.run_forwarding_signals_with_fds(
+                command,
+                &for_runc(args, bundle.runc_bundle(), handed.len()),
+                handed,
+            )?;
             if !status.success() {
                 bundle.clean_up()?;
             }
@@ -67,8 +71,12 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             }
             prepare_bundle(&bundle, &invocation, logger)?;
             let watch = StartWatch::open(bundle.private_dir())?;
-            let status =
-                runc.run_forwarding_signals(command, &with_bundle(args, bundle.runc_bundle()))?;
+            let handed = bundle.handed_fds()?;
+            let status = runc.run_forwarding_signals_with_fds(
+                command,
+                &for_runc(args, bundle.runc_bundle(), handed.len()),
+                handed,
+            )?;
             // A detached container lives on; `runq delete` cleans up after it.
             if !parsed.run.detach {
                 bundle.clean_up()?;
@@ -167,24 +175,35 @@ fn prepare_bundle(bundle: &Bundle, invocation: &Invocation, logger: &Logger) -> 
         tun: host::has_tun(),
         macvtap_major: host::macvtap_major(),
         rlimits: host::own_rlimits(),
+        node_dir: runq_shared::layout::install_root().join("nodes"),
     };
-    let rewritten = rewrite::rewrite(&original, options, &facts, bundle.private_dir())?;
+    let rewritten = rewrite::rewrite(&original, options, &facts)?;
     crate::disk_images::check(&original)?;
     bundle.write(&original, &rewritten)?;
     Ok(())
 }
 
 /// runc's create or run arguments with runq's directory as the bundle, in place of the
-/// engine's (`--bundle`, `-b`, or none: the current directory).
-fn with_bundle(args: &[OsString], bundle: &std::path::Path) -> Vec<OsString> {
-    let mut out: Vec<OsString> = vec!["--bundle".into(), bundle.into()];
+/// engine's (`--bundle`, `-b`, or none: the current directory), and runq's descriptors as the
+/// only ones preserved: the application runs in the guest, where no host descriptor can
+/// follow it, so the engine's `--preserve-fds` would reach only the proxy.
+fn for_runc(args: &[OsString], bundle: &std::path::Path, handed: usize) -> Vec<OsString> {
+    let mut out: Vec<OsString> = vec![
+        "--bundle".into(),
+        bundle.into(),
+        "--preserve-fds".into(),
+        handed.to_string().into(),
+    ];
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.to_str() {
-            Some("--bundle" | "-b") => {
+            Some("--bundle" | "-b" | "--preserve-fds") => {
                 rest.next();
             }
-            Some(text) if text.starts_with("--bundle=") || text.starts_with("-b=") => {}
+            Some(text)
+                if text.starts_with("--bundle=")
+                    || text.starts_with("-b=")
+                    || text.starts_with("--preserve-fds=") => {}
             _ => out.push(arg.clone()),
         }
     }
@@ -258,17 +277,19 @@ mod tests {
     }
 
     #[test]
-    fn runc_gets_runqs_directory_as_the_bundle_however_the_engine_named_its_own() {
+    fn runc_gets_runqs_directory_as_the_bundle_and_runqs_descriptors_only() {
         let ours = std::path::Path::new("/run/runc/.runq/id");
         for engine in [
             "--bundle /b --pid-file /p id",
             "-b /b --pid-file /p id",
             "--bundle=/b --pid-file /p id",
             "--pid-file /p id",
+            "--preserve-fds 3 --pid-file /p id",
+            "--preserve-fds=3 -b /b --pid-file /p id",
         ] {
             assert_eq!(
-                with_bundle(&args(engine), ours),
-                args("--bundle /run/runc/.runq/id --pid-file /p id"),
+                for_runc(&args(engine), ours, 2),
+                args("--bundle /run/runc/.runq/id --preserve-fds 2 --pid-file /p id"),
                 "{engine}"
             );
         }

@@ -16,10 +16,10 @@ use runq_shared::config::{
     Rlimit, RootDisk, RootFs, VmConfig, VmSettings,
 };
 use runq_shared::disks::{DiskError, DiskSpec, FsType, VmDisk};
-use runq_shared::layout::{
-    self, own_root, ASSETS_IN_CONTAINER, CONFIG_DIR_IN_CONTAINER, PROXY, RUNQ_DIR,
-};
+use runq_shared::layout::{self, own_root, ASSETS_IN_CONTAINER, PROXY, RUNQ_DIR};
 use thiserror::Error;
+
+const TUN_PATH: &str = "/dev/net/tun";
 
 /// Guest memory when neither runq nor the engine says otherwise.
 pub const DEFAULT_MEM_MIB: u32 = 256;
@@ -42,12 +42,27 @@ pub struct HostFacts {
     /// The runtime's own limits, which the application inherits under runc for every
     /// resource its spec leaves out.
     pub rlimits: Vec<Rlimit>,
+    /// Where runq keeps the device nodes it makes for the mapped roots of user namespaces.
+    pub node_dir: PathBuf,
+}
+
+/// A /dev/net/tun node owned by a user namespace's mapped root, which runc binds at
+/// /dev/net/tun in the container: runc would bind the host's node, which only the host's
+/// root may open where it is mode 0600. Opened from the container, the tun device makes its
+/// taps in the container's network namespace, which the mapped root owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunNode {
+    pub path: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct Rewritten {
     pub spec: Spec,
     pub vm: VmConfig,
+    /// The node runq create must make before runc binds it.
+    pub tun_node: Option<TunNode>,
 }
 
 #[derive(Debug, Error)]
@@ -77,6 +92,11 @@ pub enum RewriteError {
          in /proc/devices); use --net tap"
     )]
     NoMacvtap,
+    #[error(
+        "--net macvtap (RUNQ_NET=macvtap) cannot work in a user namespace: the proxy makes the \
+         macvtap device nodes, and mknod is refused there; use --net tap"
+    )]
+    MacvtapInUserNamespace,
     #[error(transparent)]
     Disk(#[from] DiskError),
     #[error(
@@ -254,7 +274,6 @@ pub fn rewrite(
     original: &Spec,
     options: &RunqOptions,
     host: &HostFacts,
-    private_dir: &Path,
 ) -> Result<Rewritten, RewriteError> {
     let process = original.process().as_ref().ok_or(RewriteError::NoProcess)?;
     if process.args().as_ref().is_none_or(|args| args.is_empty()) {
@@ -286,6 +305,9 @@ pub fn rewrite(
     let original = &effective;
     if options.net == NetMode::Macvtap && host.macvtap_major.is_none() {
         return Err(RewriteError::NoMacvtap);
+    }
+    if options.net == NetMode::Macvtap && has_user_namespace(original) {
+        return Err(RewriteError::MacvtapInUserNamespace);
     }
 
     let mut guest = guest_config(original, process, &options);
@@ -345,15 +367,16 @@ pub fn rewrite(
             cache: disk.cache,
         })
         .collect();
+    let tun_node = tun_node(original, &options, host);
     let spec = host_spec(
         original,
         process,
         &options,
         host,
-        private_dir,
+        tun_node.as_ref(),
         vm.vm.mem_mib,
     )?;
-    Ok(Rewritten { spec, vm })
+    Ok(Rewritten { spec, vm, tun_node })
 }
 
 /// Whose network namespace the container gets.
@@ -453,6 +476,41 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
         },
         mirror: options.mirror,
     }
+}
+
+/// The tun node a container in a user namespace needs: one per mapped root, shared by the
+/// containers of one mapping (Docker's userns-remap maps them all alike).
+fn tun_node(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> Option<TunNode> {
+    if !host.tun || options.net != NetMode::Tap || !has_user_namespace(spec) {
+        return None;
+    }
+    let linux = spec.linux().as_ref()?;
+    let root_of = |mappings: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        mappings
+            .iter()
+            .flatten()
+            .find_map(|m| (m.container_id() == 0 && m.size() > 0).then_some(m.host_id()))
+    };
+    let (uid, gid) = (
+        root_of(linux.uid_mappings())?,
+        root_of(linux.gid_mappings())?,
+    );
+    Some(TunNode {
+        path: host.node_dir.join(format!("tun-{uid}-{gid}")),
+        uid,
+        gid,
+    })
+}
+
+fn has_user_namespace(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|namespaces| {
+            namespaces
+                .iter()
+                .any(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        })
 }
 
 /// The engine's confinement that runc cannot put on the proxy before its setup, for the
@@ -744,7 +802,7 @@ fn host_spec(
     process: &Process,
     options: &RunqOptions,
     host: &HostFacts,
-    private_dir: &Path,
+    tun_node: Option<&TunNode>,
     mem_mib: u32,
 ) -> Result<Spec, RewriteError> {
     let mut spec = original.clone();
@@ -788,12 +846,21 @@ fn host_spec(
         &host.assets_dir.join(runq_shared::layout::assets::MODULES),
         layout::MODULES_IN_CONTAINER,
     )?);
-    mounts.push(bind(private_dir, CONFIG_DIR_IN_CONTAINER)?);
     if let Some(kernel) = &options.kernel {
         mounts.push(bind(kernel, &own_root::in_container(own_root::KERNEL))?);
     }
     if let Some(initrd) = &options.initrd {
         mounts.push(bind(initrd, &own_root::in_container(own_root::INITRD))?);
+    }
+    if let Some(node) = tun_node {
+        mounts.push(
+            MountBuilder::default()
+                .destination(TUN_PATH)
+                .typ("bind")
+                .source(&node.path)
+                .options(strings(&["bind", "nosuid", "noexec"]))
+                .build()?,
+        );
     }
     spec.set_mounts(Some(mounts));
 
@@ -831,11 +898,14 @@ fn host_spec(
         allowed.push(allow_char_device(major, Some(minor))?);
         Ok(())
     };
-    if host.tun {
-        add_device("/dev/net/tun", 10, 200)?;
+    if host.tun && tun_node.is_none() {
+        add_device(TUN_PATH, 10, 200)?;
     }
     if host.accel == Accel::Kvm {
         add_device("/dev/kvm", 10, 232)?;
+    }
+    if tun_node.is_some() {
+        allowed.push(allow_char_device(10, Some(200))?);
     }
     // The proxy creates its macvtaps at start and makes their nodes itself: minors are
     // unknown until then.

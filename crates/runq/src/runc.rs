@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -75,29 +75,49 @@ impl Runc {
         args: &[OsString],
         fd: Option<(OwnedFd, i32)>,
     ) -> Result<ExitStatus, RuncError> {
+        self.run_forwarding_signals_with_fds(command, args, fd.into_iter().collect())
+    }
+
+    /// The same, with each descriptor handed to runc as its number.
+    pub fn run_forwarding_signals_with_fds(
+        &self,
+        command: &str,
+        args: &[OsString],
+        fds: Vec<(OwnedFd, i32)>,
+    ) -> Result<ExitStatus, RuncError> {
         let forwarded = forwardable_signals();
         // Threads inherit the mask; std gives the child a clean one.
         let _ = forwarded.thread_block();
         let mut command = self.command(command, args);
-        if let Some((fd, number)) = &fd {
-            let (raw, number) = (fd.as_raw_fd(), *number);
-            // SAFETY: the closure only calls dup2 and fcntl, which are async-signal-safe, on a
-            // descriptor the parent keeps open until spawn returns.
-            unsafe {
-                command.pre_exec(move || {
-                    if raw == number {
-                        if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if libc::dup2(raw, number) < 0 {
+        // Above any number they go to, so that no dup2 overwrites one not yet placed.
+        let mut fds_out_of_the_way = Vec::new();
+        for (fd, number) in fds {
+            let high = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::F_DUPFD_CLOEXEC(100))
+                .map_err(|errno| RuncError::Start {
+                    path: self.path.clone(),
+                    source: errno.into(),
+                })?;
+            // SAFETY: fcntl just returned this descriptor, owned by nothing else.
+            fds_out_of_the_way.push((unsafe { OwnedFd::from_raw_fd(high) }, number));
+        }
+        let placements: Vec<(i32, i32)> = fds_out_of_the_way
+            .iter()
+            .map(|(fd, number)| (fd.as_raw_fd(), *number))
+            .collect();
+        // SAFETY: the closure only calls dup2, which is async-signal-safe, on descriptors the
+        // parent keeps open until spawn returns; dup2 clears FD_CLOEXEC on the copy.
+        unsafe {
+            command.pre_exec(move || {
+                for &(raw, number) in &placements {
+                    if libc::dup2(raw, number) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
+                }
+                Ok(())
+            });
         }
         let spawned = command.spawn();
-        drop(fd);
+        drop(fds_out_of_the_way);
         let mut child = spawned.map_err(|source| RuncError::Start {
             path: self.path.clone(),
             source,

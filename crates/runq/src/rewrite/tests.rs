@@ -23,6 +23,7 @@ fn host(accel: Accel) -> HostFacts {
                 hard: 6000,
             },
         ],
+        node_dir: PathBuf::from("/var/lib/runq/nodes"),
     }
 }
 
@@ -64,13 +65,7 @@ fn docker_like(env: &[&str]) -> Spec {
 }
 
 fn rewrite_default(spec: &Spec) -> Rewritten {
-    rewrite(
-        spec,
-        &RunqOptions::default(),
-        &host(Accel::Tcg),
-        Path::new("/b/runq"),
-    )
-    .unwrap()
+    rewrite(spec, &RunqOptions::default(), &host(Accel::Tcg)).unwrap()
 }
 
 #[test]
@@ -133,10 +128,10 @@ fn runq_mounts_are_added_and_binds_stay_on_the_host() {
         .as_ref()
         .unwrap()
         .contains(&"ro".to_string()));
-    assert_eq!(
-        find("/.runq/config").source().as_deref(),
-        Some(Path::new("/b/runq"))
-    );
+    // The private directory reaches the proxy as descriptors, never as a mount.
+    assert!(!mounts
+        .iter()
+        .any(|m| m.destination().starts_with("/.runq/config")));
     let modules = find("/lib/modules");
     assert_eq!(
         modules.source().as_deref(),
@@ -194,7 +189,6 @@ fn kvm_adds_its_device() {
         &docker_like(&[]),
         &RunqOptions::default(),
         &host(Accel::Kvm),
-        Path::new("/b/runq"),
     )
     .unwrap();
     let devices = out
@@ -287,7 +281,7 @@ fn runq_variables_lower_engine_limits_and_flags() {
     with_resources(&mut spec, 512 << 20, 400_000, 100_000);
     let mut options = RunqOptions::default();
     options.set_flag("--mem", Some("1024")).unwrap();
-    let out = rewrite(&spec, &options, &host(Accel::Tcg), Path::new("/b/runq")).unwrap();
+    let out = rewrite(&spec, &options, &host(Accel::Tcg)).unwrap();
     assert_eq!(out.vm.vm.mem_mib, 300);
     assert_eq!(out.vm.vm.cpus, 3);
 }
@@ -303,7 +297,7 @@ fn runq_variables_never_raise_what_the_operator_set() {
         for (flag, value) in flags {
             options.set_flag(flag, Some(value)).unwrap();
         }
-        rewrite(&spec, &options, &host(Accel::Tcg), Path::new("/b/runq"))
+        rewrite(&spec, &options, &host(Accel::Tcg))
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
@@ -338,13 +332,7 @@ fn what_weakens_the_host_side_comes_only_from_the_operator() {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         ));
-        rewrite(
-            &spec,
-            &RunqOptions::default(),
-            &host(Accel::Tcg),
-            Path::new("/b/runq"),
-        )
-        .map_err(|e| e.to_string())
+        rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg)).map_err(|e| e.to_string())
     };
     let error = outcome(&["RUNQ_FS=9p"], &[]).unwrap_err();
     assert!(
@@ -407,14 +395,9 @@ fn start_container_hooks_are_refused_and_the_others_kept() {
             .build()
             .unwrap(),
     ));
-    let error = rewrite(
-        &spec,
-        &RunqOptions::default(),
-        &host(Accel::Tcg),
-        Path::new("/b/runq"),
-    )
-    .unwrap_err()
-    .to_string();
+    let error = rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("1 startContainer hook"), "{error}");
 }
 
@@ -432,7 +415,6 @@ fn invalid_variables_are_refused_by_name() {
         &docker_like(&["RUNQ_MEM=lots"]),
         &RunqOptions::default(),
         &host(Accel::Tcg),
-        Path::new("/b/runq"),
     )
     .unwrap_err()
     .to_string();
@@ -444,12 +426,7 @@ fn a_spec_without_process_or_args_is_refused() {
     let mut spec = Spec::default();
     spec.set_process(None);
     assert!(matches!(
-        rewrite(
-            &spec,
-            &RunqOptions::default(),
-            &host(Accel::Tcg),
-            Path::new("/b")
-        ),
+        rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg)),
         Err(RewriteError::NoProcess)
     ));
     let spec = SpecBuilder::default()
@@ -462,12 +439,7 @@ fn a_spec_without_process_or_args_is_refused() {
         .build()
         .unwrap();
     assert!(matches!(
-        rewrite(
-            &spec,
-            &RunqOptions::default(),
-            &host(Accel::Tcg),
-            Path::new("/b")
-        ),
+        rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg)),
         Err(RewriteError::NoArgs)
     ));
 }
@@ -476,13 +448,7 @@ fn a_spec_without_process_or_args_is_refused() {
 fn custom_kernel_is_bound_in_and_named_in_the_vm_settings() {
     let mut options = RunqOptions::default();
     options.set_flag("--kernel", Some("/tmp/vmlinux")).unwrap();
-    let out = rewrite(
-        &docker_like(&[]),
-        &options,
-        &host(Accel::Tcg),
-        Path::new("/b/runq"),
-    )
-    .unwrap();
+    let out = rewrite(&docker_like(&[]), &options, &host(Accel::Tcg)).unwrap();
     // The proxy reads it in its own root, where the container's /.runq is /.
     assert_eq!(out.vm.vm.kernel.as_deref(), Some("/kernel"));
     assert!(out
@@ -529,7 +495,7 @@ fn runq_tmpfs_paths_are_mounted_unless_the_spec_has_them() {
             .unwrap(),
     );
     spec.set_mounts(Some(mounts));
-    let out = rewrite(&spec, &options, &host(Accel::Tcg), Path::new("/b/runq")).unwrap();
+    let out = rewrite(&spec, &options, &host(Accel::Tcg)).unwrap();
     let guest = &out.vm.guest.mounts;
     assert_eq!(guest.iter().filter(|m| m.destination == "/tmp").count(), 1);
     let scratch = guest.iter().find(|m| m.destination == "/scratch").unwrap();
@@ -561,14 +527,9 @@ fn the_hosts_network_and_another_containers_are_refused() {
         .collect();
     linux.set_namespaces(Some(without_network.clone()));
     spec.set_linux(Some(linux.clone()));
-    let err = rewrite(
-        &spec,
-        &RunqOptions::default(),
-        &host(Accel::Tcg),
-        Path::new("/b"),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--network host"), "{err}");
 
     // The host's namespace under another name: this process's, which runs in it.
@@ -583,14 +544,9 @@ fn the_hosts_network_and_another_containers_are_refused() {
     );
     linux.set_namespaces(Some(joined));
     spec.set_linux(Some(linux));
-    let err = rewrite(
-        &spec,
-        &RunqOptions::default(),
-        &host(Accel::Tcg),
-        Path::new("/b"),
-    )
-    .unwrap_err()
-    .to_string();
+    let err = rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&hosts), "{err}");
 }
 
@@ -624,12 +580,7 @@ fn rewrite_joining_netns(
     );
     linux.set_namespaces(Some(namespaces));
     spec.set_linux(Some(linux));
-    rewrite(
-        &spec,
-        &RunqOptions::default(),
-        &host(Accel::Tcg),
-        Path::new("/b"),
-    )
+    rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg))
 }
 
 #[test]
@@ -670,13 +621,7 @@ fn macvtap_mode_allows_the_macvtap_major_and_reaches_the_proxy() {
         net: NetMode::Macvtap,
         ..RunqOptions::default()
     };
-    let out = rewrite(
-        &docker_like(&[]),
-        &options,
-        &host(Accel::Tcg),
-        Path::new("/b/runq"),
-    )
-    .unwrap();
+    let out = rewrite(&docker_like(&[]), &options, &host(Accel::Tcg)).unwrap();
     assert_eq!(out.vm.vm.net, NetMode::Macvtap);
     let linux = out.spec.linux().as_ref().unwrap();
     let rules = linux
@@ -716,7 +661,6 @@ fn macvtap_mode_is_refused_where_the_kernel_has_none() {
         &docker_like(&["RUNQ_NET=macvtap"]),
         &RunqOptions::default(),
         &facts,
-        Path::new("/b/runq"),
     )
     .unwrap_err();
     assert!(err.to_string().contains("macvtap"), "{err}");
@@ -729,7 +673,6 @@ fn a_config_too_large_for_the_channel_is_refused_at_create() {
         &docker_like(&[huge.as_str()]),
         &RunqOptions::default(),
         &host(Accel::Tcg),
-        Path::new("/b/runq"),
     )
     .unwrap_err();
     assert!(err.to_string().contains("17 MiB"), "{err}");
@@ -856,14 +799,9 @@ fn the_specs_devices_are_made_in_the_guest_and_runc_makes_only_runqs() {
 #[test]
 fn a_host_block_device_named_alone_is_refused_with_the_way_to_hand_it_over() {
     let spec = with_devices(vec![device("/dev/xvdb", LinuxDeviceType::B, 8, 16)], false);
-    let error = rewrite(
-        &spec,
-        &RunqOptions::default(),
-        &host(Accel::Tcg),
-        Path::new("/b/runq"),
-    )
-    .unwrap_err()
-    .to_string();
+    let error = rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("/dev/xvdb (block 8:16)"), "{error}");
     assert!(error.contains("/dev/runq/<id>"), "{error}");
 }
@@ -887,14 +825,76 @@ fn every_host_device_leaves_the_block_devices_out_and_names_nothing() {
 fn a_device_path_that_climbs_or_is_relative_is_refused() {
     for path in ["/dev/../etc/x", "dev/null", "/"] {
         let spec = with_devices(vec![device(path, LinuxDeviceType::C, 1, 3)], false);
-        let error = rewrite(
-            &spec,
-            &RunqOptions::default(),
-            &host(Accel::Tcg),
-            Path::new("/b/runq"),
-        )
-        .unwrap_err()
-        .to_string();
+        let error = rewrite(&spec, &RunqOptions::default(), &host(Accel::Tcg))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(&format!("device {path}")), "{path}: {error}");
     }
+}
+
+fn in_user_namespace(spec: &mut Spec) {
+    use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+    let mut linux = spec.linux().clone().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap();
+    namespaces.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .build()
+            .unwrap(),
+    );
+    linux.set_namespaces(Some(namespaces));
+    let mapping = |host_id: u32| {
+        vec![LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(host_id)
+            .size(65536u32)
+            .build()
+            .unwrap()]
+    };
+    linux.set_uid_mappings(Some(mapping(100000)));
+    linux.set_gid_mappings(Some(mapping(200000)));
+    spec.set_linux(Some(linux));
+}
+
+#[test]
+fn in_a_user_namespace_the_proxy_gets_a_tun_node_of_the_mapped_root() {
+    let mut spec = docker_like(&[]);
+    in_user_namespace(&mut spec);
+    let out = rewrite_default(&spec);
+    let node = out.tun_node.clone().unwrap();
+    assert_eq!((node.uid, node.gid), (100000, 200000));
+    assert_eq!(
+        node.path,
+        PathBuf::from("/var/lib/runq/nodes/tun-100000-200000")
+    );
+    let linux = out.spec.linux().as_ref().unwrap();
+    assert!(!linux
+        .devices()
+        .iter()
+        .flatten()
+        .any(|d| d.path() == Path::new("/dev/net/tun")));
+    let bound = out
+        .spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.destination() == Path::new("/dev/net/tun"))
+        .unwrap();
+    assert_eq!(bound.source().as_deref(), Some(node.path.as_path()));
+    // Without a user namespace, runc makes the node as before.
+    assert!(rewrite_default(&docker_like(&[])).tun_node.is_none());
+}
+
+#[test]
+fn macvtap_in_a_user_namespace_is_refused() {
+    let mut spec = docker_like(&[]);
+    in_user_namespace(&mut spec);
+    let options = RunqOptions {
+        net: NetMode::Macvtap,
+        ..RunqOptions::default()
+    };
+    let error = rewrite(&spec, &options, &host(Accel::Tcg))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("user namespace"), "{error}");
 }
