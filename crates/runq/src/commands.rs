@@ -52,12 +52,7 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             prepare_bundle(&bundle, &invocation, logger)?;
             // A child rather than exec, to clean up when runc refuses: the engine will not
             // call delete for a container that was never created.
-            let handed = bundle.handed_fds()?;
-            let status = runc.run_forwarding_signals_with_fds(
-                command,
-                &for_runc(args, bundle.runc_bundle(), handed.len()),
-                handed,
-            )?;
+            let status = run_runc(&runc, command, args, &bundle)?;
             if !status.success() {
                 bundle.clean_up()?;
             }
@@ -71,12 +66,7 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             }
             prepare_bundle(&bundle, &invocation, logger)?;
             let watch = StartWatch::open(bundle.private_dir())?;
-            let handed = bundle.handed_fds()?;
-            let status = runc.run_forwarding_signals_with_fds(
-                command,
-                &for_runc(args, bundle.runc_bundle(), handed.len()),
-                handed,
-            )?;
+            let status = run_runc(&runc, command, args, &bundle)?;
             // A detached container lives on; `runq delete` cleans up after it.
             if !parsed.run.detach {
                 bundle.clean_up()?;
@@ -181,6 +171,18 @@ fn prepare_bundle(bundle: &Bundle, invocation: &Invocation, logger: &Logger) -> 
     crate::disk_images::check(&original)?;
     bundle.write(&original, &rewritten)?;
     Ok(())
+}
+
+/// runc's create or run on runq's directory, with runq's descriptors handed over.
+fn run_runc(
+    runc: &Runc,
+    command: &str,
+    args: &[OsString],
+    bundle: &Bundle,
+) -> Result<std::process::ExitStatus> {
+    let handed = bundle.handed_fds()?;
+    let args = for_runc(args, bundle.runc_bundle(), handed.len());
+    Ok(runc.run_forwarding_signals_with_fds(command, &args, handed)?)
 }
 
 /// runc's create or run arguments with runq's directory as the bundle, in place of the

@@ -211,6 +211,17 @@ impl TestBundle {
         assert!(status.success(), "runq run --detach: {status}");
     }
 
+    /// Runs the bundle under runc and then under runq; both must succeed with the same
+    /// stdout, which is returned with runq's outcome.
+    pub fn same_as_runc(&self) -> Outcome {
+        let reference = self.run_under_runc();
+        assert_eq!(reference.code(), 0, "runc: {reference:?}");
+        let outcome = self.run();
+        assert_eq!(outcome.code(), 0, "runq: {outcome:?}");
+        assert_eq!(outcome.stdout_text(), reference.stdout_text());
+        outcome
+    }
+
     /// The same bundle under plain runc, for comparison; the bundle is left as it was.
     pub fn run_under_runc(&self) -> Outcome {
         let child = Command::new("runc")
