@@ -301,16 +301,7 @@ fn a_signal_right_after_start_reaches_the_application_as_under_runc() {
 #[test]
 fn a_guest_that_never_starts_the_application_makes_start_fail_with_the_reason() {
     let bundle = TestBundle::busybox(&["true"]);
-    let created = bundle
-        .runq(&["--boot-timeout", "1"], &["create", "--bundle"])
-        .arg(bundle.path())
-        .arg(&bundle.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(created.success());
+    assert!(bundle.create(&["--boot-timeout", "1"]));
     // No TCG boot reaches the application in one second.
     let start = bundle.runq(&[], &["start", &bundle.id]).output().unwrap();
     assert!(!start.status.success(), "{start:?}");

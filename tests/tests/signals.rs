@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{alive, descendants, TestBundle};
@@ -44,16 +43,7 @@ fn sigterm_reaches_a_trapping_shell_and_nothing_is_left_running() {
 #[test]
 fn delete_force_of_a_running_container_leaves_no_process() {
     let bundle = TestBundle::busybox(&["sleep", "1000"]);
-    let create = bundle
-        .runq(&[], &["create", "--bundle"])
-        .arg(bundle.path())
-        .arg(&bundle.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(create.success());
+    assert!(bundle.create(&[]));
     let start = bundle.runq(&[], &["start", &bundle.id]).status().unwrap();
     assert!(start.success());
     let state = bundle.runq(&[], &["state", &bundle.id]).output().unwrap();

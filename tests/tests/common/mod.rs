@@ -211,6 +211,19 @@ impl TestBundle {
         assert!(status.success(), "runq run --detach: {status}");
     }
 
+    /// `runq [runq_flags] create` with no stdio; whether it succeeded.
+    pub fn create(&self, runq_flags: &[&str]) -> bool {
+        self.runq(runq_flags, &["create", "--bundle"])
+            .arg(self.path())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("runq create")
+            .success()
+    }
+
     /// Runs the bundle under runc and then under runq; both must succeed with the same
     /// stdout, which is returned with runq's outcome.
     pub fn same_as_runc(&self) -> Outcome {
