@@ -21,12 +21,9 @@ LOADER=ld-linux-x86-64.so.2
 # Debian's QEMU looks for modules and firmware relative to its executable's dir
 # (/usr/bin/../lib/x86_64-linux-gnu/qemu, /usr/bin/../share/qemu). Started via
 # the loader, that dir is DESTDIR/lib, so DESTDIR/lib/../lib/... is found
-# without QEMU_MODULE_DIR.
-QEMU_MODDIR_SRC=/usr/lib/x86_64-linux-gnu/qemu
+# without QEMU_MODULE_DIR. Both are taken from beside the QEMU copied, which
+# may be an unpacked package (fetch-qemu.sh) rather than the installed one.
 QEMU_MODDIR_REL=lib/x86_64-linux-gnu/qemu
-# QEMU's own firmware search order (its compiled-in --firmwarepath); the first
-# hit wins, as it does for QEMU (bios-microvm.bin is qboot from /usr/share/qemu).
-FIRMWARE_PATH="/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu"
 FIRMWARE_REQUIRED="bios-microvm.bin bios-256k.bin linuxboot_dma.bin kvmvapic.bin pvh.bin"
 # efi-virtio.rom: default romfile of virtio-net-pci; vgabios: only with a VGA.
 FIRMWARE_OPTIONAL="efi-virtio.rom vgabios-stdvga.bin linuxboot.bin multiboot_dma.bin"
@@ -63,9 +60,15 @@ copy_libs() {
 	[[ -f $dest/lib/$LOADER ]] || die "dynamic loader $LOADER not found in ldd output"
 }
 
+# QEMU's own firmware search order (its compiled-in --firmwarepath, below its
+# prefix); the first hit wins, as it does for QEMU (bios-microvm.bin is qboot).
+firmware_path() {
+	echo "$QEMU_PREFIX/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu"
+}
+
 find_firmware() {
 	local name=$1 d
-	for d in $FIRMWARE_PATH; do
+	for d in $(firmware_path); do
 		[[ -e $d/$name ]] && { readlink -f "$d/$name"; return 0; }
 	done
 	return 1
@@ -74,7 +77,7 @@ find_firmware() {
 copy_firmware() {
 	local dest=$1 name src
 	for name in $FIRMWARE_REQUIRED; do
-		src=$(find_firmware "$name") || die "QEMU firmware $name not found in $FIRMWARE_PATH (install qemu-system-data, seabios)"
+		src=$(find_firmware "$name") || die "QEMU firmware $name not found in $(firmware_path) (install qemu-system-data, seabios)"
 		put 0644 "$src" "$dest/share/qemu/$name"
 	done
 	for name in $FIRMWARE_OPTIONAL; do
@@ -108,7 +111,7 @@ verify() {
 	log "ok: ${out%%$'\n'*}"
 	out=$(run_copied "$dest" virtiofsd --version) || die "copied virtiofsd --version failed: $out"
 	log "ok: ${out%%$'\n'*}"
-	# TCG lives in a module on Debian: a real (instant) TCG start proves it loads.
+	# TCG lives in a module in Debian 12's QEMU: a real (instant) TCG start proves it loads.
 	out=$(run_copied "$dest" qemu-system-x86_64 -L "$dest/share/qemu" -M microvm -accel tcg \
 		-nodefaults -no-user-config -display none -S -qmp stdio 2>&1 \
 		<<<'{"execute":"qmp_capabilities"} {"execute":"quit"}') ||
@@ -129,20 +132,28 @@ main() {
 	passt=$(readlink -f "${PASST:-$(command -v passt || echo /usr/bin/passt)}")
 	[[ -x $passt ]] || die "passt not found (install passt or set PASST): pods' VMs reach the network through it"
 
+	QEMU_PREFIX=$(dirname "$(dirname "$qemu")")
+	local moddir=$QEMU_PREFIX/$QEMU_MODDIR_REL
 	mods=()
-	for m in ${RUNQ_QEMU_MODULES:-accel-tcg-x86_64}; do
-		[[ -f $QEMU_MODDIR_SRC/$m.so ]] || die "QEMU module $QEMU_MODDIR_SRC/$m.so not found"
-		mods+=("$QEMU_MODDIR_SRC/$m.so")
+	# Debian 12's QEMU has TCG in a module; later ones build it in.
+	for m in ${RUNQ_QEMU_MODULES-accel-tcg-x86_64}; do
+		if [[ -f $moddir/$m.so ]]; then
+			mods+=("$moddir/$m.so")
+		elif [[ -n ${RUNQ_QEMU_MODULES+set} ]]; then
+			die "QEMU module $moddir/$m.so not found"
+		fi
 	done
 
 	log "copying qemu ($qemu), virtiofsd ($vfsd) and their libraries to $dest ..."
+	# Afresh: a library or module of an earlier QEMU left here would be loaded by this one.
+	rm -rf "$dest/lib" "$dest/share/qemu"
 	put 0755 "$qemu" "$dest/bin/qemu-system-x86_64"
 	put 0755 "$vfsd" "$dest/bin/virtiofsd"
 	put 0755 "$passt" "$dest/bin/passt"
-	for m in "${mods[@]}"; do
+	for m in ${mods[@]+"${mods[@]}"}; do
 		put 0644 "$m" "$dest/$QEMU_MODDIR_REL/$(basename "$m")"
 	done
-	copy_libs "$dest" "$qemu" "$vfsd" "$passt" "${mods[@]}"
+	copy_libs "$dest" "$qemu" "$vfsd" "$passt" ${mods[@]+"${mods[@]}"}
 	copy_firmware "$dest"
 	log "$(find "$dest/lib" -maxdepth 1 -type f | wc -l) libraries, $(find "$dest/share/qemu" -type f | wc -l) firmware files"
 	verify "$dest"

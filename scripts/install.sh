@@ -1,7 +1,9 @@
 #!/bin/bash
 # Installs runq into $RUNQ_ROOT (default /var/lib/runq) on Debian 12, as root:
 # Debian packages, a release build of the workspace, virtiofsd from crates.io, Debian's
-# guest kernel (downloaded, never installed), the initrd, and QEMU with its libraries.
+# guest kernel (downloaded, never installed), the initrd, and QEMU (Debian 12's backports,
+# unpacked, never installed; RUNQ_QEMU=/usr/bin/qemu-system-x86_64 takes Debian 12's own)
+# with its libraries.
 # Safe to re-run: each step skips work that is already done.
 set -euo pipefail
 
@@ -54,11 +56,21 @@ build_virtiofsd() {
 		--root "$CACHE/virtiofsd"
 }
 
+# QEMU from Debian 12's backports (see assets/fetch-qemu.sh), unless RUNQ_QEMU names one.
+fetch_qemu() {
+	if [[ -n ${RUNQ_QEMU:-} ]]; then
+		QEMU=$RUNQ_QEMU
+	else
+		step "QEMU from Debian's backports"
+		QEMU=$("$top/assets/fetch-qemu.sh" "$CACHE")
+	fi
+}
+
 install_runq() {
 	local release=$top/target/$TARGET/release
 	step "laying out $RUNQ_ROOT"
 	mkdir -p "$RUNQ_ROOT" "$CACHE"
-	VIRTIOFSD=$CACHE/virtiofsd/bin/virtiofsd RUNQ_CACHE=$CACHE \
+	QEMU=$QEMU VIRTIOFSD=$CACHE/virtiofsd/bin/virtiofsd RUNQ_CACHE=$CACHE \
 		"$top/assets/build.sh" "$RUNQ_ROOT/qemu" "$release/runq-init" "$release/runq-proxy" \
 		"$release/runq-exec"
 	install -m 0755 "$release/runq" "$RUNQ_ROOT/runq.new"
@@ -72,6 +84,7 @@ check_rust
 mkdir -p "$CACHE"
 build_workspace
 build_virtiofsd
+fetch_qemu
 install_runq
 # Docker, where it is installed, learns about the runtime (other settings are kept).
 "$top/scripts/docker-setup.sh" --register-only
