@@ -68,6 +68,14 @@ firmware_path() {
 
 find_firmware() {
 	local name=$1 d
+	# microvm's firmware must be qboot, which Debian ships as qboot.rom and links as
+	# bios-microvm.bin only in some releases; seabios' bios-microvm.bin, found further down
+	# the path, leaves the 8259 PIC so that a kernel of ours panicked on an early interrupt
+	# on vector 0 ("divide error") or hung after "ACPI: Core revision" in most boots.
+	if [[ $name == bios-microvm.bin && -e $QEMU_PREFIX/share/qemu/qboot.rom ]]; then
+		readlink -f "$QEMU_PREFIX/share/qemu/qboot.rom"
+		return 0
+	fi
 	for d in $(firmware_path); do
 		[[ -e $d/$name ]] && { readlink -f "$d/$name"; return 0; }
 	done

@@ -10,6 +10,7 @@ mod devices;
 mod disks;
 mod dns_relay;
 mod error;
+mod freshen;
 #[cfg(feature = "hostile")]
 mod hostile;
 mod identity;
@@ -86,6 +87,15 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
 
     let boot = receive_config(&mut port)?;
     marks.mark("config_received");
+    freshen::apply(&boot.host)?;
+    console::debug(&format!(
+        "config received{}",
+        if boot.host.restored {
+            " by a VM restored from a template"
+        } else {
+            ""
+        }
+    ));
     modules::load_for(&boot, &mut loaded)?;
     let GuestBoot { config, host } = boot;
     #[cfg(feature = "hostile")]
@@ -101,7 +111,7 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     }
     disks::mount_all(&config.disks, &disks, root_disk)?;
     marks.mark("root_mounted");
-    net::configure(&host.network)?;
+    net::configure(&host.network, host.restored)?;
     marks.mark("network_ready");
     let dns = dns_relay::listen_if_needed(host.embedded_dns);
     let children = relay::block_child_signals()?;

@@ -8,10 +8,15 @@ use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use crate::error::{Context, InitError};
 
 /// IPv6 off where the engine had it off, then loopback up, then each NIC.
-pub fn configure(network: &runq_shared::config::GuestNetwork) -> Result<(), InitError> {
+/// With `restored`, the NICs carry their template's MACs until they are given the
+/// container's.
+pub fn configure(
+    network: &runq_shared::config::GuestNetwork,
+    restored: bool,
+) -> Result<(), InitError> {
     switch_ipv6_off(network.ipv6_off)?;
     loopback_up()?;
-    configure_nics(network)
+    configure_nics(network, restored)
 }
 
 /// Before loopback comes up, so that it gets `::1` only where the engine left IPv6 on.
@@ -67,8 +72,11 @@ fn last_error(what: &str) -> InitError {
     }
 }
 
-fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), InitError> {
-    use runq_netlink::{format_mac, Netlink, Route};
+fn configure_nics(
+    network: &runq_shared::config::GuestNetwork,
+    restored: bool,
+) -> Result<(), InitError> {
+    use runq_netlink::{format_mac, parse_mac, Netlink, Route};
     if network.nics.is_empty() {
         return Ok(());
     }
@@ -82,10 +90,16 @@ fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), Ini
                 mac: mac.to_string(),
             })
     };
+    // The proxy's NICs are in the template's order: its n-th has the template's n-th MAC.
+    let found_by = |number: usize, nic: &runq_shared::config::GuestNic| match restored {
+        true => link_of(&runq_shared::template::nic_mac(number)),
+        false => link_of(&nic.mac),
+    };
     let nic_links = network
         .nics
         .iter()
-        .map(|nic| link_of(&nic.mac).map(|link| (nic, link)))
+        .enumerate()
+        .map(|(number, nic)| found_by(number, nic).map(|link| (nic, link)))
         .collect::<Result<Vec<_>, _>>()?;
     // The guest numbers its NICs in probe order; they take the container's names, through
     // temporary ones so that no two want the same name at once. Usually the guest already
@@ -103,7 +117,16 @@ fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), Ini
         }
         // Also where it is on: `all` may have switched it off for every interface above.
         set_ipv6_off(&nic.name, nic.ipv6_disabled)?;
-        netlink.set_link(index, true, Some(nic.mtu), None)?;
+        let mac = match restored {
+            true => Some(
+                parse_mac(&nic.mac).ok_or_else(|| InitError::BadNetworkValue {
+                    what: "MAC",
+                    value: nic.mac.clone(),
+                })?,
+            ),
+            false => None,
+        };
+        netlink.set_link(index, true, Some(nic.mtu), mac)?;
         for cidr in &nic.addresses {
             let (ip, prefix) = parse_cidr(cidr)?;
             let broadcast = nic
@@ -134,8 +157,16 @@ fn configure_nics(network: &runq_shared::config::GuestNetwork) -> Result<(), Ini
                 })
             })
             .transpose()?;
+        // By the container's MAC, which a restored guest's links got only just now.
+        let index = nic_links
+            .iter()
+            .find(|(nic, _)| nic.mac == route.mac)
+            .map(|(_, link)| link.index)
+            .ok_or_else(|| InitError::NoNic {
+                mac: route.mac.clone(),
+            })?;
         let wanted = Route {
-            index: link_of(&route.mac)?.index,
+            index,
             destination,
             gateway,
             family: if route.ipv6 {

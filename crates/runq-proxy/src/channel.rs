@@ -14,7 +14,9 @@ use crate::supervisor::Input;
 /// never sends more than the windows the guest granted, which a working guest drains.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn spawn_reader(listener: UnixListener, events: Events) -> std::io::Result<()> {
+/// With `restored`, the guest said its Hello to the template's builder, which checked its
+/// version: the reader stands in for it as soon as QEMU connects.
+pub fn spawn_reader(listener: UnixListener, events: Events, restored: bool) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("channel".into())
         .spawn(move || {
@@ -38,6 +40,12 @@ pub fn spawn_reader(listener: UnixListener, events: Events) -> std::io::Result<(
                 })
                 .is_err()
             {
+                return;
+            }
+            let hello = Input::Guest(runq_shared::protocol::Message::Hello {
+                version: runq_shared::protocol::PROTOCOL_VERSION,
+            });
+            if restored && events.send(Event::Input(hello)).is_err() {
                 return;
             }
             loop {
@@ -80,7 +88,7 @@ mod tests {
         let path = dir.join("agent.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let (events, queue) = crate::event::queue();
-        spawn_reader(listener, events).unwrap();
+        spawn_reader(listener, events, false).unwrap();
         let mut guest = UnixStream::connect(&path).unwrap();
         Message::Hello { version: 1 }.write_to(&mut guest).unwrap();
         guest.write_all(garbage).unwrap();

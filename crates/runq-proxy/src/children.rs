@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result};
 use runq_shared::layout::assets;
 
-use crate::qemu::Paths;
+use runq_shared::qemu::Paths;
 
 /// A child of the proxy, held by a pidfd. The signal thread reaps every child (the proxy is
 /// the container's PID 1, orphans included), after which the bare PID may name another
@@ -193,10 +193,11 @@ pub fn start_qemu(
     args: &[String],
     debug: bool,
     ninep: bool,
-    nics: &[crate::qemu::Nic],
+    nics: &[runq_shared::qemu::Nic],
+    template: Option<i32>,
 ) -> Result<Tracked> {
     let mut command = Command::new(paths.loader());
-    let inherited: Vec<i32> = nics.iter().map(|nic| nic.fd).collect();
+    let inherited: Vec<i32> = nics.iter().map(|nic| nic.fd).chain(template).collect();
     let keep: Vec<i32> = qemu_capabilities(ninep)
         .into_iter()
         .map(|cap| i32::from(cap.index()))

@@ -1,5 +1,6 @@
 //! File descriptors the proxy did not open itself must not live on in it or in QEMU, except
-//! the two runq create handed it through runc: the VM config and the start report's FIFO.
+//! those runq create handed it through runc: the VM config, the start report's FIFO and the
+//! templates (see `runq_shared::layout::FIRST_TEMPLATE_FD`).
 
 use std::fs::File;
 use std::io::Read;
@@ -7,19 +8,26 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 
 use anyhow::{bail, Context, Result};
-use runq_shared::layout::{START_REPORT_FD, VM_CONFIG_FD};
+use runq_shared::layout::{FIRST_TEMPLATE_FD, START_REPORT_FD, VM_CONFIG_FD};
+use runq_shared::template::MAX_NICS;
 
 /// The descriptors runq handed the proxy.
 pub struct Handed {
     pub vm_config: File,
     pub start_report: File,
+    /// By number of NICs; `/dev/null` where runq create found no template.
+    pub templates: Vec<File>,
 }
 
 /// Closes every descriptor above stderr but runq's, then takes runq's.
 pub fn take_handed_close_the_rest() -> Result<Handed> {
-    close_from(START_REPORT_FD + 1);
+    let templates = FIRST_TEMPLATE_FD..=FIRST_TEMPLATE_FD + MAX_NICS as RawFd;
+    close_from(templates.end() + 1);
     let vm_config = take(VM_CONFIG_FD, "the VM config")?;
     let start_report = take(START_REPORT_FD, "the start report")?;
+    let templates = templates
+        .map(|fd| take(fd, "a template"))
+        .collect::<Result<Vec<_>>>()?;
     if !vm_config.metadata().is_ok_and(|m| m.is_file()) {
         bail!("descriptor {VM_CONFIG_FD} is not the VM config runq create hands the proxy");
     }
@@ -32,6 +40,7 @@ pub fn take_handed_close_the_rest() -> Result<Handed> {
     Ok(Handed {
         vm_config,
         start_report,
+        templates,
     })
 }
 

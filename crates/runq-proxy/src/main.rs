@@ -16,7 +16,6 @@ mod fds;
 mod network;
 mod own_root;
 mod pod_network;
-mod qemu;
 mod serve;
 mod signals;
 mod start_report;
@@ -31,9 +30,9 @@ use runq_shared::config::NetMode;
 use runq_shared::config::{GuestBoot, HostFindings, RootFs, VmConfig};
 use runq_shared::timeline::Timeline;
 
-use crate::qemu::{HostFacts, Paths};
 use crate::serve::Helpers;
 use runq_proxy::supervisor;
+use runq_shared::qemu::{self, HostFacts, Paths};
 
 fn main() -> ExitCode {
     match fds::take_handed_close_the_rest().and_then(run) {
@@ -109,11 +108,17 @@ fn run(handed: fds::Handed) -> Result<i32> {
         let (network, taps) = network::take_over(config.vm.net).context("take over the network")?;
         (network, taps, None)
     };
+    let template = restorable(&config.vm, taps.len(), handed.templates);
     let nics: Vec<qemu::Nic> = taps
         .iter()
-        .map(|tap| qemu::Nic {
+        .enumerate()
+        .map(|(number, tap)| qemu::Nic {
             fd: tap.fd.as_raw_fd(),
-            mac: tap.mac.clone(),
+            // A restore has the template's arguments; the guest sets the container's MAC.
+            mac: match template {
+                Some(_) => runq_shared::template::nic_mac(number),
+                None => tap.mac.clone(),
+            },
             stream: tap.stream,
         })
         .collect();
@@ -130,14 +135,33 @@ fn run(handed: fds::Handed) -> Result<i32> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let qemu_args = qemu::args(&config.vm, host, &paths, &nics, &disks);
+    let boot = match &template {
+        Some(state) => qemu::Boot::Restore {
+            fd: state.as_raw_fd(),
+        },
+        None => qemu::Boot::Cold,
+    };
+    let qemu_args = qemu::args(&config.vm, host, &paths, &nics, &disks, boot);
     let ninep = matches!(config.vm.root_fs, RootFs::NineP { .. });
     let confinement = &config.vm.confinement;
     confine::read_only_paths(confinement)?;
     confine::apparmor(confinement)?;
-    mark("qemu_exec");
-    let qemu = children::start_qemu(&paths, &qemu_args, config.vm.debug, ninep, &nics)?;
+    mark(if template.is_some() {
+        "qemu_restore"
+    } else {
+        "qemu_exec"
+    });
+    let qemu = children::start_qemu(
+        &paths,
+        &qemu_args,
+        config.vm.debug,
+        ninep,
+        &nics,
+        template.as_ref().map(|state| state.as_raw_fd()),
+    )?;
     drop(taps);
+    let restored = template.is_some();
+    drop(template);
     confine::drop_capabilities(&confine::kept_capabilities(&children::qemu_capabilities(
         ninep,
     )))?;
@@ -149,7 +173,7 @@ fn run(handed: fds::Handed) -> Result<i32> {
     if let Some(listener) = exec_listener {
         exec::spawn_listener(listener, events.clone()).context("serve exec sessions")?;
     }
-    channel::spawn_reader(agent, events.clone()).context("start the channel thread")?;
+    channel::spawn_reader(agent, events.clone(), restored).context("start the channel thread")?;
 
     let helpers = Helpers { virtiofsd, passt };
     let boot = GuestBoot {
@@ -158,6 +182,9 @@ fn run(handed: fds::Handed) -> Result<i32> {
             network: guest_network,
             resolv_conf,
             embedded_dns,
+            entropy: host_entropy()?,
+            wall_clock_ns: None,
+            restored,
         },
     };
     serve::serve(
@@ -187,6 +214,45 @@ fn resolv_conf(
         .then(|| settings.resolv_conf(&engine));
     let embedded = runq_shared::dns::names_embedded_dns(ours.as_deref().unwrap_or(&engine));
     (ours, embedded)
+}
+
+/// The template runq create handed for a VM with this many NICs, once it passed its check;
+/// `None` boots cold, after one line saying why where a template was offered.
+fn restorable(
+    vm: &runq_shared::config::VmSettings,
+    nics: usize,
+    templates: Vec<std::fs::File>,
+) -> Option<std::fs::File> {
+    let offer = vm.templates.iter().find(|offer| offer.nics == nics)?;
+    let state = templates.into_iter().nth(nics)?;
+    match runq_shared::template::check(&state, offer) {
+        Ok(()) => Some(state),
+        Err(error) => {
+            eprintln!("runq: {error}; booting without it");
+            None
+        }
+    }
+}
+
+/// Random bytes for the guest's generator, from the host's.
+fn host_entropy() -> Result<Vec<u8>> {
+    let mut bytes = vec![0u8; 64];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: getrandom writes at most the given length into the buffer we own.
+        let got = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if got < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(error).context("read host entropy for the guest");
+            }
+        } else {
+            filled += got as usize;
+        }
+    }
+    Ok(bytes)
 }
 
 /// Checks a disk against the format the operator named (see `check_image`) and tells whether

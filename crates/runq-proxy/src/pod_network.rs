@@ -15,7 +15,7 @@ use runq_shared::config::GuestNetwork;
 
 use crate::children::Tracked;
 use crate::network::{engines_ipv6_off, guest_view, random_local_mac, Tap};
-use crate::qemu::Paths;
+use runq_shared::qemu::Paths;
 
 /// The guest's view of the namespace's main interface, QEMU's end of passt's socket, and
 /// passt. A namespace with no interface but loopback gets no NIC and no passt.

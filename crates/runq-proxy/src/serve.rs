@@ -24,8 +24,8 @@ use crate::children::{tail, Tracked};
 use crate::dns::DnsRelay;
 use crate::event::{Event, Events};
 use crate::exec::Client;
-use crate::qemu::Paths;
 use crate::supervisor::{Action, Deadline, Failure, Input, Supervisor};
+use runq_shared::qemu::Paths;
 
 /// How long the exec clients' writers have for their last frames once the container ended.
 const CLIENTS_GRACE: Duration = Duration::from_secs(2);
@@ -63,6 +63,8 @@ struct Proxy {
     dns: Option<DnsRelay>,
     /// The boot timeline, when `RUNQ_TIMELINE` asked for it.
     timeline: Option<Timeline>,
+    /// The guest's config until it is sent.
+    boot: Option<GuestBoot>,
 }
 
 /// Runs until the container is over; returns the exit code for the container.
@@ -86,10 +88,10 @@ pub fn serve(
             let _ = events.try_send(Event::Input(stopped_reading()));
         })
     };
-    let boot_json = serde_json::to_vec(&boot)?;
-    let mut supervisor = Supervisor::new(boot_json, !vm.disks.is_empty(), boot.host.embedded_dns);
+    let mut supervisor = Supervisor::new(!vm.disks.is_empty(), boot.host.embedded_dns);
     let mut proxy = Proxy {
         vm,
+        boot: Some(boot.clone()),
         mirror_localhost: boot.host.network.mirror_localhost,
         qemu,
         helpers,
@@ -220,6 +222,12 @@ impl Proxy {
     fn carry_out(&mut self, action: Action) -> Result<Option<Input>> {
         match action {
             Action::ToGuest(message) => return self.to_guest(&message),
+            Action::SendConfig => {
+                let mut boot = self.boot.take().context("the config was sent twice")?;
+                boot.host.wall_clock_ns = Some(runq_shared::timeline::wall_clock_ns());
+                let json = serde_json::to_vec(&boot)?;
+                return self.to_guest(&Message::Config { json });
+            }
             Action::ToClient(session, message) => {
                 let ends = message.ends_session();
                 let client = match ends {

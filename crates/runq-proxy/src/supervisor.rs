@@ -63,6 +63,9 @@ pub enum Input {
 #[derive(Debug, PartialEq)]
 pub enum Action {
     ToGuest(Message),
+    /// The guest's config ([`runq_shared::config::GuestBoot`]), with the host's clock read as
+    /// it leaves.
+    SendConfig,
     /// To an exec session's client; one that ends the session is the client's last.
     ToClient(u32, Message),
     /// A frame of the application's stdio.
@@ -117,8 +120,6 @@ struct PendingExec {
 
 pub struct Supervisor {
     phase: Phase,
-    /// The guest's config ([`runq_shared::config::GuestBoot`]), sent on its Hello.
-    config_json: Vec<u8>,
     configured: bool,
     /// Without disks nothing is lost when QEMU is killed right after the exit; with them,
     /// its own orderly exit flushes what a format like qcow2 may still hold.
@@ -136,10 +137,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(config_json: Vec<u8>, has_disks: bool, embedded_dns: bool) -> Supervisor {
+    pub fn new(has_disks: bool, embedded_dns: bool) -> Supervisor {
         Supervisor {
             phase: Phase::Booting,
-            config_json,
             configured: false,
             has_disks,
             pending_execs: Vec::new(),
@@ -276,9 +276,7 @@ impl Supervisor {
             Message::Hello { version } => {
                 self.configured = true;
                 actions.push(if version == PROTOCOL_VERSION {
-                    Action::ToGuest(Message::Config {
-                        json: self.config_json.clone(),
-                    })
+                    Action::SendConfig
                 } else {
                     Action::End(Err(Failure::ProtocolMismatch { guest: version }))
                 });

@@ -53,6 +53,10 @@ pub struct VmSettings {
     /// What the proxy's localhost mirror takes from the guest at most (pods).
     #[serde(default)]
     pub mirror: MirrorCaps,
+    /// Templates runq create found for this VM's shape, one per number of NICs it may have
+    /// (the proxy learns that only at start); empty boots cold.
+    #[serde(default)]
+    pub templates: Vec<crate::template::Offer>,
 }
 
 /// The most a localhost mirror holds for the other side: listeners standing in for its ports,
@@ -252,6 +256,19 @@ pub struct HostFindings {
     /// The application's resolv.conf names Docker's embedded DNS server: the guest listens
     /// on its address and relays the queries.
     pub embedded_dns: bool,
+    /// Host random bytes, credited to the guest's entropy pool and reseeding its generator
+    /// before the application starts: a VM restored from a template would otherwise share
+    /// the template's generator state with every other one.
+    #[serde(default)]
+    pub entropy: Vec<u8>,
+    /// The host's clock (Unix ns) as the config left the proxy: the guest sets its own from
+    /// it (a restored guest's is the template's).
+    #[serde(default)]
+    pub wall_clock_ns: Option<u64>,
+    /// The VM was restored from a template: its NICs carry the template's MACs
+    /// ([`crate::template::nic_mac`]) until the guest gives them the container's.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 /// The config message: what runq decided from the spec, and what the proxy found on the host.
@@ -418,6 +435,7 @@ mod tests {
                     listeners: 16,
                     conns: 32,
                 },
+                templates: Vec::new(),
             },
             guest: GuestConfig {
                 process: ProcessConfig {

@@ -26,15 +26,18 @@ pub const RUNQ_DIR: &str = "/.runq";
 /// The host assets directory, bind-mounted read-only: runc starts the proxy from here.
 pub const ASSETS_IN_CONTAINER: &str = "/.runq/qemu";
 
-/// The descriptors runq create hands the proxy through runc (`--preserve-fds 2`), instead of
+/// The descriptors runq create hands the proxy through runc (`--preserve-fds`), instead of
 /// any path: the VM config, root-only and holding the application's environment, read once;
-/// and the start report's FIFO (see [`crate::start_report`]). A descriptor needs no
-/// permission on the file, so a proxy that is the mapped root of a user namespace reads them
-/// as well as the host's root.
+/// the start report's FIFO (see [`crate::start_report`]); and the templates of the VM's shape
+/// (see [`crate::template`]), one for each number of NICs from 0, root-only too (`/dev/null`
+/// where there is none). A descriptor needs no permission on the file, so a proxy that is the
+/// mapped root of a user namespace reads them as well as the host's root.
 pub const VM_CONFIG_FD: i32 = 3;
 pub const START_REPORT_FD: i32 = 4;
+/// The template for a VM without NICs; the one with `n` NICs is `n` above it.
+pub const FIRST_TEMPLATE_FD: i32 = 5;
 /// How many descriptors runq hands the proxy.
-pub const HANDED_FDS: i32 = 2;
+pub const HANDED_FDS: i32 = FIRST_TEMPLATE_FD + crate::template::MAX_NICS as i32 + 1 - 3;
 
 /// runq's own root: the [`RUNQ_DIR`] tmpfs, which the proxy makes its root before it starts any
 /// helper, so that nothing of the image is ever on a host-side process's library path, `/etc`

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 
 use crate::bundle::Bundle;
@@ -49,10 +49,10 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             if is_pod_sandbox(&bundle)? {
                 return Err(runc.exec(command, args).into());
             }
-            prepare_bundle(&bundle, &invocation, logger)?;
+            let templates = prepare_bundle(&bundle, &invocation, logger)?;
             // A child rather than exec, to clean up when runc refuses: the engine will not
             // call delete for a container that was never created.
-            let status = run_runc(&runc, command, args, &bundle)?;
+            let status = run_runc(&runc, command, args, &bundle, templates)?;
             if !status.success() {
                 bundle.clean_up()?;
             }
@@ -64,9 +64,9 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             if is_pod_sandbox(&bundle)? {
                 return Err(runc.exec(command, args).into());
             }
-            prepare_bundle(&bundle, &invocation, logger)?;
+            let templates = prepare_bundle(&bundle, &invocation, logger)?;
             let watch = StartWatch::open(bundle.private_dir())?;
-            let status = run_runc(&runc, command, args, &bundle)?;
+            let status = run_runc(&runc, command, args, &bundle, templates)?;
             // A detached container lives on; `runq delete` cleans up after it.
             if !parsed.run.detach {
                 bundle.clean_up()?;
@@ -115,6 +115,10 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             args,
         ),
         "check" => Ok(crate::check::report(&invocation.options)),
+        "template" => match args.first().and_then(|a| a.to_str()) {
+            Some("build") => crate::template_build::build_from_stdin(),
+            _ => bail!("template: the only command is `runq template build`, which runq create starts with the shapes on its stdin"),
+        },
         _ => Err(runc.exec(command, args).into()),
     }
 }
@@ -149,7 +153,12 @@ fn boot_timeout(bundle: &Bundle) -> Result<Duration> {
     ))
 }
 
-fn prepare_bundle(bundle: &Bundle, invocation: &Invocation, logger: &Logger) -> Result<()> {
+/// Writes runq's files for the container; returns the template descriptors for the proxy.
+fn prepare_bundle(
+    bundle: &Bundle,
+    invocation: &Invocation,
+    logger: &Logger,
+) -> Result<Vec<std::os::fd::OwnedFd>> {
     let original = bundle.original_spec()?;
     bundle.check_image(&original)?;
     let options = &invocation.options;
@@ -167,10 +176,17 @@ fn prepare_bundle(bundle: &Bundle, invocation: &Invocation, logger: &Logger) -> 
         rlimits: host::own_rlimits(),
         node_dir: runq_shared::layout::install_root().join("nodes"),
     };
-    let rewritten = rewrite::rewrite(&original, options, &facts)?;
+    let mut rewritten = rewrite::rewrite(&original, options, &facts)?;
     crate::disk_images::check(&original)?;
+    let templates = if rewritten.template {
+        let shapes = crate::templates::shapes(&rewritten.vm.vm, options, &facts.assets_dir);
+        crate::templates::find(shapes)?
+    } else {
+        crate::templates::Found::none()?
+    };
+    rewritten.vm.vm.templates = templates.offers;
     bundle.write(&original, &rewritten)?;
-    Ok(())
+    Ok(templates.descriptors)
 }
 
 /// runc's create or run on runq's directory, with runq's descriptors handed over.
@@ -179,8 +195,14 @@ fn run_runc(
     command: &str,
     args: &[OsString],
     bundle: &Bundle,
+    templates: Vec<std::os::fd::OwnedFd>,
 ) -> Result<std::process::ExitStatus> {
-    let handed = bundle.handed_fds()?;
+    let mut handed = bundle.handed_fds()?;
+    handed.extend(
+        templates
+            .into_iter()
+            .zip(runq_shared::layout::FIRST_TEMPLATE_FD..),
+    );
     let args = for_runc(args, bundle.runc_bundle(), handed.len());
     Ok(runc.run_forwarding_signals_with_fds(command, &args, handed)?)
 }

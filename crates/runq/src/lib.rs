@@ -15,3 +15,5 @@ pub mod runc;
 pub mod sandbox;
 pub mod seccomp;
 pub mod start;
+pub mod template_build;
+pub mod templates;

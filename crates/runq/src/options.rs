@@ -36,6 +36,9 @@ pub struct RunqOptions {
     pub debug: bool,
     /// Print the boot timeline on the container's stderr when it ends (`RUNQ_TIMELINE`).
     pub timeline: bool,
+    /// Start the VM from a template of its shape where there is one (`--template off`,
+    /// `RUNQ_TEMPLATE=0`: always boot).
+    pub template: bool,
     /// The runq disk that becomes the guest's root (`RUNQ_ROOTDISK`).
     pub root_disk: Option<String>,
     /// Absolute paths not copied onto a new root disk (`RUNQ_ROOTDISK_EXCLUDE`).
@@ -70,6 +73,7 @@ impl Default for RunqOptions {
             boot_timeout_secs: DEFAULT_BOOT_TIMEOUT_SECS,
             debug: false,
             timeline: false,
+            template: true,
             root_disk: None,
             root_disk_exclude: Vec::new(),
             mirror: MirrorCaps::default(),
@@ -179,6 +183,7 @@ enum Key {
     BootTimeout,
     Debug,
     Timeline,
+    Template,
     RootDisk,
     RootDiskExclude,
     MirrorListeners,
@@ -241,6 +246,7 @@ const OPTIONS: &[OptionSpec] = &[
     spec(Key::MirrorConns, Some("--mirror-conns"), &[], false),
     spec(Key::Debug, Some("--runq-debug"), &["RUNQ_DEBUG"], true),
     spec(Key::Timeline, None, &["RUNQ_TIMELINE"], true),
+    spec(Key::Template, Some("--template"), &["RUNQ_TEMPLATE"], false),
     spec(Key::RootDisk, None, &["RUNQ_ROOTDISK"], false),
     spec(
         Key::RootDiskExclude,
@@ -395,6 +401,7 @@ impl RunqOptions {
             Key::Systemd => self.systemd = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
             Key::Debug => self.debug = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
             Key::Timeline => self.timeline = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
+            Key::Template => self.template = parse_bool(value).ok_or_else(|| invalid(BOOL))?,
             Key::Fs => {
                 self.fs = match value {
                     "virtiofs" => FsKind::Virtiofs,

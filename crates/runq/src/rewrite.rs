@@ -63,6 +63,8 @@ pub struct Rewritten {
     pub vm: VmConfig,
     /// The node runq create must make before runc binds it.
     pub tun_node: Option<TunNode>,
+    /// Start the VM from a template where there is one (`--template`, `RUNQ_TEMPLATE`).
+    pub template: bool,
 }
 
 #[derive(Debug, Error)]
@@ -376,7 +378,12 @@ pub fn rewrite(
         tun_node.as_ref(),
         vm.vm.mem_mib,
     )?;
-    Ok(Rewritten { spec, vm, tun_node })
+    Ok(Rewritten {
+        spec,
+        vm,
+        tun_node,
+        template: options.template,
+    })
 }
 
 /// Whose network namespace the container gets.
@@ -475,6 +482,8 @@ fn vm_settings(spec: &Spec, options: &RunqOptions, host: &HostFacts) -> VmSettin
             }
         },
         mirror: options.mirror,
+        // Found by runq create on the host, once the rewrite is done (see `templates`).
+        templates: Vec::new(),
     }
 }
 

@@ -4,10 +4,8 @@ use runq_shared::protocol::StreamKind;
 
 use super::*;
 
-const CONFIG: &[u8] = b"{\"config\":1}";
-
 fn supervisor(has_disks: bool) -> Supervisor {
-    Supervisor::new(CONFIG.to_vec(), has_disks, true)
+    Supervisor::new(has_disks, true)
 }
 
 fn guest(message: Message) -> Input {
@@ -58,12 +56,7 @@ fn booting_hello_gets_the_config_once_and_a_wrong_version_ends_the_container() {
             version: PROTOCOL_VERSION,
         })
     };
-    assert_eq!(
-        supervisor.handle(hello()),
-        [Action::ToGuest(Message::Config {
-            json: CONFIG.to_vec()
-        })]
-    );
+    assert_eq!(supervisor.handle(hello()), [Action::SendConfig]);
     assert_eq!(violation(&supervisor.handle(hello())), "a second Hello");
 
     let mut old = self::supervisor(false);
@@ -396,7 +389,7 @@ fn running_qemu_or_virtiofsd_ending_under_the_application_is_an_error() {
 
 #[test]
 fn violations_a_dns_query_without_the_embedded_server_or_a_session_never_started() {
-    let mut no_dns = Supervisor::new(CONFIG.to_vec(), false, false);
+    let mut no_dns = Supervisor::new(false, false);
     let query = guest(Message::DnsQuery {
         id: 1,
         packet: vec![0],

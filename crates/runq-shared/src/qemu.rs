@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use runq_shared::config::{Accel, RootFs, VmSettings};
-use runq_shared::disks::{DiskCache, DiskFormat};
-use runq_shared::layout::{self, assets, own_root, AGENT_PORT_NAME, ROOTFS_TAG};
+use crate::config::{Accel, RootFs, VmSettings};
+use crate::disks::{DiskCache, DiskFormat};
+use crate::layout::{self, assets, own_root, AGENT_PORT_NAME, ROOTFS_TAG};
 
 /// Where QEMU finds what it needs, in runq's own root (see `own_root`).
 #[derive(Debug, Clone)]
@@ -130,6 +130,19 @@ impl Disk {
     }
 }
 
+/// How the VM starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    /// Boots the kernel, told which modules the container will need.
+    Cold,
+    /// Boots to be saved as a template (see [`crate::template`]): the guest loads only what
+    /// its control channel needs and waits for a config.
+    Template,
+    /// Starts from a template's migration stream on this descriptor (QEMU's number), with
+    /// the same arguments the template was made with.
+    Restore { fd: i32 },
+}
+
 /// Arguments after the loader's own (see [`Paths::loader_args`]).
 pub fn args(
     vm: &VmSettings,
@@ -137,16 +150,14 @@ pub fn args(
     paths: &Paths,
     nics: &[Nic],
     disks: &[Disk],
+    boot: Boot,
 ) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
     let mem = format!("{}M", vm.mem_mib);
     let firmware = path(&paths.assets.join(assets::FIRMWARE));
     push(&["-L", &firmware]);
-    // No 8259 PIC: the guest routes every interrupt through the IOAPIC, and under QEMU 10's
-    // TCG an early PIC interrupt sometimes arrives on vector 0 before the kernel programmed
-    // the PIC, a "divide error" that panics 1 boot in 8 (none in 40 without it).
-    push(&["-M", "microvm,pic=off,memory-backend=mem"]);
+    push(&["-M", "microvm,memory-backend=mem"]);
     push(&["-global", "virtio-mmio.force-legacy=false"]);
     let (accel, default_cpu) = match vm.accel {
         Accel::Kvm => ("kvm", "host"),
@@ -238,7 +249,7 @@ pub fn args(
             "-device",
             &format!(
                 "virtio-blk-device,drive=disk{number},serial={},write-cache={}",
-                runq_shared::disks::serial(number),
+                crate::disks::serial(number),
                 disk.write_cache()
             ),
         ]);
@@ -258,11 +269,18 @@ pub fn args(
         "-initrd",
         &path(&paths.initrd),
     ]);
-    push(&["-append", &kernel_cmdline(vm, host, !nics.is_empty())]);
+    push(&[
+        "-append",
+        &kernel_cmdline(vm, host, !nics.is_empty(), boot == Boot::Cold),
+    ]);
+    if let Boot::Restore { fd } = boot {
+        // A descriptor, never a path or `exec:`: QEMU reads the stream and nothing else.
+        push(&["-incoming", &format!("fd:{fd}")]);
+    }
     args
 }
 
-fn kernel_cmdline(vm: &VmSettings, host: HostFacts, nics: bool) -> String {
+fn kernel_cmdline(vm: &VmSettings, host: HostFacts, nics: bool, hints: bool) -> String {
     let mut words = vec![
         "console=ttyS0",
         "reboot=t",
@@ -295,7 +313,11 @@ fn kernel_cmdline(vm: &VmSettings, host: HostFacts, nics: bool) -> String {
     if !vm.disks.is_empty() {
         features.push("block");
     }
-    words.push(format!("{}={}", layout::MODULES_PARAM, features.join(",")));
+    // A template's guest waits with the transport alone: the container's modules load once
+    // its config names them.
+    if hints {
+        words.push(format!("{}={}", layout::MODULES_PARAM, features.join(",")));
+    }
     if let (Accel::Tcg, Some(khz)) = (vm.accel, host.tsc_khz) {
         words.push(format!("tsc_early_khz={khz}"));
     }
@@ -314,18 +336,18 @@ pub fn tsc_khz_from_cpuinfo(cpuinfo: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use runq_shared::config::NinePCache;
+    use crate::config::NinePCache;
 
-    fn settings() -> VmSettings {
+    pub(crate) fn settings() -> VmSettings {
         VmSettings {
             cpus: 2,
             mem_mib: 300,
             accel: Accel::Tcg,
             cpu_model: None,
             root_fs: RootFs::Virtiofs,
-            net: runq_shared::config::NetMode::Tap,
+            net: crate::config::NetMode::Tap,
             disks: vec![],
             boot_timeout_secs: 60,
             nested_vm: false,
@@ -337,6 +359,7 @@ mod tests {
             noexec: false,
             dns: Default::default(),
             mirror: Default::default(),
+            templates: Vec::new(),
         }
     }
 
@@ -359,6 +382,7 @@ mod tests {
             &paths,
             &[],
             &[],
+            Boot::Cold,
         );
         assert_eq!(value_of(&args, "-accel"), ["tcg,tb-size=64"]);
         assert_eq!(value_of(&args, "-cpu"), ["max,erms=off,fsrm=off"]);
@@ -433,6 +457,7 @@ mod tests {
                     block_device: true,
                 },
             ],
+            Boot::Cold,
         );
         let blockdevs: Vec<serde_json::Value> = value_of(&args, "-blockdev")
             .iter()
@@ -494,8 +519,29 @@ mod tests {
             &Paths::in_own_root(&vm),
             &[],
             &[],
+            Boot::Cold,
         );
         assert_eq!(value_of(&args, "-cpu"), ["max,erms=off,fsrm=off,pmu=off"]);
+    }
+
+    #[test]
+    fn a_restore_has_the_templates_arguments_and_reads_the_stream_from_a_descriptor() {
+        let vm = settings();
+        let paths = Paths::in_own_root(&vm);
+        let host = HostFacts { tsc_khz: Some(1) };
+        let nics = [Nic {
+            fd: 7,
+            mac: crate::template::nic_mac(0),
+            stream: true,
+        }];
+        let template = args(&vm, host, &paths, &nics, &[], Boot::Template);
+        let restore = args(&vm, host, &paths, &nics, &[], Boot::Restore { fd: 9 });
+        assert_eq!(restore[..template.len()], template[..]);
+        assert_eq!(restore[template.len()..], ["-incoming", "fd:9"]);
+        assert!(!value_of(&template, "-append")[0].contains("runq.modules"));
+        let cold = args(&vm, host, &paths, &nics, &[], Boot::Cold);
+        assert!(value_of(&cold, "-append")[0].contains("runq.modules=virtiofs,net"));
+        assert!(!cold.contains(&"-incoming".to_string()));
     }
 
     #[test]

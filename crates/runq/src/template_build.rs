@@ -1,0 +1,403 @@
+//! `runq template build`: makes templates on the host, never in a container's QEMU (a guest
+//! that ran anything of a container could poison every VM restored from it).
+//!
+//! For each shape: boot QEMU with the shape's arguments (see `qemu::Boot::Template`), runq's
+//! kernel and initrd, an empty root share and NICs on socket pairs; wait for runq-init's Hello
+//! on the control channel (it then waits for a config that never comes); stop the VM and have
+//! QEMU migrate it into a root-only file through a descriptor; hash it, write the meta last and
+//! rename the directory into place. One builder per key at a time (a lock file); a template
+//! that exists is left alone.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use runq_shared::layout::assets;
+use runq_shared::protocol::{read_message_within, Message, GUEST_FRAME_LIMIT, PROTOCOL_VERSION};
+use runq_shared::qemu::{self, Boot, HostFacts, Nic, Paths};
+use runq_shared::template::{self, FileId, Meta, Shape, KEEP, META, STATE};
+
+/// How long a template's boot and save may take, at most.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Builds the templates of the shapes on stdin that do not exist yet.
+pub fn build_from_stdin() -> Result<i32> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_end(&mut text)
+        .context("read the shapes")?;
+    let shapes: Vec<Shape> = serde_json::from_slice(&text).context("parse the shapes")?;
+    let dir = crate::templates::templates_dir().context("make the templates' directory")?;
+    let mut failed = false;
+    for shape in shapes {
+        let key = shape.key();
+        match build_once(&dir, &shape, &key) {
+            Ok(true) => eprintln!("runq template {key}: built ({} NICs)", shape.nics),
+            Ok(false) => {}
+            Err(error) => {
+                failed = true;
+                eprintln!("runq template {key}: {error:#}");
+            }
+        }
+    }
+    remove_oldest(&dir, KEEP);
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// Builds the template unless it exists, another builder holds its lock, or its inputs
+/// changed since the shape was taken; true when it built it.
+fn build_once(dir: &Path, shape: &Shape, key: &str) -> Result<bool> {
+    let lock_path = dir.join(format!("{key}.lock"));
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("open {}", lock_path.display()))?;
+    let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    else {
+        return Ok(false);
+    };
+    let target = dir.join(key);
+    let built = if template::read_meta(&target, key).is_ok() || !inputs_unchanged(shape) {
+        false
+    } else {
+        let _ = std::fs::remove_dir_all(&target);
+        build(dir, shape, key)?;
+        true
+    };
+    let _ = std::fs::remove_file(&lock_path);
+    Ok(built)
+}
+
+fn inputs_unchanged(shape: &Shape) -> bool {
+    [&shape.assets, &shape.kernel, &shape.initrd]
+        .iter()
+        .all(|id| FileId::of(&id.path).is_ok_and(|now| now == **id))
+}
+
+fn build(dir: &Path, shape: &Shape, key: &str) -> Result<()> {
+    let work = dir.join(format!(".build-{key}"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&work)
+        .with_context(|| format!("mkdir {}", work.display()))?;
+    let result = boot_and_save(&work, shape, key);
+    if let Err(error) = &result {
+        let console = tail(&work.join("console.log"));
+        let qemu = tail(&work.join("qemu.log"));
+        let _ = std::fs::remove_dir_all(&work);
+        bail!("{error:#}\n--- console ---\n{console}\n--- QEMU ---\n{qemu}");
+    }
+    let target = dir.join(key);
+    for scratch in ["root", "agent.sock", "qmp.sock", "vfsd.sock"] {
+        let path = work.join(scratch);
+        let _ = std::fs::remove_dir(&path).or_else(|_| std::fs::remove_file(&path));
+    }
+    std::fs::rename(&work, &target)
+        .with_context(|| format!("rename {} to {}", work.display(), target.display()))?;
+    File::open(dir).and_then(|d| d.sync_all()).ok();
+    Ok(())
+}
+
+fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    let vm = shape.vm_settings();
+    let paths = Paths {
+        assets: shape.assets.path.clone(),
+        kernel: shape.kernel.path.clone(),
+        initrd: shape.initrd.path.clone(),
+        virtiofsd_socket: work.join("vfsd.sock"),
+        agent_socket: work.join("agent.sock"),
+        console_log: work.join("console.log"),
+        qemu_log: work.join("qemu.log"),
+        virtiofsd_log: work.join("virtiofsd.log"),
+        passt_log: work.join("passt.log"),
+        shared_root: work.join("root"),
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&paths.shared_root)
+        .context("make the empty root")?;
+    let mut helpers = Vec::new();
+    if shape.root_device == "virtiofs" {
+        helpers.push(Reaped(start_virtiofsd(&paths)?));
+    }
+    // The NICs' far ends stay open here until the save is done.
+    let pairs = (0..shape.nics)
+        .map(|_| UnixStream::pair().context("a socket pair for a NIC"))
+        .collect::<Result<Vec<_>>>()?;
+    let nics: Vec<Nic> = pairs
+        .iter()
+        .enumerate()
+        .map(|(number, (qemu_end, _))| Nic {
+            fd: qemu_end.as_raw_fd(),
+            mac: template::nic_mac(number),
+            stream: true,
+        })
+        .collect();
+    let agent = UnixListener::bind(&paths.agent_socket).context("listen for the channel")?;
+    let qmp_socket = work.join("qmp.sock");
+    let host = HostFacts {
+        tsc_khz: shape.tsc_khz,
+    };
+    let mut args = qemu::args(&vm, host, &paths, &nics, &[], Boot::Template);
+    args.extend([
+        "-qmp".to_string(),
+        format!("unix:{},server=on,wait=off", qmp_socket.display()),
+    ]);
+    let qemu = Reaped(start_qemu(&paths, &args, &nics)?);
+
+    let mut channel = accept_within(&agent, deadline).context("wait for the guest's channel")?;
+    channel.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())))?;
+    match read_message_within(&mut channel, GUEST_FRAME_LIMIT) {
+        Ok(Some(Message::Hello { version })) if version == PROTOCOL_VERSION => {}
+        Ok(other) => bail!("the guest said {other:?} instead of its Hello"),
+        Err(error) => bail!("no Hello from the guest: {error}"),
+    }
+    let state_path = work.join(STATE);
+    let state = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&state_path)
+        .context("create the template's state")?;
+    Qmp::connect(&qmp_socket, deadline)?.save(state.try_clone()?.into(), deadline)?;
+    drop(qemu);
+    drop(helpers);
+    drop(channel);
+    state.sync_all().context("sync the template's state")?;
+    let size = state.metadata()?.len();
+    let sha256 = template::sha256_of(&File::open(&state_path)?, size)?;
+    let meta = Meta {
+        key: key.to_string(),
+        size,
+        sha256,
+        shape: shape.clone(),
+    };
+    let meta_path = work.join(META);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&meta_path)
+        .context("create the template's meta")?;
+    file.write_all(&serde_json::to_vec_pretty(&meta)?)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The last lines of a log, bounded.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(2000)..]).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// A helper that is killed and reaped when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_virtiofsd(paths: &Paths) -> Result<Child> {
+    let listener = UnixListener::bind(&paths.virtiofsd_socket).context("listen for virtiofsd")?;
+    let fd: OwnedFd = listener.into();
+    let mut command = Command::new(paths.loader());
+    command
+        .args(paths.loader_args(assets::VIRTIOFSD))
+        .arg(format!("--fd={}", fd.as_raw_fd()))
+        .arg(format!("--shared-dir={}", paths.shared_root.display()))
+        .args(["--cache=auto", "--sandbox=namespace", "--log-level=error"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(&paths.virtiofsd_log)?);
+    inherit(&mut command, vec![fd.as_raw_fd()]);
+    command.spawn().context("start virtiofsd")
+}
+
+fn start_qemu(paths: &Paths, args: &[String], nics: &[Nic]) -> Result<Child> {
+    let mut command = Command::new(paths.loader());
+    command
+        .args(paths.loader_args(assets::QEMU))
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        // With `debug` the console is QEMU's stdout.
+        .stdout(log_file(&paths.console_log)?)
+        .stderr(log_file(&paths.qemu_log)?);
+    inherit(&mut command, nics.iter().map(|nic| nic.fd).collect());
+    command.spawn().context("start QEMU")
+}
+
+/// Lets the child inherit these descriptors, which stay open here until spawn returns.
+fn inherit(command: &mut Command, fds: Vec<i32>) {
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that
+    // stay open in the parent until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in &fds {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+fn log_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))
+}
+
+fn accept_within(listener: &UnixListener, deadline: Instant) -> Result<UnixStream> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, timeout).context("poll")? == 0 {
+        bail!(
+            "the guest did not connect within {} s",
+            BUILD_TIMEOUT.as_secs()
+        );
+    }
+    Ok(listener.accept()?.0)
+}
+
+/// QEMU's monitor, one JSON object a line.
+struct Qmp {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Qmp {
+    fn connect(path: &Path, deadline: Instant) -> Result<Qmp> {
+        let stream = UnixStream::connect(path).context("connect to QEMU's monitor")?;
+        stream.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        let mut qmp = Qmp { stream, reader };
+        qmp.line().context("QEMU's monitor greeting")?;
+        qmp.execute(r#"{"execute":"qmp_capabilities"}"#, None)?;
+        Ok(qmp)
+    }
+
+    /// Migrates the VM into `state`, handed over as a descriptor. Not stopped first: the
+    /// restored VM keeps the run state it was saved in, and the guest idles in its read.
+    fn save(&mut self, state: OwnedFd, deadline: Instant) -> Result<()> {
+        self.execute(
+            r#"{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"events","state":true}]}}"#,
+            None,
+        )?;
+        self.execute(
+            r#"{"execute":"getfd","arguments":{"fdname":"template"}}"#,
+            Some(state),
+        )?;
+        self.execute(
+            r#"{"execute":"migrate","arguments":{"uri":"fd:template"}}"#,
+            None,
+        )?;
+        loop {
+            if Instant::now() > deadline {
+                bail!("the migration did not end in time");
+            }
+            let line = self.line()?;
+            if line["event"] == "MIGRATION" {
+                match line["data"]["status"].as_str() {
+                    Some("completed") => break,
+                    Some("failed") | Some("cancelled") => {
+                        let info = self.execute(r#"{"execute":"query-migrate"}"#, None)?;
+                        bail!("the migration failed: {}", info["error-desc"]);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let _ = self.execute(r#"{"execute":"quit"}"#, None);
+        Ok(())
+    }
+
+    /// Sends a command, with a descriptor where given, and returns its `return`.
+    fn execute(&mut self, command: &str, fd: Option<OwnedFd>) -> Result<serde_json::Value> {
+        match fd {
+            None => self.stream.write_all(command.as_bytes())?,
+            Some(fd) => {
+                use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+                let fds = [fd.as_raw_fd()];
+                let iov = [std::io::IoSlice::new(command.as_bytes())];
+                let sent = sendmsg::<()>(
+                    self.stream.as_raw_fd(),
+                    &iov,
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::empty(),
+                    None,
+                )
+                .context("hand QEMU the template's file")?;
+                if sent != command.len() {
+                    bail!("QEMU's monitor took {sent} of {} bytes", command.len());
+                }
+            }
+        }
+        loop {
+            let line = self.line()?;
+            if let Some(error) = line.get("error") {
+                bail!("QEMU refused {command}: {error}");
+            }
+            if let Some(value) = line.get("return") {
+                return Ok(value.clone());
+            }
+        }
+    }
+
+    fn line(&mut self) -> Result<serde_json::Value> {
+        let mut text = String::new();
+        if self.reader.read_line(&mut text)? == 0 {
+            return Err(anyhow!("QEMU closed its monitor"));
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// Keeps the `keep` templates made last.
+fn remove_oldest(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut made: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|entry| {
+            let meta = entry.path().join(META);
+            let time = std::fs::metadata(&meta).and_then(|m| m.modified()).ok()?;
+            Some((time, entry.path()))
+        })
+        .collect();
+    made.sort();
+    let excess = made.len().saturating_sub(keep);
+    for (_, path) in made.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
