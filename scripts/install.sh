@@ -86,6 +86,11 @@ build_workspace
 build_virtiofsd
 fetch_qemu
 install_runq
+# The templates of a default container (with and without a NIC): the first container of
+# that shape then starts from one. Other shapes get theirs when runq first meets them.
+step "templates of the default container (a boot and a save each)"
+RUNQ_ROOT=$RUNQ_ROOT "$RUNQ_ROOT/runq" template build ||
+	step "warning: no templates made; containers boot until runq makes them"
 # Docker, where it is installed, learns about the runtime (other settings are kept).
 "$top/scripts/docker-setup.sh" --register-only
 step "done: $RUNQ_ROOT/runq (kernel $(cat "$RUNQ_ROOT/qemu/kernel/release"))"

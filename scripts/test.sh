@@ -6,3 +6,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 export RUNQ_ROOT=${RUNQ_ROOT:-/var/lib/runq}
 cargo test --release --locked --workspace
+# Everything above ran with templates; the boot, stdio, exit code and exec tests run once
+# more with every VM booted.
+RUNQ_TEST_TEMPLATE=off cargo test --release --locked -p runq-tests \
+	--test boot --test stdio --test exit_codes --test exec

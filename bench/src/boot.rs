@@ -60,26 +60,31 @@ pub fn run(settings: &Settings) -> Result<()> {
         (memory::pss_kib(vm.pid())?, memory::pss_split_kib(vm.pid())?)
     };
 
+    eprintln!("runq-bench boot: the template of the containers' shape");
+    wait_for_template(settings.mem)?;
     eprintln!(
         "runq-bench boot: {} rounds of docker run true",
         settings.runs
     );
+    let timed = |template: &str| -> Result<(f64, Stages)> {
+        let (seconds, stages) = docker_run_true(&Setup {
+            label: "runq",
+            options: [
+                runq.options.clone(),
+                vec!["-e".into(), "RUNQ_TIMELINE=1".into()],
+                vec!["-e".into(), format!("RUNQ_TEMPLATE={template}")],
+            ]
+            .concat(),
+        })?;
+        Ok((seconds, stages.context("runq printed no timeline")?))
+    };
     let mut rounds = Vec::new();
     for round in 0..settings.runs {
         eprintln!("runq-bench boot: round {}", round + 1);
         rounds.push(Round {
             runc_s: docker_run_true(&runc)?.0,
-            runq: {
-                let (seconds, stages) = docker_run_true(&Setup {
-                    label: "runq",
-                    options: [
-                        runq.options.clone(),
-                        vec!["-e".into(), "RUNQ_TIMELINE=1".into()],
-                    ]
-                    .concat(),
-                })?;
-                (seconds, stages.context("runq printed no timeline")?)
-            },
+            runq: timed("1")?,
+            runq_cold: timed("0")?,
             floor_s: floor.boot()?,
         });
     }
@@ -103,15 +108,62 @@ pub fn run(settings: &Settings) -> Result<()> {
         ),
     ];
 
-    let summary = Summary::of(&rounds);
-    std::fs::write(
-        &settings.svg,
-        chart::svg(&summary.chart_title(), &summary.bars()),
-    )
-    .with_context(|| format!("write {}", settings.svg.display()))?;
+    let summary = Summary::of(&rounds, |round| &round.runq);
+    let cold = Summary::of(&rounds, |round| &round.runq_cold);
+    for (summary, path) in [
+        (&summary, settings.svg.clone()),
+        (&cold, cold_svg(&settings.svg)),
+    ] {
+        std::fs::write(&path, chart::svg(&summary.chart_title(), &summary.bars()))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
     let floor_memory = (floor_idle_kib, floor_split);
-    print_report(settings, &summary, &memory, floor_memory, &exec, &density);
+    print_report(
+        settings,
+        [&summary, &cold],
+        &memory,
+        floor_memory,
+        &exec,
+        &density,
+    );
     Ok(())
+}
+
+/// The cold boots' chart, beside the templates'.
+fn cold_svg(svg: &Path) -> PathBuf {
+    let stem = svg
+        .file_stem()
+        .map_or("boot-timeline".into(), |s| s.to_string_lossy());
+    svg.with_file_name(format!("{stem}-cold.svg"))
+}
+
+/// One `docker run` makes runq build the template of its shape in the background; waits
+/// until the one with a NIC, Docker's, exists.
+fn wait_for_template(mem_mib: u32) -> Result<()> {
+    use runq_shared::template;
+    docker_run_true(&Setup::runq(
+        "runq",
+        &["-e", &format!("RUNQ_MEM={mem_mib}")],
+    ))?;
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let found = std::fs::read_dir(template::dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                let key = entry.file_name().to_string_lossy().into_owned();
+                template::read_meta(&entry.path(), &key)
+                    .is_ok_and(|meta| meta.shape.mem_mib == mem_mib && meta.shape.nics == 1)
+            });
+        if found {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("runq made no template of {mem_mib} MiB within {READY_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Stage names with milliseconds since `docker run` started.
@@ -119,8 +171,10 @@ type Stages = Vec<(String, f64)>;
 
 struct Round {
     runc_s: f64,
-    /// Wall time and stages.
+    /// Wall time and stages, restored from a template.
     runq: (f64, Stages),
+    /// The same, booted (`RUNQ_TEMPLATE=0`).
+    runq_cold: (f64, Stages),
     floor_s: f64,
 }
 
@@ -165,8 +219,10 @@ fn docker_run_true(setup: &Setup) -> Result<(f64, Option<Stages>)> {
     Ok((seconds, stages))
 }
 
-/// Median figures over the rounds.
+/// Median figures over the rounds, of runq restored or booted.
 struct Summary {
+    /// Restored from a template.
+    template: bool,
     runc_s: f64,
     runq_s: f64,
     floor_s: f64,
@@ -179,10 +235,10 @@ struct Summary {
 }
 
 impl Summary {
-    fn of(rounds: &[Round]) -> Summary {
+    fn of(rounds: &[Round], runq: fn(&Round) -> &(f64, Stages)) -> Summary {
         let mut by_stage: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for round in rounds {
-            for (stage, ms) in &round.runq.1 {
+            for (stage, ms) in &runq(round).1 {
                 by_stage.entry(stage.clone()).or_default().push(*ms);
             }
         }
@@ -200,8 +256,7 @@ impl Summary {
                 .iter()
                 .filter_map(|round| {
                     let at = |name: &str| {
-                        round
-                            .runq
+                        runq(round)
                             .1
                             .iter()
                             .find(|(s, _)| s == name)
@@ -211,13 +266,36 @@ impl Summary {
                 })
                 .collect()
         };
+        let template = stages.iter().any(|(stage, _)| stage == "qemu_restore");
         Summary {
+            template,
             runc_s: seconds(|r| r.runc_s),
-            runq_s: seconds(|r| r.runq.0),
+            runq_s: median(&rounds.iter().map(|r| runq(r).0).collect::<Vec<_>>()),
             floor_s: seconds(|r| r.floor_s),
-            boot_ratios: ratios("qemu_exec"),
+            boot_ratios: ratios(if template {
+                "qemu_restore"
+            } else {
+                "qemu_exec"
+            }),
             create_ratios: ratios("runtime_create"),
             stages,
+        }
+    }
+
+    /// QEMU's start: a restore's or a boot's.
+    fn qemu_start(&self) -> f64 {
+        self.stage(if self.template {
+            "qemu_restore"
+        } else {
+            "qemu_exec"
+        })
+    }
+
+    fn label(&self) -> &'static str {
+        if self.template {
+            "runq, template"
+        } else {
+            "runq, boot"
         }
     }
 
@@ -230,7 +308,7 @@ impl Summary {
 
     /// QEMU's start to the application's start: runq's boot, like for like with the floor.
     fn boot_ms(&self) -> f64 {
-        self.stage("app_exec") - self.stage("qemu_exec")
+        self.stage("app_exec") - self.qemu_start()
     }
 
     /// The runtime's start to the application's start: everything runq adds.
@@ -240,7 +318,8 @@ impl Summary {
 
     fn chart_title(&self) -> String {
         format!(
-            "runq boot timeline (docker run --rm busybox true, median of stages), floor {:.0} ms",
+            "{} timeline (docker run --rm busybox true, median of stages), floor {:.0} ms",
+            self.label(),
             self.floor_s * 1000.0
         )
     }
@@ -256,7 +335,7 @@ impl Summary {
                 floor: false,
             })
             .collect();
-        let qemu = self.stage("qemu_exec");
+        let qemu = self.qemu_start();
         bars.push(Bar {
             label: "bare floor (QEMU start to exit)".into(),
             start_ms: qemu,
@@ -439,7 +518,7 @@ fn mib(kib: u64) -> f64 {
 
 fn print_report(
     settings: &Settings,
-    summary: &Summary,
+    summaries: [&Summary; 2],
     memory: &IdleMemory,
     (floor_kib, floor_split): (u64, [u64; 3]),
     exec: &(f64, f64),
@@ -447,7 +526,7 @@ fn print_report(
 ) {
     println!(
         "Boot, memory and density; {} cores, host kernel {}, guest under {}; medians of {} \
-         rounds (runc, runq and the floor in turn).\n",
+         rounds (runc, runq restored from a template, runq booted and the floor in turn).\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -457,24 +536,27 @@ fn print_report(
     );
     println!("| figure | runq | runc or floor | ratio |");
     println!("|---|---:|---:|---:|");
-    println!(
-        "| `docker run --rm busybox true` (s) | {:.2} | {:.2} (runc) | {:.1}× |",
-        summary.runq_s,
-        summary.runc_s,
-        summary.runq_s / summary.runc_s
-    );
-    println!(
-        "| boot: QEMU start → application exec (s) | {:.2} | {:.2} (floor) | {} |",
-        summary.boot_ms() / 1000.0,
-        summary.floor_s,
-        ratio_range(&summary.boot_ratios)
-    );
-    println!(
-        "| runtime create → application exec (s) | {:.2} | {:.2} (floor) | {} |",
-        summary.create_to_app_ms() / 1000.0,
-        summary.floor_s,
-        ratio_range(&summary.create_ratios)
-    );
+    for summary in summaries {
+        let label = summary.label();
+        println!(
+            "| `docker run --rm busybox true`, {label} (s) | {:.2} | {:.2} (runc) | {:.1}× |",
+            summary.runq_s,
+            summary.runc_s,
+            summary.runq_s / summary.runc_s
+        );
+        println!(
+            "| {label}: QEMU start → application exec (s) | {:.2} | {:.2} (floor) | {} |",
+            summary.boot_ms() / 1000.0,
+            summary.floor_s,
+            ratio_range(&summary.boot_ratios)
+        );
+        println!(
+            "| {label}: runtime create → application exec (s) | {:.2} | {:.2} (floor) | {} |",
+            summary.create_to_app_ms() / 1000.0,
+            summary.floor_s,
+            ratio_range(&summary.create_ratios)
+        );
+    }
     let runq_kib: u64 = memory.runq_parts.iter().map(|(_, kib)| kib).sum();
     println!(
         "| idle PSS, RUNQ_MEM={} (MiB) | {:.1} | {:.1} (floor) | {:+.1} MiB |",
@@ -519,22 +601,30 @@ fn print_report(
             mib(split[2])
         );
     }
-    println!(
-        "\nBoot timeline of `docker run --rm --runtime runq busybox true` (median of each \
-         stage, ms since docker run started; chart: {}):\n",
-        settings.svg.display()
-    );
-    println!("| stage | at (ms) | step (ms) |");
-    println!("|---|---:|---:|");
-    let mut previous = 0.0;
-    for (stage, ms) in &summary.stages {
-        println!("| {stage} | {ms:.0} | {:.0} |", ms - previous);
-        previous = *ms;
+    for summary in summaries {
+        println!(
+            "\nTimeline of `docker run --rm --runtime runq busybox true`, {} (median of each \
+             stage, ms since docker run started; chart: {}):\n",
+            summary.label(),
+            if summary.template {
+                settings.svg.clone()
+            } else {
+                cold_svg(&settings.svg)
+            }
+            .display()
+        );
+        println!("| stage | at (ms) | step (ms) |");
+        println!("|---|---:|---:|");
+        let mut previous = 0.0;
+        for (stage, ms) in &summary.stages {
+            println!("| {stage} | {ms:.0} | {:.0} |", ms - previous);
+            previous = *ms;
+        }
+        println!(
+            "| (bare floor: QEMU start to exit) | | {:.0} |",
+            summary.floor_s * 1000.0
+        );
     }
-    println!(
-        "| (bare floor: QEMU start to exit) | | {:.0} |",
-        summary.floor_s * 1000.0
-    );
 }
 
 #[cfg(test)]
@@ -542,12 +632,15 @@ mod tests {
     use super::*;
 
     fn round(runq_s: f64, stages: &[(&str, f64)]) -> Round {
+        let stages: Stages = stages.iter().map(|(s, ms)| (s.to_string(), *ms)).collect();
+        let restored = stages
+            .iter()
+            .map(|(s, ms)| (s.replace("qemu_exec", "qemu_restore"), ms / 2.0))
+            .collect();
         Round {
             runc_s: 0.5,
-            runq: (
-                runq_s,
-                stages.iter().map(|(s, ms)| (s.to_string(), *ms)).collect(),
-            ),
+            runq: (runq_s / 2.0, restored),
+            runq_cold: (runq_s, stages),
             floor_s: 2.0,
         }
     }
@@ -580,7 +673,12 @@ mod tests {
                 ],
             ),
         ];
-        let summary = Summary::of(&rounds);
+        let restored = Summary::of(&rounds, |round| &round.runq);
+        assert!(restored.template);
+        assert_eq!(restored.runq_s, 2.25);
+        assert_eq!(restored.boot_ms(), (2600.0 - 310.0) / 2.0);
+        let summary = Summary::of(&rounds, |round| &round.runq_cold);
+        assert!(!summary.template);
         assert_eq!(summary.runq_s, 4.5);
         assert_eq!(summary.floor_s, 2.0);
         let names: Vec<&str> = summary.stages.iter().map(|(s, _)| s.as_str()).collect();

@@ -25,7 +25,9 @@ fn idle_container(runtime_options: &[&str]) -> Name {
 }
 
 fn runq_container() -> Name {
-    idle_container(&["--runtime", "runq"])
+    let mut options = vec!["--runtime", "runq"];
+    options.extend(common::docker::runq_test_options());
+    idle_container(&options)
 }
 
 fn exec(name: &Name, options: &[&str], command: &[&str]) -> Outcome {

@@ -86,16 +86,12 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     marks.mark("modules_loaded");
 
     let boot = receive_config(&mut port)?;
+    if boot.host.restored {
+        marks.restored_from_template();
+        console::debug("restored from a template");
+    }
     marks.mark("config_received");
     freshen::apply(&boot.host)?;
-    console::debug(&format!(
-        "config received{}",
-        if boot.host.restored {
-            " by a VM restored from a template"
-        } else {
-            ""
-        }
-    ));
     modules::load_for(&boot, &mut loaded)?;
     let GuestBoot { config, host } = boot;
     #[cfg(feature = "hostile")]

@@ -21,6 +21,10 @@ pub struct GuestMarks {
     pub sent_ns: u64,
     /// Stage names with the guest's boot clock when each was reached.
     pub marks: Vec<(String, u64)>,
+    /// Restored from a template: its kernel started, and its earlier stages were reached, in
+    /// the template's boot, not this container's.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 impl GuestMarks {
@@ -33,7 +37,14 @@ impl GuestMarks {
         GuestMarks {
             sent_ns: boot_clock_ns(),
             marks: self.marks.clone(),
+            restored: self.restored,
         }
+    }
+
+    /// Drops the template's marks: this container's stages start at its config.
+    pub fn restored_from_template(&mut self) {
+        self.marks.clear();
+        self.restored = true;
     }
 }
 
@@ -80,7 +91,9 @@ impl Timeline {
     pub fn add_guest(&mut self, guest: &GuestMarks, received_unix_ns: u64) {
         let to_host =
             |guest_ns: u64| received_unix_ns.saturating_sub(guest.sent_ns.saturating_sub(guest_ns));
-        self.mark_at(KERNEL_START, to_host(0));
+        if !guest.restored {
+            self.mark_at(KERNEL_START, to_host(0));
+        }
         for (stage, guest_ns) in &guest.marks {
             self.mark_at(stage, to_host(*guest_ns));
         }
@@ -155,6 +168,7 @@ mod tests {
         let flood = GuestMarks {
             sent_ns: 1_000,
             marks: (0..10_000).map(|n| (format!("stage{n}"), 10)).collect(),
+            restored: false,
         };
         timeline.add_guest(&flood, 5_000);
         assert_eq!(timeline.marks.len(), MAX_MARKS);
@@ -170,6 +184,7 @@ mod tests {
                 ("init_start".into(), 600_000_000),
                 ("app_exec".into(), 850_000_000),
             ],
+            restored: false,
         };
         // Sent at guest 0.9 s, received at host origin + 1.2 s: the guest kernel started
         // at origin + 0.3 s.
@@ -184,6 +199,20 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_guest_has_no_kernel_start_and_none_of_the_templates_stages() {
+        let mut marks = GuestMarks::default();
+        marks.mark("init_start");
+        marks.restored_from_template();
+        marks.mark("config_received");
+        let mut timeline = Timeline::new(0);
+        timeline.add_guest(&marks.stamped(), 5_000_000_000);
+        let report = timeline.report();
+        assert_eq!(report.stage(KERNEL_START), None);
+        assert_eq!(report.stage("init_start"), None);
+        assert!(report.stage("config_received").is_some());
+    }
+
+    #[test]
     fn a_stage_keeps_its_first_time() {
         let mut timeline = Timeline::new(0);
         timeline.mark_at("app_exec", 5_000_000);
@@ -191,6 +220,7 @@ mod tests {
             &GuestMarks {
                 sent_ns: 10,
                 marks: vec![("app_exec".into(), 9)],
+                restored: false,
             },
             9_000_000,
         );

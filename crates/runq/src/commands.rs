@@ -115,10 +115,21 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             args,
         ),
         "check" => Ok(crate::check::report(&invocation.options)),
-        "template" => match args.first().and_then(|a| a.to_str()) {
-            Some("build") => crate::template_build::build_from_stdin(),
-            _ => bail!("template: the only command is `runq template build`, which runq create starts with the shapes on its stdin"),
-        },
+        "template" => {
+            let words: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+            match words.as_slice() {
+                ["build"] => {
+                    let facts = host_facts(&invocation.options, logger)?;
+                    crate::template_build::build_default(&invocation.options, &facts)
+                }
+                ["build", "--shapes-on-stdin"] => crate::template_build::build_from_stdin(),
+                _ => bail!(
+                    "template: the command is `runq [flags] template build`: it makes the \
+                     templates of a container of the flags' defaults (runq create makes the \
+                     others when it first meets their shape)"
+                ),
+            }
+        }
         _ => Err(runc.exec(command, args).into()),
     }
 }
@@ -153,6 +164,23 @@ fn boot_timeout(bundle: &Bundle) -> Result<Duration> {
     ))
 }
 
+fn host_facts(options: &crate::options::RunqOptions, logger: &Logger) -> Result<HostFacts> {
+    let assets_dir = host::assets_dir(options);
+    host::check_assets(&assets_dir, options)?;
+    let (accel, warning) = host::choose_accel(options.accel)?;
+    if let Some(warning) = warning {
+        logger.warning(&warning);
+    }
+    Ok(HostFacts {
+        assets_dir,
+        accel,
+        tun: host::has_tun(),
+        macvtap_major: host::macvtap_major(),
+        rlimits: host::own_rlimits(),
+        node_dir: runq_shared::layout::install_root().join("nodes"),
+    })
+}
+
 /// Writes runq's files for the container; returns the template descriptors for the proxy.
 fn prepare_bundle(
     bundle: &Bundle,
@@ -162,20 +190,7 @@ fn prepare_bundle(
     let original = bundle.original_spec()?;
     bundle.check_image(&original)?;
     let options = &invocation.options;
-    let assets_dir = host::assets_dir(options);
-    host::check_assets(&assets_dir, options)?;
-    let (accel, warning) = host::choose_accel(options.accel)?;
-    if let Some(warning) = warning {
-        logger.warning(&warning);
-    }
-    let facts = HostFacts {
-        assets_dir,
-        accel,
-        tun: host::has_tun(),
-        macvtap_major: host::macvtap_major(),
-        rlimits: host::own_rlimits(),
-        node_dir: runq_shared::layout::install_root().join("nodes"),
-    };
+    let facts = host_facts(options, logger)?;
     let mut rewritten = rewrite::rewrite(&original, options, &facts)?;
     crate::disk_images::check(&original)?;
     let templates = if rewritten.template {

@@ -139,6 +139,7 @@ const ANNOTATED: &[Key] = &[
     Key::NoExec,
     Key::MirrorListeners,
     Key::MirrorConns,
+    Key::Template,
 ];
 
 /// runq's annotations, for messages.

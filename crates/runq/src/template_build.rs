@@ -34,7 +34,27 @@ pub fn build_from_stdin() -> Result<i32> {
         .take(1 << 20)
         .read_to_end(&mut text)
         .context("read the shapes")?;
-    let shapes: Vec<Shape> = serde_json::from_slice(&text).context("parse the shapes")?;
+    build(serde_json::from_slice(&text).context("parse the shapes")?)
+}
+
+/// Builds the templates of a container with the options' defaults (`make install` does).
+pub fn build_default(
+    options: &crate::options::RunqOptions,
+    facts: &crate::rewrite::HostFacts,
+) -> Result<i32> {
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(vec!["true".into()]));
+    spec.set_process(Some(process));
+    let vm = crate::rewrite::rewrite(&spec, options, facts)?.vm.vm;
+    let shapes = crate::templates::shapes(&vm, options, &facts.assets_dir);
+    if shapes.is_empty() {
+        bail!("a container of these options can have no template");
+    }
+    build(shapes)
+}
+
+fn build(shapes: Vec<Shape>) -> Result<i32> {
     let dir = crate::templates::templates_dir().context("make the templates' directory")?;
     let mut failed = false;
     for shape in shapes {
@@ -68,11 +88,11 @@ fn build_once(dir: &Path, shape: &Shape, key: &str) -> Result<bool> {
         return Ok(false);
     };
     let target = dir.join(key);
-    let built = if template::read_meta(&target, key).is_ok() || !inputs_unchanged(shape) {
+    let built = if crate::templates::usable(&target, key) || !inputs_unchanged(shape) {
         false
     } else {
         let _ = std::fs::remove_dir_all(&target);
-        build(dir, shape, key)?;
+        build_into(dir, shape, key)?;
         true
     };
     let _ = std::fs::remove_file(&lock_path);
@@ -85,7 +105,7 @@ fn inputs_unchanged(shape: &Shape) -> bool {
         .all(|id| FileId::of(&id.path).is_ok_and(|now| now == **id))
 }
 
-fn build(dir: &Path, shape: &Shape, key: &str) -> Result<()> {
+fn build_into(dir: &Path, shape: &Shape, key: &str) -> Result<()> {
     let work = dir.join(format!(".build-{key}"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::DirBuilder::new()
@@ -184,6 +204,7 @@ fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
         key: key.to_string(),
         size,
         sha256,
+        state: FileId::of(&state_path)?,
         shape: shape.clone(),
     };
     let meta_path = work.join(META);

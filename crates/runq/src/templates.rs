@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use runq_shared::config::VmSettings;
 use runq_shared::layout::assets;
-use runq_shared::template::{self, FileId, Offer, Shape, MAX_NICS};
+use runq_shared::template::{self, FileId, Offer, Shape, TemplateError, MAX_NICS};
 
 use crate::options::RunqOptions;
 
@@ -73,8 +73,9 @@ pub fn shapes(vm: &VmSettings, options: &RunqOptions, assets_dir: &Path) -> Vec<
         .collect()
 }
 
-/// The templates of these shapes that exist and look whole (their full check is the proxy's,
-/// before it restores one), and a background build of the missing ones.
+/// The templates of these shapes that exist and are unchanged since they were written, and a
+/// background build of the missing ones. A damaged one (truncated, rewritten, replaced) is
+/// named in one line, removed and built again; the container boots cold.
 pub fn find(shapes: Vec<Shape>) -> std::io::Result<Found> {
     let mut found = Found::none()?;
     let mut missing = Vec::new();
@@ -82,14 +83,18 @@ pub fn find(shapes: Vec<Shape>) -> std::io::Result<Found> {
         let key = shape.key();
         let dir = template::dir().join(&key);
         match open_state(&dir, &key) {
-            Some((state, offer)) => {
+            Ok((state, offer)) => {
                 found.descriptors[shape.nics] = state.into();
-                found.offers.push(Offer {
-                    nics: shape.nics,
-                    ..offer
-                });
+                found.offers.push(offer);
             }
-            None => missing.push(shape),
+            Err(error) => {
+                if !matches!(&error, TemplateError::Io(_, e) if e.kind() == std::io::ErrorKind::NotFound)
+                {
+                    eprintln!("runq: {error}; booting without it, and making it again");
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                missing.push(shape);
+            }
         }
     }
     if !missing.is_empty() {
@@ -100,21 +105,26 @@ pub fn find(shapes: Vec<Shape>) -> std::io::Result<Found> {
     Ok(found)
 }
 
-fn open_state(dir: &Path, key: &str) -> Option<(File, Offer)> {
-    let meta = template::read_meta(dir, key).ok()?;
+/// The template in `dir` exists and is unchanged since it was written.
+pub fn usable(dir: &Path, key: &str) -> bool {
+    open_state(dir, key).is_ok()
+}
+
+fn open_state(dir: &Path, key: &str) -> Result<(File, Offer), TemplateError> {
+    let meta = template::read_meta(dir, key)?;
+    let path = dir.join(template::STATE);
     let state = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir.join(template::STATE))
-        .ok()?;
-    state.metadata().ok().filter(|m| m.is_file())?;
-    Some((
+        .open(&path)
+        .map_err(|e| TemplateError::Io(path.display().to_string(), e))?;
+    template::check_state(&state, &meta)?;
+    Ok((
         state,
         Offer {
             nics: meta.shape.nics,
             key: meta.key,
             size: meta.size,
-            sha256: meta.sha256,
         },
     ))
 }
@@ -130,7 +140,7 @@ pub fn templates_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// `runq template build` in its own session, reading the shapes on its stdin, writing to the
+/// `runq template build --shapes-on-stdin` in its own session, reading the shapes on its stdin, writing to the
 /// build log; nobody waits for it.
 fn start_builder(shapes: &[Shape]) -> std::io::Result<()> {
     let dir = templates_dir()?;
@@ -141,22 +151,30 @@ fn start_builder(shapes: &[Shape]) -> std::io::Result<()> {
         .open(dir.join(BUILD_LOG))?;
     let mut command = Command::new("/proc/self/exe");
     command
-        .args(["template", "build"])
+        .args(["template", "build", "--shapes-on-stdin"])
         .stdin(Stdio::piped())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+    // The builder is nobody's child: forked once more and the middle process gone, so that
+    // it belongs neither to `runq run`'s process tree nor to the container's.
+    // SAFETY: fork, _exit and setsid are async-signal-safe; the middle process only exits.
     unsafe {
         command.pre_exec(|| {
+            match libc::fork() {
+                -1 => return Err(std::io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut child = command.spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
+    let mut middle = command.spawn()?;
+    if let Some(mut stdin) = middle.stdin.take() {
         stdin.write_all(&serde_json::to_vec(shapes).map_err(std::io::Error::other)?)?;
     }
+    middle.wait()?;
     Ok(())
 }

@@ -61,12 +61,23 @@ pub fn docker_with_input(args: &[&str], input: &[u8]) -> Outcome {
     finish(child, input.to_vec(), RUN_DEADLINE)
 }
 
+/// Docker options of every runq container of the run: the template annotation off with
+/// `RUNQ_TEST_TEMPLATE=off` (see [`super::templates_off`]).
+pub fn runq_test_options() -> &'static [&'static str] {
+    if super::templates_off() {
+        &["--annotation", "run.runq.template=off"]
+    } else {
+        &[]
+    }
+}
+
 /// `docker run --rm [--runtime runq] OPTIONS busybox COMMAND...`
 pub fn run(runtime: Runtime, options: &[&str], command: &[&str]) -> Outcome {
     let name = Name::new();
     let mut args = vec!["run", "--rm", "--name", &name.0];
     if runtime == Runtime::Runq {
         args.extend(["--runtime", "runq"]);
+        args.extend(runq_test_options());
     }
     args.extend(options);
     args.push(IMAGE);
@@ -100,6 +111,7 @@ pub fn same_as_runc(options: &[&str], command: &[&str]) -> String {
 /// `docker run -d --runtime runq --name NAME OPTIONS busybox COMMAND...`
 pub fn start_detached(name: &Name, options: &[&str], command: &[&str]) {
     let mut args = vec!["run", "-d", "--runtime", "runq", "--name", &name.0];
+    args.extend(runq_test_options());
     args.extend(options);
     args.push(IMAGE);
     args.extend(command);

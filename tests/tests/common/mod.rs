@@ -34,6 +34,21 @@ pub fn runq_binary() -> PathBuf {
     binary
 }
 
+/// `RUNQ_TEST_TEMPLATE=off` runs the tests with every VM booted rather than restored from a
+/// template: runq's flag for `runq` commands, its annotation for Docker's containers.
+pub fn templates_off() -> bool {
+    std::env::var("RUNQ_TEST_TEMPLATE").is_ok_and(|value| value == "off")
+}
+
+/// The runq flags of the run: `--template off` with [`templates_off`].
+pub fn runq_test_flags() -> &'static [&'static str] {
+    if templates_off() {
+        &["--template", "off"]
+    } else {
+        &[]
+    }
+}
+
 pub fn assets_dir() -> PathBuf {
     runq_shared::layout::installed_assets()
 }
@@ -172,6 +187,7 @@ impl TestBundle {
     pub fn runq(&self, runq_flags: &[&str], args: &[&str]) -> Command {
         let mut command = Command::new(runq_binary());
         command
+            .args(runq_test_flags())
             .args(runq_flags)
             .arg("--root")
             .arg(&self.state)

@@ -1,0 +1,205 @@
+//! Templates (see `runq_shared::template`): containers restored from one template are machines
+//! of their own; a template is made again when an input changes; a damaged one boots cold with
+//! one line. Each test uses a memory size no other test uses, so the shape and its templates
+//! are its own, and removes them when it ends.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Outcome, TestBundle};
+use runq_shared::template::{self, Meta};
+
+/// A template build is a boot and a save; several run at once in the suite.
+const BUILD_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The templates of the shapes with this memory size, with their metas.
+fn templates_of(mem_mib: u32) -> Vec<(PathBuf, Meta)> {
+    let Ok(entries) = std::fs::read_dir(template::dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let key = entry.file_name().to_string_lossy().into_owned();
+            let meta = template::read_meta(&entry.path(), &key).ok()?;
+            (meta.shape.mem_mib == mem_mib).then(|| (entry.path(), meta))
+        })
+        .collect()
+}
+
+/// Waits until a template of this memory size for which `wanted` holds exists, and the
+/// builder made the other NIC count's as well (so that nothing is left building).
+fn wait_for_template(mem_mib: u32, wanted: impl Fn(&Meta) -> bool) -> (PathBuf, Meta) {
+    let deadline = Instant::now() + BUILD_DEADLINE;
+    loop {
+        let templates = templates_of(mem_mib);
+        if let Some((dir, meta)) = templates.iter().find(|(_, meta)| wanted(meta)) {
+            let sibling_of = |other: &Meta, nics: usize| {
+                let mut shape = other.shape.clone();
+                shape.nics = meta.shape.nics;
+                other.shape.nics == nics && shape == meta.shape
+            };
+            let all_built = (0..=template::MAX_NICS)
+                .all(|nics| templates.iter().any(|(_, other)| sibling_of(other, nics)));
+            if all_built {
+                return (dir.clone(), meta.clone());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no template of {mem_mib} MiB within {BUILD_DEADLINE:?}; build log:\n{}",
+            std::fs::read_to_string(template::dir().join("build.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Removes the test's templates however it ends.
+struct Templates(u32);
+
+impl Drop for Templates {
+    fn drop(&mut self) {
+        for (dir, _) in templates_of(self.0) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn bundle(mem_mib: u32, args: &[&str]) -> TestBundle {
+    let bundle = TestBundle::busybox(args);
+    bundle.add_env(&[&format!("RUNQ_MEM={mem_mib}"), "RUNQ_TIMELINE=1"]);
+    bundle
+}
+
+/// The proxy's timeline names how QEMU started.
+fn restored(outcome: &Outcome) -> bool {
+    let stderr = outcome.stderr_text();
+    assert!(stderr.contains("runq-timeline:"), "no timeline: {stderr}");
+    stderr.contains("\"qemu_restore\"")
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_restored_containers_are_machines_of_their_own() {
+    const MEM: u32 = 232;
+    let _cleanup = Templates(MEM);
+    let first = bundle(MEM, &["true"]).run();
+    assert_eq!(first.code(), 0, "{first:?}");
+    wait_for_template(MEM, |meta| meta.shape.nics == 0);
+
+    let script = "cat /proc/sys/kernel/random/uuid /proc/sys/kernel/random/boot_id; \
+                  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s";
+    let mut machines = Vec::new();
+    for _ in 0..2 {
+        let before = now_secs();
+        let outcome = bundle(MEM, &["sh", "-c", script]).run();
+        let after = now_secs();
+        assert_eq!(outcome.code(), 0, "{outcome:?}");
+        assert!(
+            restored(&outcome),
+            "not restored: {}",
+            outcome.stderr_text()
+        );
+        let lines: Vec<String> = outcome.stdout_text().lines().map(String::from).collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        let clock: u64 = lines[3].parse().expect("date +%s");
+        assert!(
+            before.saturating_sub(1) <= clock && clock <= after + 1,
+            "guest clock {clock} outside the host's {before}..{after}"
+        );
+        machines.push(lines[..3].to_vec());
+    }
+    for (what, index) in [("random uuid", 0), ("boot id", 1), ("urandom bytes", 2)] {
+        assert_ne!(machines[0][index], machines[1][index], "the same {what}");
+    }
+
+    let off = bundle(MEM, &["true"]);
+    off.add_env(&["RUNQ_TEMPLATE=0"]);
+    let cold = off.run();
+    assert_eq!(cold.code(), 0, "{cold:?}");
+    assert!(!restored(&cold), "RUNQ_TEMPLATE=0 restored a template");
+}
+
+#[test]
+fn a_template_is_made_again_when_the_initrd_changes() {
+    const MEM: u32 = 236;
+    let _cleanup = Templates(MEM);
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let initrd = scratch.path().join("initrd");
+    let installed = common::assets_dir().join(runq_shared::layout::assets::INITRD);
+    std::fs::copy(&installed, &initrd).expect("copy the initrd");
+    let flags = ["--initrd", initrd.to_str().expect("utf-8 path")];
+    let run = || {
+        let outcome = bundle(MEM, &["true"]).run_with(&flags, b"");
+        assert_eq!(outcome.code(), 0, "{outcome:?}");
+        outcome
+    };
+
+    assert!(!restored(&run()), "a template before any was made");
+    let (_, old) = wait_for_template(MEM, |meta| meta.shape.initrd.path == initrd);
+    assert!(restored(&run()), "the template was not used");
+
+    // The same bytes in a new file: another input as far as runq can tell.
+    let replacement = scratch.path().join("initrd.new");
+    std::fs::copy(&installed, &replacement).expect("copy the initrd");
+    std::fs::rename(&replacement, &initrd).expect("replace the initrd");
+    assert!(!restored(&run()), "the old initrd's template was used");
+    let (_, new) = wait_for_template(MEM, |meta| {
+        meta.shape.initrd.path == initrd && meta.shape.initrd.ino != old.shape.initrd.ino
+    });
+    assert_ne!(new.key, old.key);
+    assert!(restored(&run()), "the new template was not used");
+}
+
+#[test]
+fn a_damaged_template_boots_cold_with_one_line() {
+    const MEM: u32 = 240;
+    let _cleanup = Templates(MEM);
+    let first = bundle(MEM, &["true"]).run();
+    assert_eq!(first.code(), 0, "{first:?}");
+    type Damage<'a> = (&'a str, &'a dyn Fn(&std::path::Path, u64));
+    let damage: [Damage; 2] = [
+        ("truncated", &|state, size| {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(state)
+                .expect("open the state");
+            file.set_len(size / 2).expect("truncate");
+        }),
+        ("replaced by a file of the same size", &|state, size| {
+            let other = state.with_extension("other");
+            std::fs::write(&other, vec![0x5a; size as usize]).expect("write");
+            std::fs::rename(&other, state).expect("replace");
+        }),
+    ];
+    for (how, damage) in damage {
+        let (dir, meta) = wait_for_template(MEM, |meta| meta.shape.nics == 0);
+        damage(&dir.join(template::STATE), meta.size);
+        let outcome = bundle(MEM, &["echo", "still runs"]).run();
+        assert_eq!(outcome.code(), 0, "{how}: {outcome:?}");
+        assert_eq!(outcome.stdout_text(), "still runs\n", "{how}");
+        assert!(!restored(&outcome), "{how}: restored anyway");
+        let stderr = outcome.stderr_text();
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|line| !line.starts_with("runq-timeline:"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{how}: {stderr}");
+        assert!(
+            lines[0].contains(&meta.key) && lines[0].contains("booting without it"),
+            "{how}: {stderr}"
+        );
+    }
+    // Made again, and used.
+    wait_for_template(MEM, |meta| meta.shape.nics == 0);
+    let outcome = bundle(MEM, &["true"]).run();
+    assert!(restored(&outcome), "{outcome:?}");
+}
