@@ -5,8 +5,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 export RUNQ_ROOT=${RUNQ_ROOT:-/var/lib/runq}
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast
 # Everything above ran with templates; the boot, stdio, exit code and exec tests run once
 # more with every VM booted.
-RUNQ_TEST_TEMPLATE=off cargo test --release --locked -p runq-tests \
+RUNQ_TEST_TEMPLATE=off cargo test --release --locked -p runq-tests --no-fail-fast \
 	--test boot --test stdio --test exit_codes --test exec
