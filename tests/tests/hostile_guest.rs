@@ -35,9 +35,14 @@ fn hostile_initrd() -> &'static Path {
 /// Runs a container whose guest carries out `attack`, with `input` on its stdin; returns the
 /// container's stderr.
 fn attacked_by(attack: &str, input: &[u8]) -> String {
+    attacked_with_env(attack, input, &[])
+}
+
+fn attacked_with_env(attack: &str, input: &[u8], env: &[&str]) -> String {
     let initrd = hostile_initrd().to_string_lossy().into_owned();
     let bundle = TestBundle::busybox(&["true"]);
     bundle.add_env(&[&format!("RUNQ_TEST_ATTACK={attack}")]);
+    bundle.add_env(env);
     let outcome = bundle.run_with(&["--initrd", &initrd], input);
     let stderr = outcome.stderr_text();
     assert_eq!(outcome.code(), 1, "{attack}: {stderr}");
@@ -74,6 +79,59 @@ fn nothing_left_of(bundle: &TestBundle, attack: &str) {
                 })
         },
     );
+}
+
+/// A VM restored from a template said its Hello to the template's builder, and the proxy
+/// stood in for it: one more from the guest is a second Hello, as for a booted guest.
+#[test]
+fn a_restored_guest_is_held_to_the_same_protocol() {
+    // A memory size of this test's own: its templates are made for it, and removed after.
+    const MEM: &str = "RUNQ_MEM=244";
+    let initrd = hostile_initrd().to_path_buf();
+    let ours = |meta: &runq_shared::template::Meta| {
+        meta.shape.mem_mib == 244 && meta.shape.initrd.path == initrd
+    };
+    struct Cleanup<'a>(&'a dyn Fn(&runq_shared::template::Meta) -> bool);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            for (dir, meta) in templates() {
+                if (self.0)(&meta) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+    }
+    let _cleanup = Cleanup(&ours);
+    // The first boots, and has runq make the hostile initrd's templates.
+    attacked_with_env("hello-twice", b"", &[MEM]);
+    wait_until("the hostile initrd's templates are made", || {
+        let made = templates();
+        (0..=runq_shared::template::MAX_NICS).all(|nics| {
+            made.iter()
+                .any(|(_, meta)| ours(meta) && meta.shape.nics == nics)
+        })
+    });
+    let stderr = attacked_with_env("hello-twice", b"", &[MEM, "RUNQ_TIMELINE=1"]);
+    assert!(
+        stderr.contains("\"qemu_restore\""),
+        "not restored: {stderr}"
+    );
+    assert!(stderr.contains("a second Hello"), "{stderr}");
+}
+
+fn templates() -> Vec<(PathBuf, runq_shared::template::Meta)> {
+    std::fs::read_dir(runq_shared::template::dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let key = entry.file_name().to_string_lossy().into_owned();
+            Some((
+                entry.path(),
+                runq_shared::template::read_meta(&entry.path(), &key).ok()?,
+            ))
+        })
+        .collect()
 }
 
 #[test]

@@ -402,13 +402,29 @@ impl Qmp {
     }
 }
 
-/// Keeps the `keep` templates made last.
+/// Keeps the `keep` templates made last; removes what killed builders left (a lock, a work
+/// directory) once no build could still be using it.
 fn remove_oldest(dir: &Path, keep: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let stale = |path: &Path| {
+        std::fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > 2 * BUILD_TIMEOUT))
+    };
+    let entries: Vec<_> = entries.flatten().collect();
+    for entry in &entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.ends_with(".lock") && stale(&path) {
+            let _ = std::fs::remove_file(&path);
+        } else if name.starts_with(".build-") && stale(&path) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
     let mut made: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
+        .into_iter()
         .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|entry| {
             let meta = entry.path().join(META);
