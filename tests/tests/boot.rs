@@ -51,47 +51,85 @@ fn env_cwd_and_hostname_come_from_the_spec() {
 
 #[test]
 fn runq_timeline_reports_each_stage_once_in_boot_order() {
-    let bundle = TestBundle::busybox(&["echo", "hi"]);
-    bundle.add_env(&["RUNQ_TIMELINE=1"]);
-    let outcome = bundle.run();
-    assert_eq!(outcome.code(), 0, "{outcome:?}");
-    assert_eq!(outcome.stdout_text(), "hi\n");
-    let stderr = outcome.stderr_text();
-    let reports: Vec<_> = stderr
-        .lines()
-        .filter_map(runq_shared::timeline::Report::parse_line)
-        .collect();
-    assert_eq!(reports.len(), 1, "{stderr}");
-    let stages: Vec<&str> = reports[0]
-        .stages_ms
-        .iter()
-        .map(|(stage, _)| stage.as_str())
-        .collect();
-    // Host stages, then the guest's (placed by their arrival), then the VM's end.
-    assert_eq!(
-        stages,
-        [
-            "proxy_start",
-            "virtiofsd_exec",
-            "qemu_exec",
-            "kernel_start",
-            "init_start",
-            "transport_loaded",
-            "modules_loaded",
-            "config_received",
-            "root_mounted",
-            "network_ready",
-            "app_exec",
-            "app_exit",
-            "vm_exit",
-        ],
-        "{stderr}"
-    );
-    let first = reports[0].stages_ms[0].1;
-    assert!(
-        first > 0.0,
-        "the proxy started before runq create: {stderr}"
-    );
+    let booted = [
+        "proxy_start",
+        "virtiofsd_exec",
+        "qemu_exec",
+        "kernel_start",
+        "init_start",
+        "transport_loaded",
+        "modules_loaded",
+        "config_received",
+        "root_mounted",
+        "network_ready",
+        "app_exec",
+        "app_exit",
+        "vm_exit",
+    ];
+    // A restored guest's stages start at its config: the earlier ones were the template's.
+    let restored = [
+        "proxy_start",
+        "virtiofsd_exec",
+        "qemu_restore",
+        "config_received",
+        "root_mounted",
+        "network_ready",
+        "app_exec",
+        "app_exit",
+        "vm_exit",
+    ];
+    for (template, expected) in [("off", &booted[..]), ("on", &restored[..])] {
+        let bundle = TestBundle::busybox(&["echo", "hi"]);
+        bundle.add_env(&["RUNQ_TIMELINE=1"]);
+        if template == "on" && !test_bundles_have_a_template() {
+            // Has runq make it.
+            let _ = bundle.run_with(&["--template", "on"], b"");
+            common::wait_until(
+                "a template of the test bundles' shape",
+                test_bundles_have_a_template,
+            );
+        }
+        let outcome = bundle.run_with(&["--template", template], b"");
+        assert_eq!(outcome.code(), 0, "{outcome:?}");
+        assert_eq!(outcome.stdout_text(), "hi\n");
+        let stderr = outcome.stderr_text();
+        let reports: Vec<_> = stderr
+            .lines()
+            .filter_map(runq_shared::timeline::Report::parse_line)
+            .collect();
+        assert_eq!(reports.len(), 1, "{stderr}");
+        let stages: Vec<&str> = reports[0]
+            .stages_ms
+            .iter()
+            .map(|(stage, _)| stage.as_str())
+            .collect();
+        // Host stages, then the guest's (placed by their arrival), then the VM's end.
+        assert_eq!(stages, expected, "template {template}: {stderr}");
+        let first = reports[0].stages_ms[0].1;
+        assert!(
+            first > 0.0,
+            "the proxy started before runq create: {stderr}"
+        );
+    }
+}
+
+/// Whether the shape of a default test bundle (no NICs) has a template.
+fn test_bundles_have_a_template() -> bool {
+    std::fs::read_dir(runq_shared::template::dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let key = entry.file_name().to_string_lossy().into_owned();
+            runq_shared::template::read_meta(&entry.path(), &key).ok()
+        })
+        .any(|meta| {
+            meta.shape.nics == 0
+                && meta.shape.mem_mib == 256
+                && !meta.shape.debug
+                && meta.shape.root_device == "virtiofs"
+                && meta.shape.initrd.path == common::assets_dir().join("kernel/initrd")
+        })
 }
 
 #[test]

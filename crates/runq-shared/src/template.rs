@@ -29,8 +29,9 @@ pub const FORMAT: u32 = 1;
 /// Templates exist for VMs with 0 to this many NICs (Docker's default is one); a container
 /// with more boots cold.
 pub const MAX_NICS: usize = 1;
-/// Templates kept on the host; the least recently made beyond this are removed.
-pub const KEEP: usize = 16;
+/// Templates kept on the host (one of a 256 MiB VM is ~68 MB); the least recently made
+/// beyond this are removed.
+pub const KEEP: usize = 32;
 pub const STATE: &str = "state";
 pub const META: &str = "meta.json";
 /// The directory below the install root.

@@ -47,7 +47,13 @@ pub fn findings(options: &RunqOptions) -> Vec<Finding> {
     let assets_dir = host::assets_dir(options);
     let asset = |path: &str| assets_dir.join(path);
     let kvm = host::kvm_unusable();
-    let tcg_module = find_file(&asset(assets::LIBS), "accel-tcg-x86_64.so");
+    // Debian 12's QEMU has TCG in a module; later ones build it in.
+    let tcg_module = find_file(&asset(assets::LIBS), "accel-tcg-x86_64.so")
+        || qemu_output(&assets_dir, "-accel", "help").is_some_and(|out| {
+            String::from_utf8_lossy(&out)
+                .lines()
+                .any(|line| line.trim() == "tcg")
+        });
     let qemu = qemu_version(&assets_dir);
     let release = std::fs::read_to_string(asset(assets::KERNEL_RELEASE)).unwrap_or_default();
     let runc = command_version("runc");
@@ -72,9 +78,9 @@ pub fn findings(options: &RunqOptions) -> Vec<Finding> {
             if tcg_module {
                 "QEMU's TCG accelerator is installed: the fallback without KVM".into()
             } else {
-                "QEMU's TCG accelerator module is missing".into()
+                "QEMU has no TCG accelerator (Debian 12's keeps it in a module)".into()
             },
-            "run `make install` (it copies QEMU's accel-tcg module with QEMU)",
+            "run `make install` (it copies QEMU's accel-tcg module with QEMU where it has one)",
         ),
         finding(
             qemu.is_some(),
@@ -160,16 +166,22 @@ fn find_file(dir: &Path, name: &str) -> bool {
 
 /// QEMU's first version line, run as the proxy runs it: through the bundled loader.
 fn qemu_version(assets_dir: &Path) -> Option<String> {
+    first_line(&qemu_output(assets_dir, "--version", "")?)
+}
+
+/// The installed QEMU's stdout for these arguments (an empty second one is left out).
+fn qemu_output(assets_dir: &Path, first: &str, second: &str) -> Option<Vec<u8>> {
     let output = Command::new(assets_dir.join(assets::LOADER))
         .arg("--library-path")
         .arg(assets_dir.join(assets::LIBS))
         .arg(assets_dir.join(assets::QEMU))
-        .arg("--version")
+        .arg(first)
+        .args((!second.is_empty()).then_some(second))
         .env_clear()
         .output()
         .ok()
         .filter(|o| o.status.success())?;
-    first_line(&output.stdout)
+    Some(output.stdout)
 }
 
 fn command_version(program: &str) -> Option<String> {
