@@ -54,7 +54,7 @@ pub fn run(command: &Command) -> Result<i32> {
     match runtime {
         Ok(output) if output.status.success() => {
             let runtime = String::from_utf8_lossy(&output.stdout).trim().to_string();
-            if runtime != "runq" {
+            if !runs_runq(&docker, &runtime, &runq) {
                 bail!(
                     "{container} is a Docker container run by {runtime}, not runq: use docker exec"
                 );
@@ -67,6 +67,25 @@ pub fn run(command: &Command) -> Result<i32> {
             command.root.display()
         ),
     }
+}
+
+/// Whether Docker's runtime of this name is runq: `runq` itself, or another name registered
+/// with runq's path (`runq-booted`, runq with other flags).
+fn runs_runq(docker: &Path, runtime: &str, runq: &Path) -> bool {
+    if runtime == "runq" {
+        return true;
+    }
+    let Ok(output) = std::process::Command::new(docker)
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&output.stdout)
+        .ok()
+        .and_then(|runtimes| runtimes[runtime]["path"].as_str().map(PathBuf::from))
+        .is_some_and(|path| path == runq)
 }
 
 /// Debian's client where it is there, matching its daemon; else whatever is on the PATH.

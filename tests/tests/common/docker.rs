@@ -61,11 +61,12 @@ pub fn docker_with_input(args: &[&str], input: &[u8]) -> Outcome {
     finish(child, input.to_vec(), RUN_DEADLINE)
 }
 
-/// Docker options of every runq container of the run: the template annotation off with
-/// `RUNQ_TEST_TEMPLATE=off` (see [`super::templates_off`]).
+/// Docker options of every runq container of the run: with `RUNQ_TEST_TEMPLATE=off` (see
+/// [`super::templates_off`]) the runtime `runq-booted`, runq with `--template off`, which
+/// `make docker` registers (the last `--runtime` wins).
 pub fn runq_test_options() -> &'static [&'static str] {
     if super::templates_off() {
-        &["--annotation", "run.runq.template=off"]
+        &["--runtime", "runq-booted"]
     } else {
         &[]
     }
