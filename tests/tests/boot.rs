@@ -51,14 +51,8 @@ fn env_cwd_and_hostname_come_from_the_spec() {
 
 #[test]
 fn runq_timeline_reports_each_stage_once_in_boot_order() {
-    let booted = [
-        "proxy_start",
-        "virtiofsd_exec",
-        "qemu_exec",
-        "kernel_start",
-        "init_start",
-        "transport_loaded",
-        "modules_loaded",
+    // Both end alike, from the config on.
+    let from_config = [
         "config_received",
         "root_mounted",
         "network_ready",
@@ -66,18 +60,25 @@ fn runq_timeline_reports_each_stage_once_in_boot_order() {
         "app_exit",
         "vm_exit",
     ];
+    let booted = [
+        &[
+            "proxy_start",
+            "virtiofsd_exec",
+            "qemu_exec",
+            "kernel_start",
+            "init_start",
+            "transport_loaded",
+            "modules_loaded",
+        ][..],
+        &from_config,
+    ]
+    .concat();
     // A restored guest's stages start at its config: the earlier ones were the template's.
     let restored = [
-        "proxy_start",
-        "virtiofsd_exec",
-        "qemu_restore",
-        "config_received",
-        "root_mounted",
-        "network_ready",
-        "app_exec",
-        "app_exit",
-        "vm_exit",
-    ];
+        &["proxy_start", "virtiofsd_exec", "qemu_restore"][..],
+        &from_config,
+    ]
+    .concat();
     for (template, expected) in [("off", &booted[..]), ("on", &restored[..])] {
         let bundle = TestBundle::busybox(&["echo", "hi"]);
         bundle.add_env(&["RUNQ_TIMELINE=1"]);
@@ -115,21 +116,13 @@ fn runq_timeline_reports_each_stage_once_in_boot_order() {
 
 /// Whether the shape of a default test bundle (no NICs) has a template.
 fn test_bundles_have_a_template() -> bool {
-    std::fs::read_dir(runq_shared::template::dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let key = entry.file_name().to_string_lossy().into_owned();
-            runq_shared::template::read_meta(&entry.path(), &key).ok()
-        })
-        .any(|meta| {
-            meta.shape.nics == 0
-                && meta.shape.mem_mib == 256
-                && !meta.shape.debug
-                && meta.shape.root_device == "virtiofs"
-                && meta.shape.initrd.path == common::assets_dir().join("kernel/initrd")
-        })
+    common::templates().iter().any(|(_, meta)| {
+        meta.shape.nics == 0
+            && meta.shape.mem_mib == 256
+            && !meta.shape.debug
+            && meta.shape.root_device == "virtiofs"
+            && meta.shape.initrd.path == common::assets_dir().join("kernel/initrd")
+    })
 }
 
 #[test]

@@ -94,7 +94,7 @@ fn a_restored_guest_is_held_to_the_same_protocol() {
     struct Cleanup<'a>(&'a dyn Fn(&runq_shared::template::Meta) -> bool);
     impl Drop for Cleanup<'_> {
         fn drop(&mut self) {
-            for (dir, meta) in templates() {
+            for (dir, meta) in common::templates() {
                 if (self.0)(&meta) {
                     let _ = std::fs::remove_dir_all(dir);
                 }
@@ -105,7 +105,7 @@ fn a_restored_guest_is_held_to_the_same_protocol() {
     // The first boots, and has runq make the hostile initrd's templates.
     attacked_with_env("hello-twice", b"", &[MEM]);
     wait_until("the hostile initrd's templates are made", || {
-        let made = templates();
+        let made = common::templates();
         (0..=runq_shared::template::MAX_NICS).all(|nics| {
             made.iter()
                 .any(|(_, meta)| ours(meta) && meta.shape.nics == nics)
@@ -117,21 +117,6 @@ fn a_restored_guest_is_held_to_the_same_protocol() {
         "not restored: {stderr}"
     );
     assert!(stderr.contains("a second Hello"), "{stderr}");
-}
-
-fn templates() -> Vec<(PathBuf, runq_shared::template::Meta)> {
-    std::fs::read_dir(runq_shared::template::dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let key = entry.file_name().to_string_lossy().into_owned();
-            Some((
-                entry.path(),
-                runq_shared::template::read_meta(&entry.path(), &key).ok()?,
-            ))
-        })
-        .collect()
 }
 
 #[test]

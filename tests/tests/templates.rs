@@ -16,16 +16,9 @@ const BUILD_DEADLINE: Duration = Duration::from_secs(180);
 
 /// The templates of the shapes with this memory size, with their metas.
 fn templates_of(mem_mib: u32) -> Vec<(PathBuf, Meta)> {
-    let Ok(entries) = std::fs::read_dir(template::dir()) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let key = entry.file_name().to_string_lossy().into_owned();
-            let meta = template::read_meta(&entry.path(), &key).ok()?;
-            (meta.shape.mem_mib == mem_mib).then(|| (entry.path(), meta))
-        })
+    common::templates()
+        .into_iter()
+        .filter(|(_, meta)| meta.shape.mem_mib == mem_mib)
         .collect()
 }
 

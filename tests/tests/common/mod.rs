@@ -34,6 +34,20 @@ pub fn runq_binary() -> PathBuf {
     binary
 }
 
+/// The templates on this host, with their metas (see `runq_shared::template`).
+pub fn templates() -> Vec<(PathBuf, runq_shared::template::Meta)> {
+    std::fs::read_dir(runq_shared::template::dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let key = entry.file_name().to_string_lossy().into_owned();
+            let meta = runq_shared::template::read_meta(&entry.path(), &key).ok()?;
+            Some((entry.path(), meta))
+        })
+        .collect()
+}
+
 /// `RUNQ_TEST_TEMPLATE=off` runs the tests with every VM booted rather than restored from a
 /// template: runq's flag for `runq` commands, its annotation for Docker's containers.
 pub fn templates_off() -> bool {
