@@ -71,6 +71,7 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     console::set_debug(system::kernel_flag(&cmdline, "runq.debug"));
     let uevents = port::watch()?;
     modules::load_transport()?;
+    modules::load_template_libraries(&cmdline)?;
     marks.mark("transport_loaded");
     let mut port = port::open(runq_shared::layout::AGENT_PORT_NAME, &uevents)?;
     drop(uevents);

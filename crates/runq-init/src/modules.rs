@@ -33,6 +33,28 @@ pub fn load_transport() -> Result<(), InitError> {
     Ok(())
 }
 
+/// Modules that bind a device when they load: in a template these stay for the restored
+/// guest, whose devices are attached anew.
+const DEVICE_DRIVERS: &[&str] = &["virtiofs", "9pnet_virtio", "virtio_net", "virtio_blk"];
+
+/// In a template's guest (`runq.template=` on the command line): the named features' modules
+/// that bind no device. Their groups are not marked loaded: [`load_for`] loads the drivers.
+pub fn load_template_libraries(cmdline: &str) -> Result<(), InitError> {
+    let prefix = format!("{}=", runq_shared::layout::TEMPLATE_PARAM);
+    let groups: Vec<&[&str]> = cmdline
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix(prefix.as_str()))
+        .flat_map(|list| list.split(','))
+        .filter_map(group_named)
+        .collect();
+    if groups.is_empty() {
+        return Ok(());
+    }
+    load_matching(|name| {
+        groups.iter().any(|group| group.contains(&name)) && !DEVICE_DRIVERS.contains(&name)
+    })
+}
+
 /// Feature groups already loaded.
 #[derive(Default)]
 pub struct Loaded(Vec<&'static [&'static str]>);
@@ -135,6 +157,11 @@ pub fn module_name(path: &str) -> &str {
 }
 
 pub fn load(path: &str) -> Result<(), InitError> {
+    // Loaded in the template this guest was restored from: reading it again costs time.
+    let loaded = format!("/sys/module/{}", module_name(path).replace('-', "_"));
+    if std::path::Path::new(&loaded).exists() {
+        return Ok(());
+    }
     let file = File::open(path).context(|| format!("open module {path}"))?;
     let params = c"";
     // SAFETY: finit_module reads the module from a file descriptor we own for the duration
@@ -189,6 +216,16 @@ mod tests {
         assert!(load_groups(vec![NET, VIRTIOFS], &mut loaded).is_ok());
         assert!(load_groups(vec![BLOCK], &mut loaded).is_err());
         assert_eq!(loaded.0, [VIRTIOFS, NET]);
+    }
+
+    #[test]
+    fn every_device_driver_belongs_to_a_group() {
+        for driver in DEVICE_DRIVERS {
+            assert!(
+                FEATURES.iter().any(|group| group.contains(driver)),
+                "{driver}"
+            );
+        }
     }
 
     #[test]

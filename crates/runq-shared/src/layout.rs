@@ -104,6 +104,11 @@ pub const EXEC_CLIENT: &str = "runq-exec";
 /// its way.
 pub const MODULES_PARAM: &str = "runq.modules";
 
+/// On a template's kernel command line (see [`crate::template`]), with the features of its
+/// shape as [`MODULES_PARAM`] names them: runq-init loads those of their modules that bind no
+/// device before it says Hello, so that a restored guest has them already.
+pub const TEMPLATE_PARAM: &str = "runq.template";
+
 /// The features [`MODULES_PARAM`] may name.
 pub const MODULE_FEATURES: [&str; 4] = ["virtiofs", "9p", "net", "block"];
 

@@ -313,11 +313,14 @@ fn kernel_cmdline(vm: &VmSettings, host: HostFacts, nics: bool, hints: bool) -> 
     if !vm.disks.is_empty() {
         features.push("block");
     }
-    // A template's guest waits with the transport alone: the container's modules load once
-    // its config names them.
-    if hints {
-        words.push(format!("{}={}", layout::MODULES_PARAM, features.join(",")));
-    }
+    // A template's guest binds no device of the container's before it is saved: the drivers
+    // load once the restored guest's config names them, their libraries before the save.
+    let param = if hints {
+        layout::MODULES_PARAM
+    } else {
+        layout::TEMPLATE_PARAM
+    };
+    words.push(format!("{param}={}", features.join(",")));
     if let (Accel::Tcg, Some(khz)) = (vm.accel, host.tsc_khz) {
         words.push(format!("tsc_early_khz={khz}"));
     }
@@ -539,6 +542,7 @@ pub(crate) mod tests {
         assert_eq!(restore[..template.len()], template[..]);
         assert_eq!(restore[template.len()..], ["-incoming", "fd:9"]);
         assert!(!value_of(&template, "-append")[0].contains("runq.modules"));
+        assert!(value_of(&template, "-append")[0].contains(" runq.template=virtiofs,net "));
         let cold = args(&vm, host, &paths, &nics, &[], Boot::Cold);
         assert!(value_of(&cold, "-append")[0].contains("runq.modules=virtiofs,net"));
         assert!(!cold.contains(&"-incoming".to_string()));
