@@ -85,15 +85,7 @@ pub fn start_virtiofsd(paths: &Paths) -> Result<Tracked> {
     let mut command = Command::new(paths.loader());
     command
         .args(paths.loader_args(assets::VIRTIOFSD))
-        .arg(format!("--fd={raw}"))
-        .arg(format!("--shared-dir={}", paths.shared_root.display()))
-        .args([
-            "--cache=auto",
-            "--sandbox=namespace",
-            "--announce-submounts",
-            "--xattr",
-            "--log-level=error",
-        ])
+        .args(runq_shared::qemu::virtiofsd_args(paths, raw))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -259,11 +251,4 @@ fn log_file(path: &Path) -> Result<File> {
         .append(true)
         .open(path)
         .with_context(|| format!("open {}", path.display()))
-}
-
-/// The last lines of a log file, for error messages.
-pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -20,11 +20,12 @@ use runq_shared::protocol::{Message, MAIN_SESSION, PROTOCOL_VERSION};
 use runq_shared::timeline::{self, GuestMarks, Timeline};
 
 use crate::boot_images;
-use crate::children::{tail, Tracked};
+use crate::children::Tracked;
 use crate::dns::DnsRelay;
 use crate::event::{Event, Events};
 use crate::exec::Client;
 use crate::supervisor::{Action, Deadline, Failure, Input, Supervisor};
+use runq_shared::log_tail::log_tail;
 use runq_shared::qemu::Paths;
 
 /// How long the exec clients' writers have for their last frames once the container ended.
@@ -91,7 +92,6 @@ pub fn serve(
     let mut supervisor = Supervisor::new(!vm.disks.is_empty(), boot.host.embedded_dns);
     let mut proxy = Proxy {
         vm,
-        boot: Some(boot.clone()),
         mirror_localhost: boot.host.network.mirror_localhost,
         qemu,
         helpers,
@@ -106,6 +106,7 @@ pub fn serve(
         mirror: None,
         dns: None,
         timeline,
+        boot: Some(boot),
     };
     let boot_deadline = Instant::now() + Duration::from_secs(proxy.vm.boot_timeout_secs.into());
     let mut power_off_deadline = None;
@@ -415,7 +416,7 @@ fn stopped_reading() -> Input {
 }
 
 fn log_excerpt(path: &Path, name: &str) -> String {
-    let text = tail(path, 15);
+    let text = log_tail(path, 15);
     if text.is_empty() {
         String::new()
     } else {

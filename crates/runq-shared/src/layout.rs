@@ -36,8 +36,6 @@ pub const VM_CONFIG_FD: i32 = 3;
 pub const START_REPORT_FD: i32 = 4;
 /// The template for a VM without NICs; the one with `n` NICs is `n` above it.
 pub const FIRST_TEMPLATE_FD: i32 = 5;
-/// How many descriptors runq hands the proxy.
-pub const HANDED_FDS: i32 = FIRST_TEMPLATE_FD + crate::template::MAX_NICS as i32 + 1 - 3;
 
 /// runq's own root: the [`RUNQ_DIR`] tmpfs, which the proxy makes its root before it starts any
 /// helper, so that nothing of the image is ever on a host-side process's library path, `/etc`

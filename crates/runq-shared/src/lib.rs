@@ -9,6 +9,7 @@ pub mod disks;
 pub mod dns;
 pub mod in_root;
 pub mod layout;
+pub mod log_tail;
 pub mod protocol;
 pub mod qemu;
 pub mod rlimits;

@@ -130,6 +130,19 @@ impl Disk {
     }
 }
 
+/// virtiofsd's arguments after the loader's, serving the root on the listening socket `fd`.
+pub fn virtiofsd_args(paths: &Paths, fd: i32) -> Vec<String> {
+    vec![
+        format!("--fd={fd}"),
+        format!("--shared-dir={}", path(&paths.shared_root)),
+        "--cache=auto".into(),
+        "--sandbox=namespace".into(),
+        "--announce-submounts".into(),
+        "--xattr".into(),
+        "--log-level=error".into(),
+    ]
+}
+
 /// How the VM starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Boot {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use runq_shared::layout::assets;
+use runq_shared::log_tail::log_tail;
 use runq_shared::protocol::{read_message_within, Message, GUEST_FRAME_LIMIT, PROTOCOL_VERSION};
 use runq_shared::qemu::{self, Boot, HostFacts, Nic, Paths};
 use runq_shared::template::{self, FileId, Meta, Shape, KEEP, META, STATE};
@@ -114,8 +115,8 @@ fn build_into(dir: &Path, shape: &Shape, key: &str) -> Result<()> {
         .with_context(|| format!("mkdir {}", work.display()))?;
     let result = boot_and_save(&work, shape, key);
     if let Err(error) = &result {
-        let console = tail(&work.join("console.log"));
-        let qemu = tail(&work.join("qemu.log"));
+        let console = log_tail(&work.join("console.log"), 10);
+        let qemu = log_tail(&work.join("qemu.log"), 10);
         let _ = std::fs::remove_dir_all(&work);
         bail!("{error:#}\n--- console ---\n{console}\n--- QEMU ---\n{qemu}");
     }
@@ -219,14 +220,6 @@ fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
     Ok(())
 }
 
-/// The last lines of a log, bounded.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(2000)..]).into_owned();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(10)..].join("\n")
-}
-
 /// A helper that is killed and reaped when dropped.
 struct Reaped(Child);
 
@@ -243,9 +236,7 @@ fn start_virtiofsd(paths: &Paths) -> Result<Child> {
     let mut command = Command::new(paths.loader());
     command
         .args(paths.loader_args(assets::VIRTIOFSD))
-        .arg(format!("--fd={}", fd.as_raw_fd()))
-        .arg(format!("--shared-dir={}", paths.shared_root.display()))
-        .args(["--cache=auto", "--sandbox=namespace", "--log-level=error"])
+        .args(qemu::virtiofsd_args(paths, fd.as_raw_fd()))
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -308,6 +299,9 @@ fn accept_within(listener: &UnixListener, deadline: Instant) -> Result<UnixStrea
     }
     Ok(listener.accept()?.0)
 }
+
+/// The longest answer of QEMU's monitor read (`query-migrate`'s is well under 1 KiB).
+const QMP_LINE_LIMIT: u64 = 64 << 10;
 
 /// QEMU's monitor, one JSON object a line.
 struct Qmp {
@@ -395,7 +389,11 @@ impl Qmp {
 
     fn line(&mut self) -> Result<serde_json::Value> {
         let mut text = String::new();
-        if self.reader.read_line(&mut text)? == 0 {
+        if (&mut self.reader)
+            .take(QMP_LINE_LIMIT)
+            .read_line(&mut text)?
+            == 0
+        {
             return Err(anyhow!("QEMU closed its monitor"));
         }
         Ok(serde_json::from_str(&text)?)
