@@ -9,6 +9,7 @@ use std::os::fd::AsRawFd;
 use runq_shared::config::HostFindings;
 
 use crate::error::{Context, InitError};
+use crate::net::last_error;
 
 /// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])`.
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
@@ -41,12 +42,12 @@ fn reseed(bytes: &[u8]) -> Result<(), InitError> {
     // `request` holds; the kernel does not keep the pointer.
     let rc = unsafe { libc::ioctl(urandom.as_raw_fd(), RNDADDENTROPY, request.as_ptr()) };
     if rc != 0 {
-        return Err(sys("credit the host's entropy"));
+        return Err(last_error("credit the host's entropy"));
     }
     // SAFETY: RNDRESEEDCRNG takes no argument.
     let rc = unsafe { libc::ioctl(urandom.as_raw_fd(), RNDRESEEDCRNG) };
     if rc != 0 {
-        return Err(sys("reseed the random generator"));
+        return Err(last_error("reseed the random generator"));
     }
     Ok(())
 }
@@ -58,14 +59,7 @@ fn set_clock(unix_ns: u64) -> Result<(), InitError> {
     };
     // SAFETY: clock_settime reads the timespec we own.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &time) } != 0 {
-        return Err(sys("set the clock from the host's"));
+        return Err(last_error("set the clock from the host's"));
     }
     Ok(())
-}
-
-fn sys(what: &str) -> InitError {
-    InitError::Sys {
-        what: what.into(),
-        source: nix::errno::Errno::last(),
-    }
 }

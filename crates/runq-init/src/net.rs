@@ -65,7 +65,8 @@ fn loopback_up() -> Result<(), InitError> {
     Ok(())
 }
 
-fn last_error(what: &str) -> InitError {
+/// The failure of the system call just made, with what it was for.
+pub(crate) fn last_error(what: &str) -> InitError {
     InitError::Sys {
         what: what.to_string(),
         source: nix::errno::Errno::last(),
