@@ -66,11 +66,12 @@ fn bundle(mem_mib: u32, args: &[&str]) -> TestBundle {
     bundle
 }
 
-/// The proxy's timeline names how QEMU started.
+/// The proxy's timeline names how QEMU started: a restore that did not load is followed by a
+/// boot.
 fn restored(outcome: &Outcome) -> bool {
     let stderr = outcome.stderr_text();
     assert!(stderr.contains("runq-timeline:"), "no timeline: {stderr}");
-    stderr.contains("\"qemu_restore\"")
+    stderr.contains("\"qemu_restore\"") && !stderr.contains("\"qemu_exec\"")
 }
 
 fn now_secs() -> u64 {
@@ -152,44 +153,74 @@ fn a_template_is_made_again_when_the_initrd_changes() {
     assert!(restored(&run()), "the new template was not used");
 }
 
+/// Damages a template's state the way `how` says.
+fn damage(how: Damage, state: &std::path::Path, meta: &Meta) {
+    match how {
+        Damage::Truncated => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(state)
+                .expect("open the state");
+            file.set_len(meta.size / 2).expect("truncate");
+        }
+        Damage::Replaced => {
+            let other = state.with_extension("other");
+            std::fs::write(&other, vec![0x5a; meta.size as usize]).expect("write");
+            std::fs::rename(&other, state).expect("replace");
+        }
+        Damage::Unloadable => {
+            // The stream's header overwritten in place, the modification time put back: the
+            // file runq create checks against the meta, which only QEMU can refuse.
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(state)
+                .expect("open the state");
+            file.write_all_at(b"not QEMU", 0).expect("overwrite");
+            let mtime = UNIX_EPOCH + Duration::from_nanos(meta.state.mtime_ns as u64);
+            file.set_modified(mtime).expect("put the modification time back");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Truncated,
+    Replaced,
+    Unloadable,
+}
+
 #[test]
 fn a_damaged_template_boots_cold_with_one_line() {
     const MEM: u32 = 240;
     let _cleanup = Templates(MEM);
     let first = bundle(MEM, &["true"]).run();
     assert_eq!(first.code(), 0, "{first:?}");
-    type Damage<'a> = (&'a str, &'a dyn Fn(&std::path::Path, u64));
-    let damage: [Damage; 2] = [
-        ("truncated", &|state, size| {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(state)
-                .expect("open the state");
-            file.set_len(size / 2).expect("truncate");
-        }),
-        ("replaced by a file of the same size", &|state, size| {
-            let other = state.with_extension("other");
-            std::fs::write(&other, vec![0x5a; size as usize]).expect("write");
-            std::fs::rename(&other, state).expect("replace");
-        }),
-    ];
-    for (how, damage) in damage {
+    for how in [Damage::Truncated, Damage::Replaced, Damage::Unloadable] {
         let (dir, meta) = wait_for_template(MEM, |meta| meta.shape.nics == 0);
-        damage(&dir.join(template::STATE), meta.size);
+        damage(how, &dir.join(template::STATE), &meta);
         let outcome = bundle(MEM, &["echo", "still runs"]).run();
-        assert_eq!(outcome.code(), 0, "{how}: {outcome:?}");
-        assert_eq!(outcome.stdout_text(), "still runs\n", "{how}");
-        assert!(!restored(&outcome), "{how}: restored anyway");
+        assert_eq!(outcome.code(), 0, "{how:?}: {outcome:?}");
+        assert_eq!(outcome.stdout_text(), "still runs\n", "{how:?}");
+        assert!(!restored(&outcome), "{how:?}: restored anyway");
         let stderr = outcome.stderr_text();
         let lines: Vec<&str> = stderr
             .lines()
             .filter(|line| !line.starts_with("runq-timeline:"))
             .collect();
-        assert_eq!(lines.len(), 1, "{how}: {stderr}");
+        assert_eq!(lines.len(), 1, "{how:?}: {stderr}");
         assert!(
             lines[0].contains(&meta.key) && lines[0].contains("booting without it"),
-            "{how}: {stderr}"
+            "{how:?}: {stderr}"
         );
+        if let Damage::Unloadable = how {
+            assert!(lines[0].contains("did not load"), "{stderr}");
+            // runq start removed it; the next container's create builds it again.
+            assert!(!dir.exists(), "the template that did not load is still there");
+            let cold = bundle(MEM, &["true"]).run();
+            assert_eq!(cold.code(), 0, "{cold:?}");
+            assert!(!restored(&cold), "restored from a removed template");
+        }
     }
     // Made again, and used.
     wait_for_template(MEM, |meta| meta.shape.nics == 0);

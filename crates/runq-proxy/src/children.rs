@@ -48,6 +48,12 @@ impl Tracked {
         self.pidfd.as_fd()
     }
 
+    /// Kills and reaps it; only before the signal thread, the proxy's reaper, starts.
+    pub fn kill_and_reap(self) {
+        self.kill();
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid), None);
+    }
+
     /// SIGKILL; nothing happens where the process is gone already.
     pub fn kill(&self) {
         // SAFETY: pidfd_send_signal takes a pidfd we own, a signal number, no siginfo and no
@@ -185,11 +191,10 @@ pub fn start_qemu(
     args: &[String],
     debug: bool,
     ninep: bool,
-    nics: &[runq_shared::qemu::Nic],
-    template: Option<i32>,
+    inherited: &[i32],
 ) -> Result<Tracked> {
     let mut command = Command::new(paths.loader());
-    let inherited: Vec<i32> = nics.iter().map(|nic| nic.fd).chain(template).collect();
+    let inherited = inherited.to_vec();
     let keep: Vec<i32> = qemu_capabilities(ninep)
         .into_iter()
         .map(|cap| i32::from(cap.index()))

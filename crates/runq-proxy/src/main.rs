@@ -13,6 +13,7 @@ mod dns;
 mod event;
 mod exec;
 mod fds;
+mod launch;
 mod network;
 mod own_root;
 mod pod_network;
@@ -20,7 +21,6 @@ mod serve;
 mod signals;
 mod start_report;
 
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::ExitCode;
@@ -83,9 +83,7 @@ fn run(handed: fds::Handed) -> Result<i32> {
 
     // Bound now, served once the proxy is confined (see `confine`): QEMU's connection waits in
     // the backlog, signals stay pending.
-    let _ = std::fs::remove_file(&paths.agent_socket);
-    let agent = UnixListener::bind(&paths.agent_socket)
-        .with_context(|| format!("listen on {}", paths.agent_socket.display()))?;
+    let mut agent = listen_for_the_guest(&paths)?;
     let exec_listener = if config.vm.noexec {
         None
     } else {
@@ -95,33 +93,15 @@ fn run(handed: fds::Handed) -> Result<i32> {
         )
     };
 
-    let virtiofsd = match config.vm.root_fs {
+    let mut virtiofsd = match config.vm.root_fs {
         RootFs::Virtiofs => {
             mark("virtiofsd_exec");
             Some(children::start_virtiofsd(&paths)?)
         }
         RootFs::NineP { .. } => None,
     };
-    let (guest_network, taps, passt) = if config.vm.net == NetMode::Shared {
-        pod_network::share(&paths).context("connect the VM to the shared network namespace")?
-    } else {
-        let (network, taps) = network::take_over(config.vm.net).context("take over the network")?;
-        (network, taps, None)
-    };
+    let (mut guest_network, mut taps, mut passt) = attach_network(&config.vm, &paths)?;
     let template = restorable(&config.vm, taps.len(), handed.templates);
-    let nics: Vec<qemu::Nic> = taps
-        .iter()
-        .enumerate()
-        .map(|(number, tap)| qemu::Nic {
-            fd: tap.fd.as_raw_fd(),
-            // A restore has the template's arguments; the guest sets the container's MAC.
-            mac: match template {
-                Some(_) => runq_shared::template::nic_mac(number),
-                None => tap.mac.clone(),
-            },
-            stream: tap.stream,
-        })
-        .collect();
     let disks = config
         .vm
         .disks
@@ -135,33 +115,50 @@ fn run(handed: fds::Handed) -> Result<i32> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let boot = match &template {
-        Some(state) => qemu::Boot::Restore {
-            fd: state.as_raw_fd(),
-        },
-        None => qemu::Boot::Cold,
-    };
-    let qemu_args = qemu::args(&config.vm, host, &paths, &nics, &disks, boot);
     let ninep = matches!(config.vm.root_fs, RootFs::NineP { .. });
     let confinement = &config.vm.confinement;
     confine::read_only_paths(confinement)?;
     confine::apparmor(confinement)?;
-    mark(if template.is_some() {
-        "qemu_restore"
-    } else {
-        "qemu_exec"
-    });
-    let qemu = children::start_qemu(
-        &paths,
-        &qemu_args,
-        config.vm.debug,
+    let launch = launch::Launch {
+        vm: &config.vm,
+        host,
+        paths: &paths,
+        disks: &disks,
         ninep,
-        &nics,
-        template.as_ref().map(|state| state.as_raw_fd()),
-    )?;
+    };
+    let restore = match template {
+        Some((key, state)) => {
+            mark("qemu_restore");
+            Some(launch.restore(&taps, state).map_err(|error| (key, error)))
+        }
+        None => None,
+    };
+    let (qemu, restored) = match restore {
+        Some(Ok(qemu)) => (qemu, true),
+        Some(Err((key, error))) => {
+            eprintln!("runq: template {key} did not load ({error:#}); booting without it, and making it again");
+            start_report::template_failed(&key);
+            // virtiofsd and passt served the QEMU that ended, and its connection to the
+            // channel waits in the listener's backlog: new ones for the booting QEMU.
+            if let Some(old) = virtiofsd.take() {
+                old.kill_and_reap();
+                virtiofsd = Some(children::start_virtiofsd(&paths)?);
+            }
+            if let Some(old) = passt.take() {
+                old.kill_and_reap();
+                (guest_network, taps, passt) = attach_network(&config.vm, &paths)?;
+            }
+            drop(agent);
+            agent = listen_for_the_guest(&paths)?;
+            mark("qemu_exec");
+            (launch.cold(&taps)?, false)
+        }
+        None => {
+            mark("qemu_exec");
+            (launch.cold(&taps)?, false)
+        }
+    };
     drop(taps);
-    let restored = template.is_some();
-    drop(template);
     confine::drop_capabilities(&confine::kept_capabilities(&children::qemu_capabilities(
         ninep,
     )))?;
@@ -216,17 +213,41 @@ fn resolv_conf(
     (ours, embedded)
 }
 
-/// The template runq create handed for a VM with this many NICs, once it passed its check;
-/// `None` boots cold, after one line saying why where a template was offered.
+fn listen_for_the_guest(paths: &Paths) -> Result<UnixListener> {
+    let _ = std::fs::remove_file(&paths.agent_socket);
+    UnixListener::bind(&paths.agent_socket)
+        .with_context(|| format!("listen on {}", paths.agent_socket.display()))
+}
+
+/// The guest's view of its network, the NICs' backends, and passt where it serves them.
+fn attach_network(
+    vm: &runq_shared::config::VmSettings,
+    paths: &Paths,
+) -> Result<(
+    runq_shared::config::GuestNetwork,
+    Vec<network::Tap>,
+    Option<children::Tracked>,
+)> {
+    if vm.net == NetMode::Shared {
+        pod_network::share(paths).context("connect the VM to the shared network namespace")
+    } else {
+        let (network, taps) = network::take_over(vm.net).context("take over the network")?;
+        Ok((network, taps, None))
+    }
+}
+
+/// The template runq create handed for a VM with this many NICs, with its key, once it
+/// passed its check; `None` boots cold, after one line saying why where a template was
+/// offered.
 fn restorable(
     vm: &runq_shared::config::VmSettings,
     nics: usize,
     templates: Vec<std::fs::File>,
-) -> Option<std::fs::File> {
+) -> Option<(String, std::fs::File)> {
     let offer = vm.templates.iter().find(|offer| offer.nics == nics)?;
     let state = templates.into_iter().nth(nics)?;
     match runq_shared::template::check(&state, offer) {
-        Ok(()) => Some(state),
+        Ok(()) => Some((offer.key.clone(), state)),
         Err(error) => {
             eprintln!("runq: {error}; booting without it");
             None

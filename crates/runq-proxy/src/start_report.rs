@@ -11,6 +11,8 @@ use runq_shared::start_report::StartReport;
 struct Report {
     fifo: File,
     said: bool,
+    /// The template that did not load, for `runq start` to discard.
+    failed_template: Option<String>,
 }
 
 /// Held for the proxy's life: `runq start` tells the proxy's end by its pidfd, and a line
@@ -22,13 +24,33 @@ static REPORT: Mutex<Option<Report>> = Mutex::new(None);
 /// start); a line then stays unread in the pipe.
 pub fn open(fifo: File) {
     if let Ok(mut report) = REPORT.lock() {
-        *report = Some(Report { fifo, said: false });
+        *report = Some(Report {
+            fifo,
+            said: false,
+            failed_template: None,
+        });
     }
 }
 
 /// The guest has exec'd the application.
 pub fn started() {
-    say(StartReport::Started);
+    let failed_template = REPORT
+        .lock()
+        .ok()
+        .and_then(|held| held.as_ref().and_then(|held| held.failed_template.clone()));
+    say(match failed_template {
+        Some(key) => StartReport::StartedWithoutTemplate(key),
+        None => StartReport::Started,
+    });
+}
+
+/// The template `key` did not load: the report that the application started says so.
+pub fn template_failed(key: &str) {
+    if let Ok(mut held) = REPORT.lock() {
+        if let Some(held) = held.as_mut() {
+            held.failed_template = Some(key.to_string());
+        }
+    }
 }
 
 /// The application will never run; the first reason given is the one `runq start` shows.

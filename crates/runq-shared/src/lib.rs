@@ -12,6 +12,7 @@ pub mod layout;
 pub mod log_tail;
 pub mod protocol;
 pub mod qemu;
+pub mod qmp;
 pub mod rlimits;
 pub mod seccomp;
 pub mod start_report;

@@ -14,11 +14,15 @@ pub const MAX_LINE: usize = 4000;
 pub enum StartReport {
     /// The guest has exec'd the application.
     Started,
+    /// The guest has exec'd the application, but booted: the template with this key, handed
+    /// by runq create, did not load, and is to be built again.
+    StartedWithoutTemplate(String),
     /// The application will never run, and why.
     Failed(String),
 }
 
 const STARTED: &str = "started";
+const STARTED_WITHOUT_TEMPLATE: &str = "started-without-template ";
 const FAILED: &str = "failed ";
 
 impl StartReport {
@@ -26,6 +30,7 @@ impl StartReport {
     pub fn encode(&self) -> Vec<u8> {
         let mut line = match self {
             StartReport::Started => STARTED.to_string(),
+            StartReport::StartedWithoutTemplate(key) => format!("{STARTED_WITHOUT_TEMPLATE}{key}"),
             StartReport::Failed(reason) => {
                 let flat: String = reason
                     .chars()
@@ -52,6 +57,14 @@ impl StartReport {
         let line = String::from_utf8_lossy(&bytes[..end]);
         if line == STARTED {
             Some(StartReport::Started)
+        } else if let Some(key) = line.strip_prefix(STARTED_WITHOUT_TEMPLATE) {
+            // A key names a directory: only ever the hex runq makes (see `template::Shape::key`).
+            let hex = !key.is_empty()
+                && key.len() <= 64
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            hex.then(|| StartReport::StartedWithoutTemplate(key.to_string()))
         } else {
             line.strip_prefix(FAILED)
                 .map(|reason| StartReport::Failed(reason.to_string()))
@@ -67,6 +80,7 @@ mod tests {
     fn reports_read_back_as_written() {
         for report in [
             StartReport::Started,
+            StartReport::StartedWithoutTemplate("0123456789abcdef".into()),
             StartReport::Failed("guest: mount the root: no such device".into()),
         ] {
             assert_eq!(StartReport::parse(&report.encode()), Some(report));
@@ -90,5 +104,11 @@ mod tests {
         assert_eq!(StartReport::parse(b"started"), None);
         assert_eq!(StartReport::parse(b"begun\n"), None);
         assert_eq!(StartReport::parse(b""), None);
+        // A template's key is hex, never a path.
+        assert_eq!(
+            StartReport::parse(b"started-without-template ../../etc\n"),
+            None
+        );
+        assert_eq!(StartReport::parse(b"started-without-template \n"), None);
     }
 }

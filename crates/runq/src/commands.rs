@@ -69,6 +69,9 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             let status = run_runc(&runc, command, args, &bundle, templates)?;
             // A detached container lives on; `runq delete` cleans up after it.
             if !parsed.run.detach {
+                if let Some(watch) = watch {
+                    watch.after_foreground_run();
+                }
                 bundle.clean_up()?;
             } else if let (true, Some(watch)) = (status.success(), watch) {
                 watch.wait(&runc, &parsed.run.container_id, boot_timeout(&bundle)?)?;

@@ -85,6 +85,10 @@ impl StartWatch {
             self.read_into(&mut line)?;
             match StartReport::parse(&line) {
                 Some(StartReport::Started) => return Ok(()),
+                Some(StartReport::StartedWithoutTemplate(key)) => {
+                    crate::templates::discard(&key);
+                    return Ok(());
+                }
                 Some(StartReport::Failed(reason)) => return Err(anyhow!("{reason}")),
                 None if ended => bail!(
                     "container {id}: runq's proxy ended before the guest started the application \
@@ -94,6 +98,17 @@ impl StartWatch {
                     bail!("container {id}: the start report is not one runq writes")
                 }
                 None => {}
+            }
+        }
+    }
+
+    /// For a container that ran in the foreground and has ended: acts on what its report
+    /// said of the template, as `wait` would have.
+    pub fn after_foreground_run(mut self) {
+        let mut line = Vec::new();
+        if self.read_into(&mut line).is_ok() {
+            if let Some(StartReport::StartedWithoutTemplate(key)) = StartReport::parse(&line) {
+                crate::templates::discard(&key);
             }
         }
     }

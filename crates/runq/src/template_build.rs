@@ -9,7 +9,7 @@
 //! that exists is left alone.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use runq_shared::layout::assets;
 use runq_shared::log_tail::log_tail;
 use runq_shared::protocol::{read_message_within, Message, GUEST_FRAME_LIMIT, PROTOCOL_VERSION};
 use runq_shared::qemu::{self, Boot, HostFacts, Nic, Paths};
+use runq_shared::qmp::Qmp;
 use runq_shared::template::{self, FileId, Meta, Shape, KEEP, META, STATE};
 
 /// How long a template's boot and save may take, at most.
@@ -194,7 +195,8 @@ fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
         .custom_flags(libc::O_CLOEXEC)
         .open(&state_path)
         .context("create the template's state")?;
-    Qmp::connect(&qmp_socket, deadline)?.save(state.try_clone()?.into(), deadline)?;
+    let monitor = UnixStream::connect(&qmp_socket).context("connect to QEMU's monitor")?;
+    Qmp::over(monitor, deadline)?.save(state.try_clone()?.into())?;
     drop(qemu);
     drop(helpers);
     drop(channel);
@@ -298,106 +300,6 @@ fn accept_within(listener: &UnixListener, deadline: Instant) -> Result<UnixStrea
         );
     }
     Ok(listener.accept()?.0)
-}
-
-/// The longest answer of QEMU's monitor read (`query-migrate`'s is well under 1 KiB).
-const QMP_LINE_LIMIT: u64 = 64 << 10;
-
-/// QEMU's monitor, one JSON object a line.
-struct Qmp {
-    stream: UnixStream,
-    reader: BufReader<UnixStream>,
-}
-
-impl Qmp {
-    fn connect(path: &Path, deadline: Instant) -> Result<Qmp> {
-        let stream = UnixStream::connect(path).context("connect to QEMU's monitor")?;
-        stream.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())))?;
-        let reader = BufReader::new(stream.try_clone()?);
-        let mut qmp = Qmp { stream, reader };
-        qmp.line().context("QEMU's monitor greeting")?;
-        qmp.execute(r#"{"execute":"qmp_capabilities"}"#, None)?;
-        Ok(qmp)
-    }
-
-    /// Migrates the VM into `state`, handed over as a descriptor. Not stopped first: the
-    /// restored VM keeps the run state it was saved in, and the guest idles in its read.
-    fn save(&mut self, state: OwnedFd, deadline: Instant) -> Result<()> {
-        self.execute(
-            r#"{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"events","state":true}]}}"#,
-            None,
-        )?;
-        self.execute(
-            r#"{"execute":"getfd","arguments":{"fdname":"template"}}"#,
-            Some(state),
-        )?;
-        self.execute(
-            r#"{"execute":"migrate","arguments":{"uri":"fd:template"}}"#,
-            None,
-        )?;
-        loop {
-            if Instant::now() > deadline {
-                bail!("the migration did not end in time");
-            }
-            let line = self.line()?;
-            if line["event"] == "MIGRATION" {
-                match line["data"]["status"].as_str() {
-                    Some("completed") => break,
-                    Some("failed") | Some("cancelled") => {
-                        let info = self.execute(r#"{"execute":"query-migrate"}"#, None)?;
-                        bail!("the migration failed: {}", info["error-desc"]);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let _ = self.execute(r#"{"execute":"quit"}"#, None);
-        Ok(())
-    }
-
-    /// Sends a command, with a descriptor where given, and returns its `return`.
-    fn execute(&mut self, command: &str, fd: Option<OwnedFd>) -> Result<serde_json::Value> {
-        match fd {
-            None => self.stream.write_all(command.as_bytes())?,
-            Some(fd) => {
-                use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-                let fds = [fd.as_raw_fd()];
-                let iov = [std::io::IoSlice::new(command.as_bytes())];
-                let sent = sendmsg::<()>(
-                    self.stream.as_raw_fd(),
-                    &iov,
-                    &[ControlMessage::ScmRights(&fds)],
-                    MsgFlags::empty(),
-                    None,
-                )
-                .context("hand QEMU the template's file")?;
-                if sent != command.len() {
-                    bail!("QEMU's monitor took {sent} of {} bytes", command.len());
-                }
-            }
-        }
-        loop {
-            let line = self.line()?;
-            if let Some(error) = line.get("error") {
-                bail!("QEMU refused {command}: {error}");
-            }
-            if let Some(value) = line.get("return") {
-                return Ok(value.clone());
-            }
-        }
-    }
-
-    fn line(&mut self) -> Result<serde_json::Value> {
-        let mut text = String::new();
-        if (&mut self.reader)
-            .take(QMP_LINE_LIMIT)
-            .read_line(&mut text)?
-            == 0
-        {
-            return Err(anyhow!("QEMU closed its monitor"));
-        }
-        Ok(serde_json::from_str(&text)?)
-    }
 }
 
 /// Keeps the `keep` templates made last; removes what killed builders left (a lock, a work

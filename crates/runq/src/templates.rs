@@ -105,6 +105,14 @@ pub fn find(shapes: Vec<Shape>) -> std::io::Result<Found> {
     Ok(found)
 }
 
+/// Removes the template `key` (hex, as the start report's parser checked), which QEMU could
+/// not load: the next container of its shape builds it again.
+pub fn discard(key: &str) {
+    let dir = template::dir().join(key);
+    // The proxy said so on the container's stderr already.
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The template in `dir` exists and is unchanged since it was written.
 pub fn usable(dir: &Path, key: &str) -> bool {
     open_state(dir, key).is_ok()
