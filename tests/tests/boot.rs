@@ -75,7 +75,12 @@ fn runq_timeline_reports_each_stage_once_in_boot_order() {
     .concat();
     // A restored guest's stages start at its config: the earlier ones were the template's.
     let restored = [
-        &["proxy_start", "virtiofsd_exec", "qemu_restore"][..],
+        &[
+            "proxy_start",
+            "virtiofsd_exec",
+            "qemu_restore",
+            "template_loaded",
+        ][..],
         &from_config,
     ]
     .concat();

@@ -178,7 +178,8 @@ fn damage(how: Damage, state: &std::path::Path, meta: &Meta) {
                 .expect("open the state");
             file.write_all_at(b"not QEMU", 0).expect("overwrite");
             let mtime = UNIX_EPOCH + Duration::from_nanos(meta.state.mtime_ns as u64);
-            file.set_modified(mtime).expect("put the modification time back");
+            file.set_modified(mtime)
+                .expect("put the modification time back");
         }
     }
 }
@@ -216,7 +217,10 @@ fn a_damaged_template_boots_cold_with_one_line() {
         if let Damage::Unloadable = how {
             assert!(lines[0].contains("did not load"), "{stderr}");
             // runq start removed it; the next container's create builds it again.
-            assert!(!dir.exists(), "the template that did not load is still there");
+            assert!(
+                !dir.exists(),
+                "the template that did not load is still there"
+            );
             let cold = bundle(MEM, &["true"]).run();
             assert_eq!(cold.code(), 0, "{cold:?}");
             assert!(!restored(&cold), "restored from a removed template");

@@ -33,12 +33,18 @@ pub fn load_transport() -> Result<(), InitError> {
     Ok(())
 }
 
-/// Modules that bind a device when they load: in a template these stay for the restored
-/// guest, whose devices are attached anew.
-const DEVICE_DRIVERS: &[&str] = &["virtiofs", "9pnet_virtio", "virtio_net", "virtio_blk"];
+/// Whether a virtio driver binds its devices as it loads ("1", the kernel's default) or
+/// only when asked on [`DRIVERS_PROBE`].
+const AUTOPROBE: &str = "/sys/bus/virtio/drivers_autoprobe";
+const DRIVERS_PROBE: &str = "/sys/bus/virtio/drivers_probe";
+const VIRTIO_DEVICES: &str = "/sys/bus/virtio/devices";
 
-/// In a template's guest (`runq.template=` on the command line): the named features' modules
-/// that bind no device. Their groups are not marked loaded: [`load_for`] loads the drivers.
+/// In a template's guest (`runq.template=` on the command line): the named features'
+/// modules, drivers included, loaded with the virtio bus's autoprobe off. The drivers bind
+/// nothing, so no device of the template is in use when it is saved (a vhost-user-fs device
+/// in use could not be migrated), and a restored guest only binds its own devices instead
+/// of relocating the drivers under TCG (see [`bind_waiting_devices`]). Their groups are not
+/// marked loaded: [`load_for`] finds their modules there.
 pub fn load_template_libraries(cmdline: &str) -> Result<(), InitError> {
     let prefix = format!("{}=", runq_shared::layout::TEMPLATE_PARAM);
     let groups: Vec<&[&str]> = cmdline
@@ -50,9 +56,28 @@ pub fn load_template_libraries(cmdline: &str) -> Result<(), InitError> {
     if groups.is_empty() {
         return Ok(());
     }
-    load_matching(|name| {
-        groups.iter().any(|group| group.contains(&name)) && !DEVICE_DRIVERS.contains(&name)
-    })
+    std::fs::write(AUTOPROBE, "0").context(|| format!("write {AUTOPROBE}"))?;
+    load_matching(|name| groups.iter().any(|group| group.contains(&name)))
+}
+
+/// In a guest restored from a template: autoprobe on again, and every device the loaded
+/// drivers left unbound bound now. The kernel's default, so a booted guest skips it.
+fn bind_waiting_devices() -> Result<(), InitError> {
+    if std::fs::read_to_string(AUTOPROBE).is_ok_and(|value| value.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::write(AUTOPROBE, "1").context(|| format!("write {AUTOPROBE}"))?;
+    let devices = std::fs::read_dir(VIRTIO_DEVICES).context(|| format!("read {VIRTIO_DEVICES}"))?;
+    for device in devices.flatten() {
+        if device.path().join("driver").exists() {
+            continue;
+        }
+        // A device whose driver is not loaded yet (the balloon's, the entropy source's)
+        // stays unbound until it loads.
+        let name = device.file_name();
+        let _ = std::fs::write(DRIVERS_PROBE, name.as_encoded_bytes());
+    }
+    Ok(())
 }
 
 /// Feature groups already loaded.
@@ -80,6 +105,7 @@ pub fn load_for(boot: &GuestBoot, loaded: &mut Loaded) -> Result<(), InitError> 
         !config.disks.is_empty() || config.root_disk.is_some(),
     );
     load_groups(wanted, loaded)?;
+    bind_waiting_devices()?;
     console::debug("modules loaded");
     Ok(())
 }
@@ -216,16 +242,6 @@ mod tests {
         assert!(load_groups(vec![NET, VIRTIOFS], &mut loaded).is_ok());
         assert!(load_groups(vec![BLOCK], &mut loaded).is_err());
         assert_eq!(loaded.0, [VIRTIOFS, NET]);
-    }
-
-    #[test]
-    fn every_device_driver_belongs_to_a_group() {
-        for driver in DEVICE_DRIVERS {
-            assert!(
-                FEATURES.iter().any(|group| group.contains(driver)),
-                "{driver}"
-            );
-        }
     }
 
     #[test]

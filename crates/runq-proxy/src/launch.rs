@@ -68,8 +68,10 @@ impl Launch<'_> {
             .collect();
         let qemu = children::start_qemu(self.paths, &args, self.vm.debug, self.ninep, &fds)?;
         drop((state, qemus));
-        let loaded = Qmp::over(ours, Instant::now() + RESTORE_TIMEOUT)
-            .and_then(|mut monitor| monitor.wait_running());
+        let loaded = Qmp::over(ours, Instant::now() + RESTORE_TIMEOUT).and_then(|mut monitor| {
+            monitor.load(qemu::TEMPLATE_FDSET)?;
+            monitor.wait_running()
+        });
         match loaded {
             // The monitor closes with `ours`: QEMU keeps running without one.
             Ok(()) => Ok(qemu),

@@ -134,7 +134,10 @@ fn run(handed: fds::Handed) -> Result<i32> {
         None => None,
     };
     let (qemu, restored) = match restore {
-        Some(Ok(qemu)) => (qemu, true),
+        Some(Ok(qemu)) => {
+            mark("template_loaded");
+            (qemu, true)
+        }
         Some(Err((key, error))) => {
             eprintln!("runq: template {key} did not load ({error:#}); booting without it, and making it again");
             start_report::template_failed(&key);

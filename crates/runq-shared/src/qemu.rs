@@ -143,6 +143,9 @@ pub fn virtiofsd_args(paths: &Paths, fd: i32) -> Vec<String> {
     ]
 }
 
+/// The descriptor set QEMU finds a template's stream in (`file:/dev/fdset/N`).
+pub const TEMPLATE_FDSET: u32 = 1;
+
 /// How the VM starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Boot {
@@ -152,7 +155,9 @@ pub enum Boot {
     /// its control channel needs and waits for a config.
     Template,
     /// Starts from a template's migration stream on this descriptor (QEMU's number), with
-    /// the same arguments the template was made with.
+    /// the same arguments the template was made with. QEMU waits for its monitor to start
+    /// the load (see [`crate::qmp::Qmp::load`]): the stream's format is a capability only the
+    /// monitor sets.
     Restore { fd: i32 },
 }
 
@@ -288,7 +293,12 @@ pub fn args(
     ]);
     if let Boot::Restore { fd } = boot {
         // A descriptor, never a path or `exec:`: QEMU reads the stream and nothing else.
-        push(&["-incoming", &format!("fd:{fd}")]);
+        push(&[
+            "-add-fd",
+            &format!("fd={fd},set={TEMPLATE_FDSET}"),
+            "-incoming",
+            "defer",
+        ]);
     }
     args
 }
@@ -326,8 +336,8 @@ fn kernel_cmdline(vm: &VmSettings, host: HostFacts, nics: bool, hints: bool) -> 
     if !vm.disks.is_empty() {
         features.push("block");
     }
-    // A template's guest binds no device of the container's before it is saved: the drivers
-    // load once the restored guest's config names them, their libraries before the save.
+    // A template's guest loads the features' drivers before it is saved but binds no device
+    // with them: the restored guest binds its own once its config came.
     let param = if hints {
         layout::MODULES_PARAM
     } else {
@@ -553,7 +563,10 @@ pub(crate) mod tests {
         let template = args(&vm, host, &paths, &nics, &[], Boot::Template);
         let restore = args(&vm, host, &paths, &nics, &[], Boot::Restore { fd: 9 });
         assert_eq!(restore[..template.len()], template[..]);
-        assert_eq!(restore[template.len()..], ["-incoming", "fd:9"]);
+        assert_eq!(
+            restore[template.len()..],
+            ["-add-fd", "fd=9,set=1", "-incoming", "defer"]
+        );
         assert!(!value_of(&template, "-append")[0].contains("runq.modules"));
         assert!(value_of(&template, "-append")[0].contains(" runq.template=virtiofs,net "));
         let cold = args(&vm, host, &paths, &nics, &[], Boot::Cold);
