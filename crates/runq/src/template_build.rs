@@ -59,8 +59,21 @@ pub fn build_default(
 fn build(shapes: Vec<Shape>) -> Result<i32> {
     let dir = crate::templates::templates_dir().context("make the templates' directory")?;
     let mut failed = false;
+    // Every shape's lock first, so that a create meanwhile sees all of them being built
+    // (see `templates::being_built`) and starts no builder of its own.
+    let mut claimed = Vec::new();
     for shape in shapes {
         let key = shape.key();
+        match claim(&dir, &key) {
+            Ok(Some(lock)) => claimed.push((shape, key, lock)),
+            Ok(None) => {}
+            Err(error) => {
+                failed = true;
+                eprintln!("runq template {key}: {error:#}");
+            }
+        }
+    }
+    for (shape, key, lock) in claimed {
         match build_once(&dir, &shape, &key) {
             Ok(true) => eprintln!("runq template {key}: built ({} NICs)", shape.nics),
             Ok(false) => {}
@@ -69,36 +82,40 @@ fn build(shapes: Vec<Shape>) -> Result<i32> {
                 eprintln!("runq template {key}: {error:#}");
             }
         }
+        let _ = std::fs::remove_file(lock_path(&dir, &key));
+        drop(lock);
     }
     remove_oldest(&dir, KEEP);
     Ok(if failed { 1 } else { 0 })
 }
 
-/// Builds the template unless it exists, another builder holds its lock, or its inputs
-/// changed since the shape was taken; true when it built it.
-fn build_once(dir: &Path, shape: &Shape, key: &str) -> Result<bool> {
-    let lock_path = dir.join(format!("{key}.lock"));
+pub fn lock_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("{key}.lock"))
+}
+
+/// The build lock of `key`, or `None` where another builder holds it.
+fn claim(dir: &Path, key: &str) -> Result<Option<nix::fcntl::Flock<File>>> {
+    let path = lock_path(dir, key);
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .open(&lock_path)
-        .with_context(|| format!("open {}", lock_path.display()))?;
-    let Ok(_held) = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-    else {
-        return Ok(false);
-    };
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    Ok(nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).ok())
+}
+
+/// Builds the template, its lock held, unless it exists or its inputs changed since the
+/// shape was taken; true when it built it.
+fn build_once(dir: &Path, shape: &Shape, key: &str) -> Result<bool> {
     let target = dir.join(key);
-    let built = if crate::templates::usable(&target, key) || !inputs_unchanged(shape) {
-        false
-    } else {
-        let _ = std::fs::remove_dir_all(&target);
-        build_into(dir, shape, key)?;
-        true
-    };
-    let _ = std::fs::remove_file(&lock_path);
-    Ok(built)
+    if crate::templates::usable(&target, key) || !inputs_unchanged(shape) {
+        return Ok(false);
+    }
+    let _ = std::fs::remove_dir_all(&target);
+    build_into(dir, shape, key)?;
+    Ok(true)
 }
 
 fn inputs_unchanged(shape: &Shape) -> bool {
@@ -174,6 +191,7 @@ fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
         tsc_khz: shape.tsc_khz,
     };
     let mut args = qemu::args(&vm, host, &paths, &nics, &[], Boot::Template);
+    unprivileged(&mut args);
     args.extend([
         "-qmp".to_string(),
         format!("unix:{},server=on,wait=off", qmp_socket.display()),
@@ -196,7 +214,10 @@ fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
         .open(&state_path)
         .context("create the template's state")?;
     let monitor = UnixStream::connect(&qmp_socket).context("connect to QEMU's monitor")?;
-    Qmp::over(monitor, deadline)?.save(state.try_clone()?.into())?;
+    let mut monitor = Qmp::over(monitor, deadline)?;
+    // QEMU serves its monitor once set up, so after it gave up root.
+    check_unprivileged(qemu.0.id())?;
+    monitor.save(state.try_clone()?.into())?;
     drop(qemu);
     drop(helpers);
     drop(channel);
@@ -219,6 +240,45 @@ fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
         .context("create the template's meta")?;
     file.write_all(&serde_json::to_vec_pretty(&meta)?)?;
     file.sync_all()?;
+    Ok(())
+}
+
+/// The overflow user and group, which the builder's QEMU runs as.
+const NOBODY: u32 = 65534;
+
+/// The builder's QEMU opens what it needs as root (the kernel, its logs, the sockets), then
+/// becomes nobody, with no capabilities, before the guest runs: `-run-with user`. Its
+/// seccomp filter then has to allow that one change of user, which the `-sandbox` of a
+/// container's QEMU denies; once nobody, QEMU cannot become root again anyway.
+fn unprivileged(args: &mut Vec<String>) {
+    if let Some(at) = args.iter().position(|arg| arg == "-sandbox") {
+        if let Some(value) = args.get_mut(at + 1) {
+            *value = value.replace("elevateprivileges=deny", "elevateprivileges=allow");
+        }
+    }
+    args.extend(["-run-with".to_string(), format!("user={NOBODY}:{NOBODY}")]);
+}
+
+/// Refuses to save a VM whose QEMU still runs as anyone but nobody.
+fn check_unprivileged(pid: u32) -> Result<()> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("read QEMU's status")?;
+    let ids = |field: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|id| id.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (uids, gids) = (ids("Uid:"), ids("Gid:"));
+    let nobody = |ids: &[u32]| ids.len() == 4 && ids.iter().all(|&id| id == NOBODY);
+    if !nobody(&uids) || !nobody(&gids) {
+        bail!("QEMU runs as uids {uids:?}, gids {gids:?}, not as nobody");
+    }
     Ok(())
 }
 

@@ -97,6 +97,7 @@ pub fn find(shapes: Vec<Shape>) -> std::io::Result<Found> {
             }
         }
     }
+    missing.retain(|shape| !being_built(&shape.key()));
     if !missing.is_empty() {
         if let Err(error) = start_builder(&missing) {
             eprintln!("runq: cannot start the template builder: {error}");
@@ -111,6 +112,18 @@ pub fn discard(key: &str) {
     let dir = template::dir().join(key);
     // The proxy said so on the container's stderr already.
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A builder holds the build lock of `key` now.
+fn being_built(key: &str) -> bool {
+    let path = crate::template_build::lock_path(&template::dir(), key);
+    let Ok(lock) = File::open(path) else {
+        return false;
+    };
+    matches!(
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockSharedNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
 }
 
 /// The template in `dir` exists and is unchanged since it was written.
