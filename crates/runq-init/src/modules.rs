@@ -40,11 +40,13 @@ const DRIVERS_PROBE: &str = "/sys/bus/virtio/drivers_probe";
 const VIRTIO_DEVICES: &str = "/sys/bus/virtio/devices";
 
 /// In a template's guest (`runq.template=` on the command line): the named features'
-/// modules, drivers included, loaded with the virtio bus's autoprobe off. The drivers bind
-/// nothing, so no device of the template is in use when it is saved (a vhost-user-fs device
-/// in use could not be migrated), and a restored guest only binds its own devices instead
-/// of relocating the drivers under TCG (see [`bind_waiting_devices`]). Their groups are not
-/// marked loaded: [`load_for`] finds their modules there.
+/// modules, drivers included, loaded with the virtio bus's autoprobe off, and then only the
+/// NICs bound. The root's device stays unbound (a vhost-user-fs device in use cannot be
+/// migrated), and so does every other; a restored guest binds them (see
+/// [`bind_waiting_devices`]) instead of loading and relocating drivers under TCG. The NICs
+/// migrate bound: the template's backends are of the container's kind (see
+/// `runq_shared::template::Shape::nic_stream`), and the guest gives them the container's
+/// MACs. Their groups are not marked loaded: [`load_for`] finds their modules there.
 pub fn load_template_libraries(cmdline: &str) -> Result<(), InitError> {
     let prefix = format!("{}=", runq_shared::layout::TEMPLATE_PARAM);
     let groups: Vec<&[&str]> = cmdline
@@ -57,8 +59,12 @@ pub fn load_template_libraries(cmdline: &str) -> Result<(), InitError> {
         return Ok(());
     }
     std::fs::write(AUTOPROBE, "0").context(|| format!("write {AUTOPROBE}"))?;
-    load_matching(|name| groups.iter().any(|group| group.contains(&name)))
+    load_matching(|name| groups.iter().any(|group| group.contains(&name)))?;
+    bind_unbound(|kind| kind == VIRTIO_ID_NET)
 }
+
+/// The virtio device ID of a network card, as sysfs shows it.
+const VIRTIO_ID_NET: &str = "0x0001";
 
 /// In a guest restored from a template: autoprobe on again, and every device the loaded
 /// drivers left unbound bound now. The kernel's default, so a booted guest skips it.
@@ -67,15 +73,20 @@ fn bind_waiting_devices() -> Result<(), InitError> {
         return Ok(());
     }
     std::fs::write(AUTOPROBE, "1").context(|| format!("write {AUTOPROBE}"))?;
+    bind_unbound(|_| true)
+}
+
+/// Binds the unbound virtio devices whose device ID `wanted` takes. One whose driver is not
+/// loaded yet (the balloon's, the entropy source's) stays unbound until it loads.
+fn bind_unbound(wanted: impl Fn(&str) -> bool) -> Result<(), InitError> {
     let devices = std::fs::read_dir(VIRTIO_DEVICES).context(|| format!("read {VIRTIO_DEVICES}"))?;
     for device in devices.flatten() {
-        if device.path().join("driver").exists() {
+        let path = device.path();
+        let kind = std::fs::read_to_string(path.join("device")).unwrap_or_default();
+        if path.join("driver").exists() || !wanted(kind.trim()) {
             continue;
         }
-        // A device whose driver is not loaded yet (the balloon's, the entropy source's)
-        // stays unbound until it loads.
-        let name = device.file_name();
-        let _ = std::fs::write(DRIVERS_PROBE, name.as_encoded_bytes());
+        let _ = std::fs::write(DRIVERS_PROBE, device.file_name().as_encoded_bytes());
     }
     Ok(())
 }

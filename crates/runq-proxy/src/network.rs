@@ -9,7 +9,7 @@
 
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
 use runq_netlink::{format_mac, Address, Link, Netlink, Route};
@@ -211,27 +211,7 @@ fn disable_ipv6(interface: &str) -> Result<()> {
     }
 }
 
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-const IFF_VNET_HDR: libc::c_short = 0x4000;
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-
 /// A tap device created through /dev/net/tun; QEMU is handed its descriptor.
 fn open_tap(name: &str) -> Result<OwnedFd> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .context("open /dev/net/tun")?;
-    // SAFETY: ifreq is plain old data; all-zero is valid.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in request.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    request.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-    // SAFETY: TUNSETIFF reads and writes the ifreq we own, on the tun fd we own.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut request) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("create tap {name}"));
-    }
-    Ok(file.into())
+    runq_shared::tap::open(name).with_context(|| format!("create tap {name}"))
 }

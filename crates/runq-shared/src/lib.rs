@@ -16,5 +16,6 @@ pub mod qmp;
 pub mod rlimits;
 pub mod seccomp;
 pub mod start_report;
+pub mod tap;
 pub mod template;
 pub mod timeline;

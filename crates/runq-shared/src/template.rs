@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::config::{Accel, RootFs, VmSettings};
+use crate::config::{Accel, NetMode, RootFs, VmSettings};
 
 /// Bumped whenever what a template holds changes without its inputs changing.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 /// Templates exist for VMs with 0 to this many NICs (Docker's default is one); a container
 /// with more boots cold.
 pub const MAX_NICS: usize = 1;
@@ -106,6 +106,10 @@ pub struct Shape {
     /// `virtiofs` or `9p`: the root's device (9p's cache mode is the guest's mount option).
     pub root_device: String,
     pub nics: usize,
+    /// The NICs' backend: passt's socket (a pod's shared namespace) or a tap. The guest's
+    /// NIC is bound in the template and has negotiated its offloads with one of them (a tap
+    /// has virtio-net headers, a socket none), so the other cannot take it over.
+    pub nic_stream: bool,
     pub tsc_khz: Option<u64>,
     /// The assets tree (QEMU, its libraries and firmware; swapped whole by an install).
     pub assets: FileId,
@@ -140,6 +144,7 @@ impl Shape {
                 RootFs::NineP { .. } => "9p".into(),
             },
             nics,
+            nic_stream: nics > 0 && vm.net == NetMode::Shared,
             tsc_khz,
             assets,
             kernel,
@@ -161,7 +166,11 @@ impl Shape {
                 },
                 _ => RootFs::Virtiofs,
             },
-            net: crate::config::NetMode::Tap,
+            net: if self.nic_stream {
+                NetMode::Shared
+            } else {
+                NetMode::Tap
+            },
             disks: Vec::new(),
             boot_timeout_secs: 60,
             nested_vm: self.nested_vm,
@@ -330,6 +339,10 @@ mod tests {
             cache: crate::config::NinePCache::Mmap,
         };
         assert_ne!(base.key(), shape_of(&ninep, 1).unwrap().key());
+        let mut pod = vm.clone();
+        pod.net = NetMode::Shared;
+        assert_ne!(base.key(), shape_of(&pod, 1).unwrap().key(), "passt's NIC");
+        assert_eq!(shape_of(&vm, 0), shape_of(&pod, 0), "no NIC, no backend");
         assert!(shape_of(&vm, MAX_NICS + 1).is_none());
         let mut with_disk = vm.clone();
         with_disk.disks.push(crate::disks::VmDisk {

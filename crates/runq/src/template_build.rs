@@ -2,11 +2,11 @@
 //! that ran anything of a container could poison every VM restored from it).
 //!
 //! For each shape: boot QEMU with the shape's arguments (see `qemu::Boot::Template`), runq's
-//! kernel and initrd, an empty root share and NICs on socket pairs; wait for runq-init's Hello
-//! on the control channel (it then waits for a config that never comes); stop the VM and have
-//! QEMU migrate it into a root-only file through a descriptor; hash it, write the meta last and
-//! rename the directory into place. One builder per key at a time (a lock file); a template
-//! that exists is left alone.
+//! kernel and initrd, an empty root share and NICs on taps of its own (socket pairs where the
+//! shape's are passt's); wait for runq-init's Hello on the control channel (it then waits for
+//! a config that never comes); have QEMU migrate the running VM into a root-only file through
+//! a descriptor; hash it, write the meta last and rename the directory into place. One
+//! builder per key at a time (a lock file); a template that exists is left alone.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -172,17 +172,14 @@ fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
     if shape.root_device == "virtiofs" {
         helpers.push(Reaped(start_virtiofsd(&paths)?));
     }
-    // The NICs' far ends stay open here until the save is done.
-    let pairs = (0..shape.nics)
-        .map(|_| UnixStream::pair().context("a socket pair for a NIC"))
-        .collect::<Result<Vec<_>>>()?;
-    let nics: Vec<Nic> = pairs
+    let (nic_fds, _far_ends) = nic_backends(shape)?;
+    let nics: Vec<Nic> = nic_fds
         .iter()
         .enumerate()
-        .map(|(number, (qemu_end, _))| Nic {
-            fd: qemu_end.as_raw_fd(),
+        .map(|(number, fd)| Nic {
+            fd: fd.as_raw_fd(),
             mac: template::nic_mac(number),
-            stream: true,
+            stream: shape.nic_stream,
         })
         .collect();
     let agent = UnixListener::bind(&paths.agent_socket).context("listen for the channel")?;
@@ -241,6 +238,35 @@ fn boot_and_save(work: &Path, shape: &Shape, key: &str) -> Result<()> {
     file.write_all(&serde_json::to_vec_pretty(&meta)?)?;
     file.sync_all()?;
     Ok(())
+}
+
+/// QEMU's ends of the template's NICs, open until the save is done: like a container's, taps
+/// with virtio-net headers, made in a network namespace of the builder's own (the host's
+/// sees nothing), or one end of a socket pair where the shape's NICs are passt's. The guest
+/// binds its NICs in the template and negotiates their offloads with these.
+/// The socket pairs' far ends come back too, to be held open as long as QEMU's.
+fn nic_backends(shape: &Shape) -> Result<(Vec<OwnedFd>, Vec<OwnedFd>)> {
+    if shape.nics == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    if shape.nic_stream {
+        let pairs = (0..shape.nics)
+            .map(|_| UnixStream::pair().context("a socket pair for a NIC"))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(pairs
+            .into_iter()
+            .map(|(qemu_end, far_end)| (OwnedFd::from(qemu_end), OwnedFd::from(far_end)))
+            .unzip());
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("a network namespace for the template's taps")?;
+    let taps = (0..shape.nics)
+        .map(|number| {
+            runq_shared::tap::open(&format!("runqt{number}"))
+                .with_context(|| format!("a tap for NIC {number}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((taps, Vec::new()))
 }
 
 /// The overflow user and group, which the builder's QEMU runs as.
