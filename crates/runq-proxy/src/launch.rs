@@ -28,8 +28,8 @@ pub struct Launch<'a> {
     pub ninep: bool,
 }
 
-/// The longest a template's stream may take to load before the proxy boots cold instead;
-/// one loads in well under a second here.
+/// The longest a template's stream may take to load before the proxy boots cold instead (or
+/// the boot's deadline, where that is shorter); one loads in well under a second here.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Launch<'_> {
@@ -68,7 +68,8 @@ impl Launch<'_> {
             .collect();
         let qemu = children::start_qemu(self.paths, &args, self.vm.debug, self.ninep, &fds)?;
         drop((state, qemus));
-        let loaded = Qmp::over(ours, Instant::now() + RESTORE_TIMEOUT).and_then(|mut monitor| {
+        let timeout = RESTORE_TIMEOUT.min(Duration::from_secs(self.vm.boot_timeout_secs.into()));
+        let loaded = Qmp::over(ours, Instant::now() + timeout).and_then(|mut monitor| {
             monitor.load(qemu::TEMPLATE_FDSET)?;
             monitor.wait_running()
         });
