@@ -39,11 +39,17 @@ fn attacked_by(attack: &str, input: &[u8]) -> String {
 }
 
 fn attacked_with_env(attack: &str, input: &[u8], env: &[&str]) -> String {
+    attacked_with(attack, input, env, &[])
+}
+
+/// As [`attacked_with_env`], with more of runq's flags.
+fn attacked_with(attack: &str, input: &[u8], env: &[&str], flags: &[&str]) -> String {
     let initrd = hostile_initrd().to_string_lossy().into_owned();
     let bundle = TestBundle::busybox(&["true"]);
     bundle.add_env(&[&format!("RUNQ_TEST_ATTACK={attack}")]);
     bundle.add_env(env);
-    let outcome = bundle.run_with(&["--initrd", &initrd], input);
+    let flags = [&["--initrd", initrd.as_str()][..], flags].concat();
+    let outcome = bundle.run_with(&flags, input);
     let stderr = outcome.stderr_text();
     assert_eq!(outcome.code(), 1, "{attack}: {stderr}");
     assert!(
@@ -102,8 +108,10 @@ fn a_restored_guest_is_held_to_the_same_protocol() {
         }
     }
     let _cleanup = Cleanup(&ours);
+    // Templates on, even where the suite runs with them off (`RUNQ_TEST_TEMPLATE=off`).
+    let on = ["--template", "on"];
     // The first boots, and has runq make the hostile initrd's templates.
-    attacked_with_env("hello-twice", b"", &[MEM]);
+    attacked_with("hello-twice", b"", &[MEM], &on);
     wait_until("the hostile initrd's templates are made", || {
         let made = common::templates();
         (0..=runq_shared::template::MAX_NICS).all(|nics| {
@@ -111,7 +119,7 @@ fn a_restored_guest_is_held_to_the_same_protocol() {
                 .any(|(_, meta)| ours(meta) && meta.shape.nics == nics)
         })
     });
-    let stderr = attacked_with_env("hello-twice", b"", &[MEM, "RUNQ_TIMELINE=1"]);
+    let stderr = attacked_with("hello-twice", b"", &[MEM, "RUNQ_TIMELINE=1"], &on);
     assert!(
         stderr.contains("\"qemu_restore\""),
         "not restored: {stderr}"

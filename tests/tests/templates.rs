@@ -66,6 +66,13 @@ fn bundle(mem_mib: u32, args: &[&str]) -> TestBundle {
     bundle
 }
 
+/// Templates on, even where the suite runs with them off (`RUNQ_TEST_TEMPLATE=off`).
+const ON: [&str; 2] = ["--template", "on"];
+
+fn run(bundle: &TestBundle) -> Outcome {
+    bundle.run_with(&ON, b"")
+}
+
 /// The proxy's timeline names how QEMU started: a restore that did not load is followed by a
 /// boot.
 fn restored(outcome: &Outcome) -> bool {
@@ -85,7 +92,7 @@ fn now_secs() -> u64 {
 fn two_restored_containers_are_machines_of_their_own() {
     const MEM: u32 = 232;
     let _cleanup = Templates(MEM);
-    let first = bundle(MEM, &["true"]).run();
+    let first = run(&bundle(MEM, &["true"]));
     assert_eq!(first.code(), 0, "{first:?}");
     wait_for_template(MEM, |meta| meta.shape.nics == 0);
 
@@ -94,7 +101,7 @@ fn two_restored_containers_are_machines_of_their_own() {
     let mut machines = Vec::new();
     for _ in 0..2 {
         let before = now_secs();
-        let outcome = bundle(MEM, &["sh", "-c", script]).run();
+        let outcome = run(&bundle(MEM, &["sh", "-c", script]));
         let after = now_secs();
         assert_eq!(outcome.code(), 0, "{outcome:?}");
         assert!(
@@ -117,7 +124,7 @@ fn two_restored_containers_are_machines_of_their_own() {
 
     let off = bundle(MEM, &["true"]);
     off.add_env(&["RUNQ_TEMPLATE=0"]);
-    let cold = off.run();
+    let cold = run(&off);
     assert_eq!(cold.code(), 0, "{cold:?}");
     assert!(!restored(&cold), "RUNQ_TEMPLATE=0 restored a template");
 }
@@ -130,7 +137,7 @@ fn a_template_is_made_again_when_the_initrd_changes() {
     let initrd = scratch.path().join("initrd");
     let installed = common::assets_dir().join(runq_shared::layout::assets::INITRD);
     std::fs::copy(&installed, &initrd).expect("copy the initrd");
-    let flags = ["--initrd", initrd.to_str().expect("utf-8 path")];
+    let flags = [&ON[..], &["--initrd", initrd.to_str().expect("utf-8 path")]].concat();
     let run = || {
         let outcome = bundle(MEM, &["true"]).run_with(&flags, b"");
         assert_eq!(outcome.code(), 0, "{outcome:?}");
@@ -195,12 +202,12 @@ enum Damage {
 fn a_damaged_template_boots_cold_with_one_line() {
     const MEM: u32 = 240;
     let _cleanup = Templates(MEM);
-    let first = bundle(MEM, &["true"]).run();
+    let first = run(&bundle(MEM, &["true"]));
     assert_eq!(first.code(), 0, "{first:?}");
     for how in [Damage::Truncated, Damage::Replaced, Damage::Unloadable] {
         let (dir, meta) = wait_for_template(MEM, |meta| meta.shape.nics == 0);
         damage(how, &dir.join(template::STATE), &meta);
-        let outcome = bundle(MEM, &["echo", "still runs"]).run();
+        let outcome = run(&bundle(MEM, &["echo", "still runs"]));
         assert_eq!(outcome.code(), 0, "{how:?}: {outcome:?}");
         assert_eq!(outcome.stdout_text(), "still runs\n", "{how:?}");
         assert!(!restored(&outcome), "{how:?}: restored anyway");
@@ -221,13 +228,13 @@ fn a_damaged_template_boots_cold_with_one_line() {
                 !dir.exists(),
                 "the template that did not load is still there"
             );
-            let cold = bundle(MEM, &["true"]).run();
+            let cold = run(&bundle(MEM, &["true"]));
             assert_eq!(cold.code(), 0, "{cold:?}");
             assert!(!restored(&cold), "restored from a removed template");
         }
     }
     // Made again, and used.
     wait_for_template(MEM, |meta| meta.shape.nics == 0);
-    let outcome = bundle(MEM, &["true"]).run();
+    let outcome = run(&bundle(MEM, &["true"]));
     assert!(restored(&outcome), "{outcome:?}");
 }

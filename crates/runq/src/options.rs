@@ -347,7 +347,11 @@ impl RunqOptions {
                 });
             }
             if let Some(option) = OPTIONS.iter().find(|o| o.vars.contains(&name)) {
+                let operators_template = self.template;
                 self.set(option.key, name, value)?;
+                // The environment is the image's: it may have its VM booted, never restored
+                // where the operator said to boot (`--template off`, `runq-booted`).
+                self.template &= operators_template;
             }
         }
         Ok(())
@@ -508,6 +512,23 @@ mod tests {
         options.apply_env(&["RUNQ_MEM=1024", "PATH=/bin"]).unwrap();
         assert_eq!(options.mem_mib, Some(1024));
         assert_eq!(options.cpus, Some(2));
+    }
+
+    #[test]
+    fn the_environment_may_turn_templates_off_but_never_on() {
+        let mut options = RunqOptions::default();
+        assert!(options.template);
+        options.apply_env(&["RUNQ_TEMPLATE=1"]).unwrap();
+        assert!(options.template);
+        options.apply_env(&["RUNQ_TEMPLATE=0"]).unwrap();
+        assert!(!options.template, "the environment may have its VM booted");
+        let mut booted = RunqOptions::default();
+        booted.set_flag("--template", Some("off")).unwrap();
+        booted.apply_env(&["RUNQ_TEMPLATE=1"]).unwrap();
+        assert!(
+            !booted.template,
+            "but not restored where the operator said to boot"
+        );
     }
 
     #[test]

@@ -388,8 +388,9 @@ fn accept_within(listener: &UnixListener, deadline: Instant) -> Result<UnixStrea
     Ok(listener.accept()?.0)
 }
 
-/// Keeps the `keep` templates made last; removes what killed builders left (a lock, a work
-/// directory) once no build could still be using it.
+/// Keeps the `keep` templates made last, of those a shape can still match (inputs unchanged,
+/// this format); removes what killed builders left (a lock, a work directory) once no build
+/// could still be using it.
 fn remove_oldest(dir: &Path, keep: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -413,9 +414,21 @@ fn remove_oldest(dir: &Path, keep: usize) {
         .into_iter()
         .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|entry| {
-            let meta = entry.path().join(META);
+            let path = entry.path();
+            let meta = path.join(META);
             let time = std::fs::metadata(&meta).and_then(|m| m.modified()).ok()?;
-            Some((time, entry.path()))
+            // Made from inputs that are gone or changed (an earlier install, a kernel since
+            // replaced), or in another format (its meta may not even parse): no shape can
+            // match it again.
+            let key = entry.file_name().to_string_lossy().into_owned();
+            let usable = template::read_meta(&path, &key).is_ok_and(|meta| {
+                meta.shape.format == template::FORMAT && inputs_unchanged(&meta.shape)
+            });
+            if !usable {
+                let _ = std::fs::remove_dir_all(&path);
+                return None;
+            }
+            Some((time, path))
         })
         .collect();
     made.sort();
