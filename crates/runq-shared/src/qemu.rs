@@ -336,8 +336,8 @@ fn kernel_cmdline(vm: &VmSettings, host: HostFacts, nics: bool, hints: bool) -> 
     if !vm.disks.is_empty() {
         features.push("block");
     }
-    // A template's guest loads the features' drivers before it is saved but binds no device
-    // with them: the restored guest binds its own once its config came.
+    // A template's guest loads the features' drivers before it is saved and binds only its
+    // NICs with them: the restored guest binds the rest once its config came.
     let param = if hints {
         layout::MODULES_PARAM
     } else {
