@@ -133,10 +133,10 @@ fn run(handed: fds::Handed) -> Result<i32> {
         }
         None => None,
     };
-    let (qemu, restored) = match restore {
+    let restored = match restore {
         Some(Ok(qemu)) => {
             mark("template_loaded");
-            (qemu, true)
+            Some(qemu)
         }
         Some(Err((key, error))) => {
             eprintln!("runq: template {key} did not load ({error:#}); booting without it, and making it again");
@@ -153,9 +153,12 @@ fn run(handed: fds::Handed) -> Result<i32> {
             }
             drop(agent);
             agent = listen_for_the_guest(&paths)?;
-            mark("qemu_exec");
-            (launch.cold(&taps)?, false)
+            None
         }
+        None => None,
+    };
+    let (qemu, restored) = match restored {
+        Some(qemu) => (qemu, true),
         None => {
             mark("qemu_exec");
             (launch.cold(&taps)?, false)
