@@ -69,11 +69,27 @@ fn the_nic_is_up_when_the_application_starts_as_under_runc() {
 fn loopback_ipv6_and_broadcast_addresses_look_as_under_runc() {
     // Docker switches IPv6 off in the namespace of a container without IPv6, so that
     // loopback has no ::1, also with no network at all; each IPv4 address has a broadcast.
+    // A restored guest starts from its template's IPv6 off and loopback up, and must end
+    // where a booted one does when the container switches IPv6 back on anywhere.
     let script =
         "for scope in all default lo; do cat /proc/sys/net/ipv6/conf/$scope/disable_ipv6; done; \
                   ip -o addr show lo | awk '{print $3, $4}'; \
-                  ip -o -4 addr show eth0 2>/dev/null | grep -o 'brd [0-9.]*'; true";
-    for options in [&[][..], &["--network", "none"][..]] {
+                  ip -o -4 addr show eth0 2>/dev/null | grep -o 'brd [0-9.]*'; \
+                  ip -o -6 addr show eth0 2>/dev/null | awk '{print $4}'; true";
+    let variants: [&[&str]; 6] = [
+        &[],
+        &["--network", "none"],
+        &["--sysctl", "net.ipv6.conf.all.disable_ipv6=0"],
+        &[
+            "--sysctl",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "--sysctl",
+            "net.ipv6.conf.lo.disable_ipv6=1",
+        ],
+        &["--sysctl", "net.ipv6.conf.lo.disable_ipv6=0"],
+        &["--sysctl", "net.ipv6.conf.default.disable_ipv6=0"],
+    ];
+    for options in variants {
         let reference = run(Runtime::Runc, options, &["sh", "-c", script]);
         assert_eq!(reference.code(), 0, "runc {options:?}: {reference:?}");
         if options.is_empty() {

@@ -71,7 +71,8 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     console::set_debug(system::kernel_flag(&cmdline, "runq.debug"));
     let uevents = port::watch()?;
     modules::load_transport()?;
-    modules::load_template_libraries(&cmdline)?;
+    let mut loaded = modules::Loaded::default();
+    modules::load_template_libraries(&cmdline, &mut loaded)?;
     marks.mark("transport_loaded");
     let mut port = port::open(runq_shared::layout::AGENT_PORT_NAME, &uevents)?;
     drop(uevents);
@@ -82,8 +83,11 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     .map_err(InitError::Channel)?;
     *channel = Some(port.try_clone().map_err(InitError::Channel)?);
     // While the proxy answers with the config, the modules it announced load.
-    let mut loaded = modules::Loaded::default();
     modules::load_hinted(&cmdline, &mut loaded)?;
+    let prepared_net = match modules::is_template(&cmdline) {
+        true => Some(net::Prepared::in_template()?),
+        false => None,
+    };
     marks.mark("modules_loaded");
 
     let boot = receive_config(&mut port)?;
@@ -108,7 +112,7 @@ fn run(channel: &mut Option<File>, mut marks: GuestMarks) -> Result<(), InitErro
     }
     disks::mount_all(&config.disks, &disks, root_disk)?;
     marks.mark("root_mounted");
-    net::configure(&host.network, host.restored)?;
+    net::configure(&host.network, host.restored, prepared_net)?;
     marks.mark("network_ready");
     let dns = dns_relay::listen_if_needed(host.embedded_dns);
     let children = relay::block_child_signals()?;
