@@ -7,95 +7,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::TestBundle;
-use serde_json::json;
-
-/// A named network namespace with one veth to the host, as a CNI bridge plugin would leave
-/// a pod's; removed on drop.
-struct PodNamespace {
-    name: String,
-    host_link: String,
-    host_ip: Ipv4Addr,
-    pod_ip: Ipv4Addr,
-}
-
-impl PodNamespace {
-    fn create() -> PodNamespace {
-        let pid = std::process::id();
-        let subnet = 20 + (pid % 200) as u8;
-        let pod = PodNamespace {
-            name: format!("runq-pod-{pid}"),
-            host_link: format!("rqpod{pid}"),
-            host_ip: Ipv4Addr::new(10, 251, subnet, 1),
-            pod_ip: Ipv4Addr::new(10, 251, subnet, 2),
-        };
-        let (ns, link) = (pod.name.as_str(), pod.host_link.as_str());
-        let host_cidr = format!("{}/24", pod.host_ip);
-        let pod_cidr = format!("{}/24", pod.pod_ip);
-        let host_ip = pod.host_ip.to_string();
-        for args in [
-            &["netns", "add", ns][..],
-            &[
-                "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ],
-            &["addr", "add", &host_cidr, "dev", link],
-            &["link", "set", link, "up"],
-            &["-n", ns, "addr", "add", &pod_cidr, "dev", "eth0"],
-            &["-n", ns, "link", "set", "eth0", "up"],
-            &["-n", ns, "link", "set", "lo", "up"],
-            &["-n", ns, "route", "add", "default", "via", &host_ip],
-        ] {
-            let status = Command::new("ip").args(args).status().expect("ip");
-            assert!(status.success(), "ip {args:?} failed");
-        }
-        pod
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.name)
-    }
-
-    /// The processes in the namespace.
-    fn pids(&self) -> Vec<String> {
-        let pids = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-            .expect("ip netns pids");
-        String::from_utf8_lossy(&pids.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// A busybox bundle whose container joins this namespace.
-    fn bundle(&self, args: &[&str]) -> TestBundle {
-        let bundle = TestBundle::busybox(args);
-        let path = self.path();
-        bundle.edit(|spec| {
-            let namespaces = spec["linux"]["namespaces"]
-                .as_array_mut()
-                .expect("namespaces");
-            namespaces.retain(|ns| ns["type"] != "network");
-            namespaces.push(json!({"type": "network", "path": path}));
-        });
-        bundle.add_env(&["RUNQ_NET=shared"]);
-        bundle
-    }
-}
-
-impl Drop for PodNamespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_link])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+use common::pod::PodNamespace;
 
 /// The first line a server at `address` sends, retried until `deadline`: the mirror learns
 /// of a new listener within a fraction of a second, the VM takes seconds to boot.

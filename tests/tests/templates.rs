@@ -5,9 +5,12 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::pod::PodNamespace;
 use common::{Outcome, TestBundle};
 use runq_shared::template::{self, Meta};
 
@@ -29,9 +32,11 @@ fn wait_for_template(mem_mib: u32, wanted: impl Fn(&Meta) -> bool) -> (PathBuf, 
     loop {
         let templates = templates_of(mem_mib);
         if let Some((dir, meta)) = templates.iter().find(|(_, meta)| wanted(meta)) {
+            // A pod's shapes with NICs have passt's backend, its shape without one none.
             let sibling_of = |other: &Meta, nics: usize| {
                 let mut shape = other.shape.clone();
                 shape.nics = meta.shape.nics;
+                shape.nic_stream = meta.shape.nic_stream;
                 other.shape.nics == nics && shape == meta.shape
             };
             let all_built = (0..=template::MAX_NICS)
@@ -237,4 +242,63 @@ fn a_damaged_template_boots_cold_with_one_line() {
     wait_for_template(MEM, |meta| meta.shape.nics == 0);
     let outcome = run(&bundle(MEM, &["true"]));
     assert!(restored(&outcome), "{outcome:?}");
+}
+
+#[test]
+fn a_template_that_does_not_load_in_a_pod_boots_cold_on_the_pod_s_network() {
+    // The fallback starts passt again for the booting QEMU (the first served the QEMU that
+    // ended): the booted container must still reach the network through the pod's
+    // interface, and leave no process behind in the pod.
+    const MEM: u32 = 228;
+    let _cleanup = Templates(MEM);
+    let pod = PodNamespace::create();
+    let outside = TcpListener::bind((pod.host_ip, 0)).expect("listen outside the pod");
+    let port = outside.local_addr().expect("address").port();
+    // An HTTP server of one page, so that the guest's client tells a whole answer by its
+    // exit code (busybox's nc does not; its wget's -T crashes, under runc too). The thread
+    // ends with the test.
+    std::thread::spawn(move || {
+        for mut stream in outside.incoming().map_while(Result::ok) {
+            let _ = stream.read(&mut [0; 4096]);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello-from-outside\n");
+        }
+    });
+    let pod_bundle = |args: &[&str]| {
+        let bundle = pod.bundle(args);
+        bundle.add_env(&[&format!("RUNQ_MEM={MEM}"), "RUNQ_TIMELINE=1"]);
+        bundle
+    };
+    let first = run(&pod_bundle(&["true"]));
+    assert_eq!(first.code(), 0, "{first:?}");
+    let (dir, meta) = wait_for_template(MEM, |meta| meta.shape.nics == 1 && meta.shape.nic_stream);
+
+    damage(Damage::Unloadable, &dir.join(template::STATE), &meta);
+
+    let fetch = format!(
+        "for i in $(seq 50); do wget -qO- http://{}:{port}/ && exit 0; sleep 0.2; done; exit 1",
+        pod.host_ip
+    );
+    let outcome = run(&pod_bundle(&["sh", "-c", &fetch]));
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert_eq!(outcome.stdout_text(), "hello-from-outside\n", "{outcome:?}");
+    assert!(!restored(&outcome), "restored anyway: {outcome:?}");
+    let stderr = outcome.stderr_text();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !line.starts_with("runq-timeline:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(&meta.key) && lines[0].contains("did not load"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.exists(),
+        "the template that did not load is still there"
+    );
+    assert_eq!(
+        pod.pids(),
+        Vec::<String>::new(),
+        "processes left in the pod"
+    );
 }

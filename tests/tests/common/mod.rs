@@ -7,6 +7,7 @@
 pub mod containerd;
 pub mod docker;
 pub mod net;
+pub mod pod;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
