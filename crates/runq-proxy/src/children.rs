@@ -1,13 +1,12 @@
 //! Starting virtiofsd, passt and QEMU, and holding them by pidfd.
 
-use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use anyhow::{Context, Result};
+use runq_shared::helpers;
 use runq_shared::layout::assets;
 
 use runq_shared::qemu::Paths;
@@ -87,33 +86,10 @@ pub fn start_virtiofsd(paths: &Paths) -> Result<Tracked> {
     let listener = UnixListener::bind(&paths.virtiofsd_socket)
         .with_context(|| format!("listen on {}", paths.virtiofsd_socket.display()))?;
     let fd: OwnedFd = listener.into();
-    let raw = fd.as_raw_fd();
-    let mut command = Command::new(paths.loader());
-    command
-        .args(paths.loader_args(assets::VIRTIOFSD))
-        .args(runq_shared::qemu::virtiofsd_args(paths, raw))
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(&paths.virtiofsd_log)?);
-    pass_to_child(&mut command, raw);
+    let mut command = helpers::virtiofsd(paths, fd.as_raw_fd())?;
     let child = command.spawn().context("start virtiofsd")?;
     drop(fd);
     Tracked::of(child)
-}
-
-/// Lets the child inherit descriptor `fd`, which the parent keeps open until spawn returns.
-fn pass_to_child(command: &mut Command, fd: i32) {
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a descriptor that
-    // stays open in the parent until spawn returns.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// The overflow user and group, which passt runs as.
@@ -123,9 +99,8 @@ const NOBODY: u32 = 65534;
 /// quits when QEMU closes the other end.
 pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Tracked> {
     let raw = socket.as_raw_fd();
-    let mut command = Command::new(paths.loader());
+    let mut command = helpers::command(paths, assets::PASST);
     command
-        .args(paths.loader_args(assets::PASST))
         .args(["--foreground", "--quiet", "--one-off"])
         .arg(format!("--fd={raw}"))
         .arg(format!("--interface={interface}"))
@@ -136,11 +111,9 @@ pub fn start_passt(paths: &Paths, socket: OwnedFd, interface: &str) -> Result<Tr
         // Numeric, so that passt, started as root, drops to nobody without a user database
         // lookup: runq's own root has none, and the image's must not be read on the host.
         .arg(format!("--runas={NOBODY}:{NOBODY}"))
-        .env_clear()
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    pass_to_child(&mut command, raw);
+    helpers::keep_open(&mut command, vec![raw]);
     let child = command.spawn().context("start passt")?;
     drop(socket);
     Tracked::of(child)
@@ -193,7 +166,7 @@ pub fn start_qemu(
     ninep: bool,
     inherited: &[i32],
 ) -> Result<Tracked> {
-    let mut command = Command::new(paths.loader());
+    let mut command = helpers::command(paths, assets::QEMU);
     let inherited = inherited.to_vec();
     let keep: Vec<i32> = qemu_capabilities(ninep)
         .into_iter()
@@ -230,11 +203,7 @@ pub fn start_qemu(
             Ok(())
         });
     }
-    command
-        .args(paths.loader_args(assets::QEMU))
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::null());
+    command.args(args);
     if debug {
         // The serial console goes to QEMU's stdout: show it as the proxy's stderr.
         let stderr = std::io::stderr().as_raw_fd().to_owned();
@@ -244,16 +213,8 @@ pub fn start_qemu(
         command.stdout(Stdio::from(owned)).stderr(Stdio::inherit());
     } else {
         command
-            .stdout(log_file(&paths.qemu_log)?)
-            .stderr(log_file(&paths.qemu_log)?);
+            .stdout(helpers::log_file(&paths.qemu_log)?)
+            .stderr(helpers::log_file(&paths.qemu_log)?);
     }
     Tracked::of(command.spawn().context("start QEMU")?)
-}
-
-fn log_file(path: &Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))
 }

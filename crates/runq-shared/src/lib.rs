@@ -7,6 +7,7 @@
 pub mod config;
 pub mod disks;
 pub mod dns;
+pub mod helpers;
 pub mod in_root;
 pub mod layout;
 pub mod log_tail;

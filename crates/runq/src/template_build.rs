@@ -13,12 +13,12 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use runq_shared::helpers;
 use runq_shared::layout::assets;
 use runq_shared::log_tail::log_tail;
 use runq_shared::protocol::{read_message_within, Message, GUEST_FRAME_LIMIT, PROTOCOL_VERSION};
@@ -321,55 +321,19 @@ impl Drop for Reaped {
 fn start_virtiofsd(paths: &Paths) -> Result<Child> {
     let listener = UnixListener::bind(&paths.virtiofsd_socket).context("listen for virtiofsd")?;
     let fd: OwnedFd = listener.into();
-    let mut command = Command::new(paths.loader());
-    command
-        .args(paths.loader_args(assets::VIRTIOFSD))
-        .args(qemu::virtiofsd_args(paths, fd.as_raw_fd()))
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(&paths.virtiofsd_log)?);
-    inherit(&mut command, vec![fd.as_raw_fd()]);
+    let mut command = helpers::virtiofsd(paths, fd.as_raw_fd())?;
     command.spawn().context("start virtiofsd")
 }
 
 fn start_qemu(paths: &Paths, args: &[String], nics: &[Nic]) -> Result<Child> {
-    let mut command = Command::new(paths.loader());
+    let mut command = helpers::command(paths, assets::QEMU);
     command
-        .args(paths.loader_args(assets::QEMU))
         .args(args)
-        .env_clear()
-        .stdin(Stdio::null())
         // With `debug` the console is QEMU's stdout.
-        .stdout(log_file(&paths.console_log)?)
-        .stderr(log_file(&paths.qemu_log)?);
-    inherit(&mut command, nics.iter().map(|nic| nic.fd).collect());
+        .stdout(helpers::log_file(&paths.console_log)?)
+        .stderr(helpers::log_file(&paths.qemu_log)?);
+    helpers::keep_open(&mut command, nics.iter().map(|nic| nic.fd).collect());
     command.spawn().context("start QEMU")
-}
-
-/// Lets the child inherit these descriptors, which stay open here until spawn returns.
-fn inherit(command: &mut Command, fds: Vec<i32>) {
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that
-    // stay open in the parent until spawn returns.
-    unsafe {
-        command.pre_exec(move || {
-            for fd in &fds {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
-fn log_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))
 }
 
 fn accept_within(listener: &UnixListener, deadline: Instant) -> Result<UnixStream> {
