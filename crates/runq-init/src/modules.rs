@@ -19,9 +19,10 @@ const VIRTIOFS: &[&str] = &["fuse", "virtiofs"];
 const NINEP: &[&str] = &["netfs", "fscache", "9pnet", "9pnet_virtio", "9p"];
 const NET: &[&str] = &["failover", "net_failover", "virtio_net"];
 const BLOCK: &[&str] = &["virtio_blk"];
-/// Not needed to boot, so loaded once the application runs: free page reporting (pages the
-/// guest touched and freed again go back to the host) and the entropy device (the kernel's
-/// generator is seeded from the CPU's RDRAND long before).
+/// Not needed to boot, so bound once the application runs (and loaded then, where no template
+/// loaded them): free page reporting (pages the guest touched and freed again go back to the
+/// host) and the entropy device (the kernel's generator is seeded from the CPU's RDRAND long
+/// before).
 const LATE: &[&str] = &["virtio_balloon", "virtio-rng"];
 const FEATURES: &[&[&str]] = &[VIRTIOFS, NINEP, NET, BLOCK, LATE];
 
@@ -61,6 +62,9 @@ pub fn load_template_libraries(cmdline: &str, loaded: &mut Loaded) -> Result<(),
     }
     std::fs::write(AUTOPROBE, "0").context(|| format!("write {AUTOPROBE}"))?;
     load_groups(groups, loaded)?;
+    // Relocated here once, not in every container: ~70 ms of CPU under TCG each, which ten
+    // containers started at once would queue for. [`load_late`] binds their devices.
+    load_matching(|name| LATE.contains(&name))?;
     bind_unbound(|kind| kind == VIRTIO_ID_NET)
 }
 
@@ -76,6 +80,8 @@ pub fn is_template(cmdline: &str) -> bool {
 /// feature group loads (network, block, 9p, virtio-fs).
 const VIRTIO_ID_NET: &str = "0x0001";
 const FEATURE_DEVICE_IDS: &[&str] = &[VIRTIO_ID_NET, "0x0002", "0x0009", "0x001a"];
+/// The devices of the [`LATE`] drivers: the entropy source and the balloon.
+const LATE_DEVICE_IDS: &[&str] = &["0x0004", "0x0005"];
 
 /// In a guest restored from a template: autoprobe on again, and every device the loaded
 /// drivers left unbound bound now. The kernel's default, so a booted guest skips it.
@@ -84,8 +90,8 @@ fn bind_waiting_devices() -> Result<(), InitError> {
         return Ok(());
     }
     std::fs::write(AUTOPROBE, "1").context(|| format!("write {AUTOPROBE}"))?;
-    // The balloon's and the entropy source's drivers load later (see `load_late`), and bind
-    // as they load: probing them now would find no driver, for ~3 ms under TCG.
+    // The balloon's and the entropy source's devices are bound later (see `load_late`): the
+    // application comes first.
     bind_unbound(|kind| FEATURE_DEVICE_IDS.contains(&kind))
 }
 
@@ -162,7 +168,10 @@ pub fn load_late() {
     // Lowest priority while they load: on a one-CPU guest the application comes first.
     // SAFETY: setpriority with who = 0 changes only the calling thread's nice value.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-    if let Err(error) = load_matching(|name| LATE.contains(&name)) {
+    // Loaded (and left unbound) in the template a guest was restored from: then only bound.
+    let loaded_and_bound = load_matching(|name| LATE.contains(&name))
+        .and_then(|()| bind_unbound(|kind| LATE_DEVICE_IDS.contains(&kind)));
+    if let Err(error) = loaded_and_bound {
         console::log(&format!("{error}"));
     }
     // SAFETY: as above; PID 1 keeps CAP_SYS_NICE, which raising the priority again needs.
