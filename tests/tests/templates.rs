@@ -86,6 +86,17 @@ fn restored(outcome: &Outcome) -> bool {
     stderr.contains("\"qemu_restore\"") && !stderr.contains("\"qemu_exec\"")
 }
 
+/// The one line runq wrote on the container's stderr, besides the timeline.
+fn the_one_line(outcome: &Outcome) -> String {
+    let stderr = outcome.stderr_text();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !line.starts_with("runq-timeline:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    lines[0].to_string()
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -216,18 +227,13 @@ fn a_damaged_template_boots_cold_with_one_line() {
         assert_eq!(outcome.code(), 0, "{how:?}: {outcome:?}");
         assert_eq!(outcome.stdout_text(), "still runs\n", "{how:?}");
         assert!(!restored(&outcome), "{how:?}: restored anyway");
-        let stderr = outcome.stderr_text();
-        let lines: Vec<&str> = stderr
-            .lines()
-            .filter(|line| !line.starts_with("runq-timeline:"))
-            .collect();
-        assert_eq!(lines.len(), 1, "{how:?}: {stderr}");
+        let line = the_one_line(&outcome);
         assert!(
-            lines[0].contains(&meta.key) && lines[0].contains("booting without it"),
-            "{how:?}: {stderr}"
+            line.contains(&meta.key) && line.contains("booting without it"),
+            "{how:?}: {line}"
         );
         if let Damage::Unloadable = how {
-            assert!(lines[0].contains("did not load"), "{stderr}");
+            assert!(line.contains("did not load"), "{line}");
             // runq start removed it; the next container's create builds it again.
             assert!(
                 !dir.exists(),
@@ -282,15 +288,10 @@ fn a_template_that_does_not_load_in_a_pod_boots_cold_on_the_pod_s_network() {
     assert_eq!(outcome.code(), 0, "{outcome:?}");
     assert_eq!(outcome.stdout_text(), "hello-from-outside\n", "{outcome:?}");
     assert!(!restored(&outcome), "restored anyway: {outcome:?}");
-    let stderr = outcome.stderr_text();
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|line| !line.starts_with("runq-timeline:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
+    let line = the_one_line(&outcome);
     assert!(
-        lines[0].contains(&meta.key) && lines[0].contains("did not load"),
-        "{stderr}"
+        line.contains(&meta.key) && line.contains("did not load"),
+        "{line}"
     );
     assert!(
         !dir.exists(),
