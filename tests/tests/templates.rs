@@ -303,3 +303,53 @@ fn a_template_that_does_not_load_in_a_pod_boots_cold_on_the_pod_s_network() {
         "processes left in the pod"
     );
 }
+
+#[test]
+fn restored_and_booted_guests_take_ipv6_as_the_namespace_has_it() {
+    // A template's guest is saved with IPv6 off and loopback up, as Docker leaves a
+    // container; a pod's namespace may have IPv6 on anywhere. Restored or booted, the guest
+    // ends as the namespace is, loopback's `::1` included.
+    const MEM: u32 = 224;
+    let _cleanup = Templates(MEM);
+    let pod = PodNamespace::create();
+    let script = "cat /proc/sys/net/ipv6/conf/all/disable_ipv6 \
+                      /proc/sys/net/ipv6/conf/default/disable_ipv6 \
+                      /proc/sys/net/ipv6/conf/lo/disable_ipv6; \
+                  ip -o -6 addr show lo | awk '{print $4}'";
+    let pod_bundle = || {
+        let bundle = pod.bundle(&["sh", "-c", script]);
+        bundle.add_env(&[&format!("RUNQ_MEM={MEM}"), "RUNQ_TIMELINE=1"]);
+        bundle
+    };
+    let first = run(&pod_bundle());
+    assert_eq!(first.code(), 0, "{first:?}");
+    wait_for_template(MEM, |meta| meta.shape.nics == 1 && meta.shape.nic_stream);
+    for (all, default, lo) in [
+        (false, false, false),
+        (true, false, false),
+        (false, true, true),
+        (true, true, true),
+    ] {
+        pod.set_ipv6_off(all, default, lo);
+        let bit = |off: bool| if off { "1\n" } else { "0\n" };
+        let expected = format!(
+            "{}{}{}{}",
+            bit(all),
+            bit(default),
+            bit(lo),
+            if lo { "" } else { "::1/128\n" }
+        );
+        let restored_run = run(&pod_bundle());
+        assert!(restored(&restored_run), "{restored_run:?}");
+        let booted_run = pod_bundle().run_with(&["--template", "off"], b"");
+        assert!(!restored(&booted_run), "{booted_run:?}");
+        for outcome in [restored_run, booted_run] {
+            assert_eq!(outcome.code(), 0, "{outcome:?}");
+            assert_eq!(
+                outcome.stdout_text(),
+                expected,
+                "IPv6 off: all {all}, default {default}, lo {lo}: {outcome:?}"
+            );
+        }
+    }
+}

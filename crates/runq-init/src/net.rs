@@ -4,6 +4,7 @@
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use runq_shared::config::Ipv6Off;
 
 use crate::error::{Context, InitError};
 
@@ -17,15 +18,22 @@ pub struct Prepared {
 }
 
 /// Where a template's guest leaves IPv6: off for `all`, `default` and `lo`.
-const TEMPLATE_IPV6_OFF: runq_shared::config::Ipv6Off = runq_shared::config::Ipv6Off {
+const TEMPLATE_IPV6_OFF: Ipv6Off = Ipv6Off {
     all: true,
     default: true,
     lo: true,
 };
 
+/// Where a booted kernel starts: IPv6 on.
+const KERNEL_IPV6_OFF: Ipv6Off = Ipv6Off {
+    all: false,
+    default: false,
+    lo: false,
+};
+
 impl Prepared {
     pub fn in_template() -> Result<Prepared, InitError> {
-        switch_ipv6_off(TEMPLATE_IPV6_OFF)?;
+        switch_ipv6(KERNEL_IPV6_OFF, TEMPLATE_IPV6_OFF)?;
         loopback_up()?;
         let mut netlink = runq_netlink::Netlink::open()?;
         let links = netlink.links()?;
@@ -43,47 +51,44 @@ pub fn configure(
 ) -> Result<(), InitError> {
     let prepared = prepared.filter(|_| restored);
     match &prepared {
-        Some(_) => undo_template_ipv6_off(network.ipv6_off)?,
+        // Loopback is up: it gains or loses `::1` as its IPv6 goes on or off.
+        Some(_) => switch_ipv6(TEMPLATE_IPV6_OFF, network.ipv6_off)?,
         None => {
-            switch_ipv6_off(network.ipv6_off)?;
+            // Before loopback comes up, so that it gets `::1` only where IPv6 is on.
+            switch_ipv6(KERNEL_IPV6_OFF, network.ipv6_off)?;
             loopback_up()?;
         }
     }
     configure_nics(network, restored, prepared)
 }
 
-/// IPv6 back on where the engine left it on.
-fn undo_template_ipv6_off(off: runq_shared::config::Ipv6Off) -> Result<(), InitError> {
-    for (scope, value) in writes_after_template(off) {
-        set_ipv6_off(scope, value)?;
+/// Takes IPv6 from `now` to where the engine had it (`wanted`).
+fn switch_ipv6(now: Ipv6Off, wanted: Ipv6Off) -> Result<(), InitError> {
+    for (scope, off) in ipv6_writes(now, wanted) {
+        set_ipv6_off(scope, off)?;
     }
     Ok(())
 }
 
-/// The `disable_ipv6` writes that take a template's guest (all three off, loopback up) to
-/// `off`. Writing `all` sets `default` and every interface's too (lo then gets `::1`, as it
-/// would have coming up), so it goes first.
-fn writes_after_template(off: runq_shared::config::Ipv6Off) -> Vec<(&'static str, bool)> {
+/// The `disable_ipv6` writes that take `now` to `wanted`. Writing `all` sets `default` and
+/// every interface's too, so it goes first, and the other two follow where they differ.
+fn ipv6_writes(mut now: Ipv6Off, wanted: Ipv6Off) -> Vec<(&'static str, bool)> {
     let mut writes = Vec::new();
-    if !off.all {
-        writes.push(("all", false));
+    if now.all != wanted.all {
+        writes.push(("all", wanted.all));
+        now = Ipv6Off {
+            all: wanted.all,
+            default: wanted.all,
+            lo: wanted.all,
+        };
     }
-    for (scope, wanted) in [("default", off.default), ("lo", off.lo)] {
-        if wanted != off.all {
-            writes.push((scope, wanted));
-        }
+    if now.default != wanted.default {
+        writes.push(("default", wanted.default));
+    }
+    if now.lo != wanted.lo {
+        writes.push(("lo", wanted.lo));
     }
     writes
-}
-
-/// Before loopback comes up, so that it gets `::1` only where the engine left IPv6 on.
-fn switch_ipv6_off(off: runq_shared::config::Ipv6Off) -> Result<(), InitError> {
-    for (scope, wanted) in [("default", off.default), ("all", off.all), ("lo", off.lo)] {
-        if wanted {
-            set_ipv6_off(scope, true)?;
-        }
-    }
-    Ok(())
 }
 
 fn set_ipv6_off(scope: &str, off: bool) -> Result<(), InitError> {
@@ -265,31 +270,57 @@ fn parse_cidr(text: &str) -> Result<(std::net::IpAddr, u8), InitError> {
 
 #[cfg(test)]
 mod tests {
-    use runq_shared::config::Ipv6Off;
-
     use super::*;
 
-    #[test]
-    fn docker_s_default_needs_no_write_after_a_template() {
-        assert!(writes_after_template(TEMPLATE_IPV6_OFF).is_empty());
+    /// The kernel's rule: writing `all` sets `default` and every interface's (lo's) too.
+    fn written(mut state: Ipv6Off, writes: &[(&str, bool)]) -> Ipv6Off {
+        for &(scope, off) in writes {
+            match scope {
+                "all" => {
+                    state = Ipv6Off {
+                        all: off,
+                        default: off,
+                        lo: off,
+                    }
+                }
+                "default" => state.default = off,
+                "lo" => state.lo = off,
+                other => panic!("unknown scope {other}"),
+            }
+        }
+        state
+    }
+
+    fn every_state() -> Vec<Ipv6Off> {
+        (0..8)
+            .map(|bits| Ipv6Off {
+                all: bits & 1 != 0,
+                default: bits & 2 != 0,
+                lo: bits & 4 != 0,
+            })
+            .collect()
     }
 
     #[test]
-    fn ipv6_comes_back_on_where_the_engine_left_it_on() {
-        let on = Ipv6Off::default();
-        assert_eq!(writes_after_template(on), [("all", false)]);
-        let all_but_lo = Ipv6Off {
-            lo: true,
-            ..Ipv6Off::default()
-        };
+    fn booted_and_restored_guests_reach_the_engine_s_state_from_theirs() {
+        for wanted in every_state() {
+            for start in [KERNEL_IPV6_OFF, TEMPLATE_IPV6_OFF] {
+                let writes = ipv6_writes(start, wanted);
+                assert_eq!(
+                    written(start, &writes),
+                    wanted,
+                    "from {start:?}: {writes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn docker_s_default_needs_no_write_after_a_template() {
+        assert!(ipv6_writes(TEMPLATE_IPV6_OFF, TEMPLATE_IPV6_OFF).is_empty());
         assert_eq!(
-            writes_after_template(all_but_lo),
-            [("all", false), ("lo", true)]
+            ipv6_writes(KERNEL_IPV6_OFF, TEMPLATE_IPV6_OFF),
+            [("all", true)]
         );
-        let only_lo = Ipv6Off {
-            lo: false,
-            ..TEMPLATE_IPV6_OFF
-        };
-        assert_eq!(writes_after_template(only_lo), [("lo", false)]);
     }
 }

@@ -52,7 +52,7 @@ pub fn keep_open(command: &mut Command, fds: Vec<RawFd>) {
     }
 }
 
-/// A helper's log, appended to, readable by root only.
+/// A helper's log, appended to, readable by its owner only (the proxy or the builder).
 pub fn log_file(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .create(true)

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::json;
 
@@ -18,14 +19,17 @@ pub struct PodNamespace {
 }
 
 impl PodNamespace {
+    /// Names and a subnet of this process's own: one of four at a time per test binary.
     pub fn create() -> PodNamespace {
+        static CREATED: AtomicU8 = AtomicU8::new(0);
+        let number = CREATED.fetch_add(1, Ordering::Relaxed) % 4;
         let pid = std::process::id();
-        let subnet = 20 + (pid % 200) as u8;
+        let subnet = (pid % 250) as u8;
         let pod = PodNamespace {
-            name: format!("runq-pod-{pid}"),
-            host_link: format!("rqpod{pid}"),
-            host_ip: Ipv4Addr::new(10, 251, subnet, 1),
-            pod_ip: Ipv4Addr::new(10, 251, subnet, 2),
+            name: format!("runq-pod-{pid}-{number}"),
+            host_link: format!("rq{pid}p{number}"),
+            host_ip: Ipv4Addr::new(10, 251 - number, subnet, 1),
+            pod_ip: Ipv4Addr::new(10, 251 - number, subnet, 2),
         };
         let (ns, link) = (pod.name.as_str(), pod.host_link.as_str());
         let host_cidr = format!("{}/24", pod.host_ip);
@@ -47,6 +51,19 @@ impl PodNamespace {
             assert!(status.success(), "ip {args:?} failed");
         }
         pod
+    }
+
+    /// Sets `net.ipv6.conf.{all,default,lo}.disable_ipv6` in the namespace, `all` first (it
+    /// sets the other two).
+    pub fn set_ipv6_off(&self, all: bool, default: bool, lo: bool) {
+        for (scope, off) in [("all", all), ("default", default), ("lo", lo)] {
+            let setting = format!("net.ipv6.conf.{scope}.disable_ipv6={}", u8::from(off));
+            let status = Command::new("ip")
+                .args(["netns", "exec", &self.name, "sysctl", "-qw", &setting])
+                .status()
+                .expect("ip netns exec sysctl");
+            assert!(status.success(), "sysctl {setting} in {}", self.name);
+        }
     }
 
     pub fn path(&self) -> String {
