@@ -344,8 +344,16 @@ fn kernel_cmdline(vm: &VmSettings, host: HostFacts, nics: bool, hints: bool) -> 
         layout::TEMPLATE_PARAM
     };
     words.push(format!("{param}={}", features.join(",")));
-    if let (Accel::Tcg, Some(khz)) = (vm.accel, host.tsc_khz) {
-        words.push(format!("tsc_early_khz={khz}"));
+    if vm.accel == Accel::Tcg {
+        // TCG's TSC follows the host's clock, but its timer interrupts come late when the host
+        // is busy: the kernel's clocksource watchdog, which has only jiffies to check the TSC
+        // against on microvm, then calls the TSC skewed and falls back to jiffies, a 4 ms
+        // clock for the application (and, in a template's boot, for every container restored
+        // from it).
+        words.push("tsc=reliable".into());
+        if let Some(khz) = host.tsc_khz {
+            words.push(format!("tsc_early_khz={khz}"));
+        }
     }
     words.join(" ")
 }
@@ -423,6 +431,7 @@ pub(crate) mod tests {
             .any(|d| d.starts_with("vhost-user-fs-device") && d.ends_with("tag=rootfs")));
         let cmdline = value_of(&args, "-append")[0];
         assert!(cmdline.contains("tsc_early_khz=2445404"), "{cmdline}");
+        assert!(cmdline.contains(" tsc=reliable"), "{cmdline}");
         assert!(cmdline.contains("quiet"), "{cmdline}");
         assert!(cmdline.contains(" runq.modules=virtiofs "), "{cmdline}");
         assert!(!args.iter().any(|a| a.contains("vhost=on")));
@@ -533,6 +542,7 @@ pub(crate) mod tests {
             ["local,id=fs0,path=/rootfs,security_model=passthrough"]
         );
         assert!(!value_of(&args, "-append")[0].contains("tsc_early_khz"));
+        assert!(!value_of(&args, "-append")[0].contains("tsc=reliable"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use thiserror::Error;
 use crate::config::{Accel, NetMode, RootFs, VmSettings};
 
 /// Bumped whenever what a template holds changes without its inputs changing.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 /// Templates exist for VMs with 0 to this many NICs (Docker's default is one); a container
 /// with more boots cold.
 pub const MAX_NICS: usize = 1;
