@@ -357,3 +357,32 @@ fn restored_and_booted_guests_take_ipv6_as_the_namespace_has_it() {
         }
     }
 }
+
+#[test]
+fn a_restored_qemu_keeps_no_descriptor_of_its_template() {
+    // QEMU, which the guest may take over, needs the template only while it loads.
+    const MEM: u32 = 220;
+    let _cleanup = Templates(MEM);
+    let first = run(&bundle(MEM, &["true"]));
+    assert_eq!(first.code(), 0, "{first:?}");
+    wait_for_template(MEM, |meta| meta.shape.nics == 0);
+    let sleeper = bundle(MEM, &["sh", "-c", "echo up; sleep 3"]);
+    let (running, line) = sleeper.start_and_wait_for_line(&ON);
+    assert_eq!(line, "up");
+    let qemus = common::descendants_running(running.pid(), "qemu-system");
+    assert_eq!(qemus.len(), 1, "QEMU processes: {qemus:?}");
+    let held = || {
+        // Read while the application still sleeps: a QEMU gone holds nothing, and proves
+        // nothing.
+        std::fs::read_dir(format!("/proc/{}/fd", qemus[0]))
+            .expect("QEMU's descriptors, while the container runs")
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.starts_with(template::dir()))
+            .collect::<Vec<_>>()
+    };
+    common::wait_until("QEMU to close the template", || held().is_empty());
+    let outcome = running.finish();
+    assert_eq!(outcome.code(), 0, "{outcome:?}");
+    assert!(restored(&outcome), "not restored: {outcome:?}");
+}

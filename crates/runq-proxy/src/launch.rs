@@ -71,7 +71,11 @@ impl Launch<'_> {
         let timeout = RESTORE_TIMEOUT.min(Duration::from_secs(self.vm.boot_timeout_secs.into()));
         let loaded = Qmp::over(ours, Instant::now() + timeout).and_then(|mut monitor| {
             monitor.load(qemu::TEMPLATE_FDSET)?;
-            monitor.wait_running()
+            monitor.wait_running()?;
+            // Loaded: QEMU, which a guest may take over, keeps no descriptor of the template.
+            // A QEMU that refuses only keeps it open, read-only, as before.
+            let _ = monitor.remove_fdset(qemu::TEMPLATE_FDSET);
+            Ok(())
         });
         match loaded {
             // The monitor closes with `ours`: QEMU keeps running without one.

@@ -117,6 +117,15 @@ impl Qmp {
         }
     }
 
+    /// Has QEMU close the descriptors of fd set `set` once nothing of it uses them.
+    pub fn remove_fdset(&mut self, set: u32) -> Result<(), QmpError> {
+        self.execute(
+            &format!(r#"{{"execute":"remove-fd","arguments":{{"fdset-id":{set}}}}}"#),
+            None,
+        )
+        .map(drop)
+    }
+
     /// Sends a command, with a descriptor where given, and returns its `return`.
     pub fn execute(
         &mut self,
@@ -217,6 +226,22 @@ mod tests {
             "{\"timestamp\":{},\"event\":\"RESUME\"}\n",
         ]);
         Qmp::over(qemu, soon()).unwrap().wait_running().unwrap();
+    }
+
+    #[test]
+    fn an_fd_set_qemu_will_not_remove_is_an_error() {
+        let qemu = fake_qemu(&[
+            "{\"return\":{}}\n",
+            "{\"error\":{\"class\":\"GenericError\",\"desc\":\"File descriptor named 'fdset-id:1' not found\"}}\n",
+        ]);
+        let error = Qmp::over(qemu, soon())
+            .unwrap()
+            .remove_fdset(1)
+            .unwrap_err();
+        assert!(
+            matches!(&error, QmpError::Refused { command, .. } if command.contains("\"fdset-id\":1")),
+            "{error}"
+        );
     }
 
     #[test]
