@@ -97,6 +97,16 @@ fn the_one_line(outcome: &Outcome) -> String {
     lines[0].to_string()
 }
 
+/// Runs a first container of this memory size, whose create starts the builder, and waits
+/// for the templates; they are removed when the returned guard drops.
+fn made_by_a_first_container(mem_mib: u32) -> Templates {
+    let cleanup = Templates(mem_mib);
+    let first = run(&bundle(mem_mib, &["true"]));
+    assert_eq!(first.code(), 0, "{first:?}");
+    wait_for_template(mem_mib, |meta| meta.shape.nics == 0);
+    cleanup
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -107,10 +117,7 @@ fn now_secs() -> u64 {
 #[test]
 fn two_restored_containers_are_machines_of_their_own() {
     const MEM: u32 = 232;
-    let _cleanup = Templates(MEM);
-    let first = run(&bundle(MEM, &["true"]));
-    assert_eq!(first.code(), 0, "{first:?}");
-    wait_for_template(MEM, |meta| meta.shape.nics == 0);
+    let _cleanup = made_by_a_first_container(MEM);
 
     let script = "cat /proc/sys/kernel/random/uuid /proc/sys/kernel/random/boot_id; \
                   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; \
@@ -362,10 +369,7 @@ fn restored_and_booted_guests_take_ipv6_as_the_namespace_has_it() {
 fn a_restored_qemu_keeps_no_descriptor_of_its_template() {
     // QEMU, which the guest may take over, needs the template only while it loads.
     const MEM: u32 = 220;
-    let _cleanup = Templates(MEM);
-    let first = run(&bundle(MEM, &["true"]));
-    assert_eq!(first.code(), 0, "{first:?}");
-    wait_for_template(MEM, |meta| meta.shape.nics == 0);
+    let _cleanup = made_by_a_first_container(MEM);
     let sleeper = bundle(MEM, &["sh", "-c", "echo up; sleep 3"]);
     let (running, line) = sleeper.start_and_wait_for_line(&ON);
     assert_eq!(line, "up");
