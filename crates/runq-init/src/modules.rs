@@ -50,11 +50,8 @@ const VIRTIO_DEVICES: &str = "/sys/bus/virtio/devices";
 /// MACs. Their groups are marked loaded: the restored guest, which continues this process,
 /// skips them without reading the load list (~13 ms under TCG).
 pub fn load_template_libraries(cmdline: &str, loaded: &mut Loaded) -> Result<(), InitError> {
-    let prefix = format!("{}=", runq_shared::layout::TEMPLATE_PARAM);
-    let groups: Vec<&[&str]> = cmdline
-        .split_whitespace()
-        .filter_map(|word| word.strip_prefix(prefix.as_str()))
-        .flat_map(|list| list.split(','))
+    let groups: Vec<&[&str]> = named_features(cmdline, runq_shared::layout::TEMPLATE_PARAM)
+        .into_iter()
         .filter_map(group_named)
         .collect();
     if groups.is_empty() {
@@ -70,10 +67,16 @@ pub fn load_template_libraries(cmdline: &str, loaded: &mut Loaded) -> Result<(),
 
 /// Whether this guest is a template's (its features named by `runq.template=`).
 pub fn is_template(cmdline: &str) -> bool {
-    let prefix = format!("{}=", runq_shared::layout::TEMPLATE_PARAM);
+    !named_features(cmdline, runq_shared::layout::TEMPLATE_PARAM).is_empty()
+}
+
+/// The features the kernel parameter `param` (`param=a,b`) names.
+fn named_features<'a>(cmdline: &'a str, param: &str) -> Vec<&'a str> {
     cmdline
         .split_whitespace()
-        .any(|word| word.starts_with(&prefix))
+        .filter_map(|word| word.strip_prefix(param)?.strip_prefix('='))
+        .flat_map(|list| list.split(','))
+        .collect()
 }
 
 /// Virtio device IDs, as sysfs shows them: a network card, and every device whose driver a
@@ -116,11 +119,8 @@ pub struct Loaded(Vec<&'static [&'static str]>);
 /// The groups the proxy named on the kernel command line (`runq.modules=`), loaded while
 /// the config travels; [`load_for`] then finds them done.
 pub fn load_hinted(cmdline: &str, loaded: &mut Loaded) -> Result<(), InitError> {
-    let prefix = format!("{}=", runq_shared::layout::MODULES_PARAM);
-    let named = cmdline
-        .split_whitespace()
-        .filter_map(|word| word.strip_prefix(prefix.as_str()))
-        .flat_map(|list| list.split(','))
+    let named = named_features(cmdline, runq_shared::layout::MODULES_PARAM)
+        .into_iter()
         .filter_map(group_named);
     load_groups(named.collect(), loaded)
 }
