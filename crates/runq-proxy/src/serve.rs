@@ -33,6 +33,9 @@ const CLIENTS_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a guest that reported the exit may take to power off before QEMU is killed.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+/// How long the channel is read after QEMU or virtiofsd ended: once QEMU is gone the rest of
+/// the channel is in the socket already.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
 /// The processes besides QEMU that serve the VM.
 pub struct Helpers {
@@ -110,12 +113,14 @@ pub fn serve(
     };
     let boot_deadline = Instant::now() + Duration::from_secs(proxy.vm.boot_timeout_secs.into());
     let mut power_off_deadline = None;
+    let mut drain_deadline = None;
     let result = loop {
         let deadline = supervisor.deadline().map(|deadline| match deadline {
             Deadline::Boot => boot_deadline,
             Deadline::PowerOff => {
                 *power_off_deadline.get_or_insert_with(|| Instant::now() + POWER_OFF_GRACE)
             }
+            Deadline::Drain => *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_GRACE),
         });
         if stalled.swap(false, Ordering::AcqRel) {
             if let Some(end) = proxy.step(&mut supervisor, stopped_reading()) {
@@ -176,7 +181,7 @@ impl Proxy {
             Event::Connected { writer, socket } => {
                 self.channel = Some(writer);
                 self.channel_socket = Some(socket);
-                None
+                Some(Input::ChannelConnected)
             }
             Event::ExecClientConnected {
                 session,
@@ -298,6 +303,10 @@ impl Proxy {
             Ok(()) => Ok(None),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 Ok(Some(stopped_reading()))
+            }
+            // QEMU is gone: the channel's reader and QEMU's end tell the container's end.
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                Ok(None)
             }
             Err(e) => Err(anyhow!("send to the guest: {e}")),
         }

@@ -6,7 +6,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use runq_session::signals::{self, Received};
 
 use crate::event::{Event, Events};
-use crate::supervisor::Input;
+use crate::supervisor::{Input, CLEAN_EXIT};
 
 pub fn spawn_listener(events: Events) -> std::io::Result<()> {
     signals::spawn_signal_thread(move |received| {
@@ -37,8 +37,10 @@ fn reap(events: &Events) -> bool {
         }
     }
 }
+
 fn describe(status: WaitStatus) -> String {
     match status {
+        WaitStatus::Exited(_, 0) => CLEAN_EXIT.to_string(),
         WaitStatus::Exited(_, code) => format!("exit status {code}"),
         WaitStatus::Signaled(_, signal, _) => format!("killed by {signal}"),
         other => format!("{other:?}"),

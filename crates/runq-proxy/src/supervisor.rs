@@ -27,10 +27,16 @@ enum Phase {
     ChannelLost,
 }
 
+/// How a child's end with exit status 0 is put in [`Input::QemuEnded`] and
+/// [`Input::VirtiofsdEnded`].
+pub const CLEAN_EXIT: &str = "exit status 0";
+
 /// What happened, as the proxy's threads and deadlines report it.
 #[derive(Debug, PartialEq)]
 pub enum Input {
     Guest(Message),
+    /// QEMU connected to the control channel.
+    ChannelConnected,
     ChannelClosed(Option<String>),
     QemuEnded(String),
     VirtiofsdEnded(String),
@@ -109,6 +115,8 @@ pub enum Failure {
 pub enum Deadline {
     Boot,
     PowerOff,
+    /// The machine is gone and the channel is read to its end.
+    Drain,
 }
 
 struct PendingExec {
@@ -134,6 +142,13 @@ pub struct Supervisor {
     last_session: u32,
     /// The container's resolv.conf names Docker's embedded DNS server, as the proxy found it.
     embedded_dns: bool,
+    channel_open: bool,
+    /// QEMU or virtiofsd ended before the application's end was read. The guest's last words
+    /// (its exit, or its error) are in the channel before a power-off, but the child's end can
+    /// be seen first: the channel is read to its end, and only a guest that said nothing ends
+    /// the container with this failure.
+    machine_gone: Option<Failure>,
+    qemu_ended: bool,
 }
 
 impl Supervisor {
@@ -146,11 +161,15 @@ impl Supervisor {
             exec_sessions: BTreeMap::new(),
             last_session: MAIN_SESSION,
             embedded_dns,
+            channel_open: false,
+            machine_gone: None,
+            qemu_ended: false,
         }
     }
 
     pub fn deadline(&self) -> Option<Deadline> {
         match self.phase {
+            Phase::Booting | Phase::Running if self.machine_gone.is_some() => Some(Deadline::Drain),
             Phase::Booting => Some(Deadline::Boot),
             Phase::Running => None,
             Phase::Exited(_) | Phase::Failed | Phase::ChannelLost => Some(Deadline::PowerOff),
@@ -161,35 +180,74 @@ impl Supervisor {
         matches!(self.phase, Phase::Booting | Phase::Running)
     }
 
+    /// Whether the guest can still take a signal, a resize or an exec session.
+    fn reachable(&self) -> bool {
+        self.alive() && self.machine_gone.is_none()
+    }
+
+    /// A child of the VM ended while the application's end is unknown: with the channel
+    /// open, its end is read first.
+    fn machine_ended(&mut self, failure: Failure, actions: &mut Vec<Action>) {
+        if !self.channel_open {
+            return actions.push(Action::End(Err(failure)));
+        }
+        match (&self.machine_gone, &failure) {
+            (None, Failure::VirtiofsdEnded(status)) if lost_its_client(status) => {}
+            // Without QEMU's end the channel never closes; a VM without disks loses nothing
+            // when it goes at once.
+            (None, Failure::VirtiofsdEnded(_)) if !self.has_disks => actions.push(Action::KillQemu),
+            (None, _) => {}
+            (Some(Failure::VirtiofsdEnded(status)), Failure::QemuEnded(_))
+                if lost_its_client(status) => {}
+            (Some(_), _) => return,
+        }
+        self.machine_gone = Some(failure);
+    }
+
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
         let mut actions = Vec::new();
         match input {
-            Input::Guest(message) => self.guest_message(message, &mut actions),
-            Input::ChannelClosed(error) => {
-                if self.alive() {
-                    actions.extend(error.map(Action::Report));
-                    self.phase = Phase::ChannelLost;
+            Input::Guest(message) => {
+                self.guest_message(message, &mut actions);
+                let ends = actions.iter().any(|a| matches!(a, Action::End(_)));
+                if self.machine_gone.is_some() && self.qemu_ended && !ends {
+                    actions.extend(self.known_end().map(Action::End));
                 }
             }
-            Input::QemuEnded(status) => actions.push(Action::End(match self.phase {
-                Phase::Exited(code) => Ok(code),
-                Phase::Failed => Ok(1),
-                Phase::Booting | Phase::Running | Phase::ChannelLost => {
-                    Err(Failure::QemuEnded(status))
+            Input::ChannelConnected => self.channel_open = true,
+            Input::ChannelClosed(error) => {
+                self.channel_open = false;
+                if self.alive() {
+                    match self.machine_gone.take() {
+                        Some(failure) => actions.push(Action::End(Err(failure))),
+                        None => {
+                            actions.extend(error.map(Action::Report));
+                            self.phase = Phase::ChannelLost;
+                        }
+                    }
                 }
-            })),
+            }
+            Input::QemuEnded(status) => {
+                self.qemu_ended = true;
+                let failure = Failure::QemuEnded(status);
+                if self.alive() {
+                    self.machine_ended(failure, &mut actions);
+                } else {
+                    actions.push(Action::End(self.known_end().unwrap_or(Err(failure))));
+                }
+            }
             Input::VirtiofsdEnded(status) => {
                 if self.alive() {
-                    actions.push(Action::End(Err(Failure::VirtiofsdEnded(status))));
+                    self.machine_ended(Failure::VirtiofsdEnded(status), &mut actions);
                 }
             }
             Input::Signal(signal) => {
-                if self.alive() {
+                if self.reachable() {
                     actions.push(Action::SignalMain(signal));
                 }
             }
             Input::WindowChanged => {
-                if self.alive() {
+                if self.reachable() {
                     actions.push(Action::ResizeMain);
                 }
             }
@@ -230,21 +288,42 @@ impl Supervisor {
                         .map(Action::ToGuest),
                 );
             }
-            Input::DeadlinePassed => actions.push(Action::End(match self.phase {
-                Phase::Booting => Err(Failure::BootTimeout),
-                // The application's result is known; a guest slow to power off changes nothing.
-                Phase::Exited(code) => Ok(code),
-                Phase::ChannelLost => Err(Failure::ChannelLost),
-                Phase::Failed | Phase::Running => Ok(1),
-            })),
+            Input::DeadlinePassed => {
+                actions.push(Action::End(match (self.phase, self.machine_gone.take()) {
+                    // The guest said nothing before its machine went.
+                    (Phase::Booting | Phase::Running, Some(failure)) => Err(failure),
+                    (Phase::Booting, None) => Err(Failure::BootTimeout),
+                    // The application's result is known; a guest slow to power off changes
+                    // nothing.
+                    (Phase::Exited(code), _) => Ok(code),
+                    (Phase::ChannelLost, _) => Err(Failure::ChannelLost),
+                    (Phase::Failed | Phase::Running, _) => Ok(1),
+                }))
+            }
             Input::Violation(what) => actions.push(violation(what)),
         }
         actions
     }
 
+    /// The container's end once the guest told it.
+    fn known_end(&self) -> Option<Result<i32, Failure>> {
+        match self.phase {
+            Phase::Exited(code) => Some(Ok(code)),
+            Phase::Failed => Some(Ok(1)),
+            Phase::Booting | Phase::Running | Phase::ChannelLost => None,
+        }
+    }
+
     /// A booting container's exec waits for the application; a running one's starts.
     fn exec_request(&mut self, session: u32, json: Vec<u8>, actions: &mut Vec<Action>) {
         match self.phase {
+            _ if !self.reachable() => actions.push(Action::ToClient(
+                session,
+                Message::Error {
+                    session,
+                    message: "the container is not running".into(),
+                },
+            )),
             Phase::Booting => self.pending_execs.push(PendingExec {
                 session,
                 json,
@@ -389,6 +468,11 @@ impl Supervisor {
             });
         pending.chain(running).collect()
     }
+}
+
+/// virtiofsd exits 0 when its client, QEMU, went: QEMU's end, which follows, says why.
+fn lost_its_client(virtiofsd_status: &str) -> bool {
+    virtiofsd_status == CLEAN_EXIT
 }
 
 /// The session of a message the guest may send for a session.

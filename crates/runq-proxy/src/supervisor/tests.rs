@@ -12,9 +12,16 @@ fn guest(message: Message) -> Input {
     Input::Guest(message)
 }
 
-/// A supervisor whose guest said hello and started the application.
+/// A supervisor whose QEMU connected to the channel.
+fn connected(has_disks: bool) -> Supervisor {
+    let mut supervisor = supervisor(has_disks);
+    supervisor.handle(Input::ChannelConnected);
+    supervisor
+}
+
+/// A supervisor whose guest connected, said hello and started the application.
 fn running() -> Supervisor {
-    let mut supervisor = supervisor(false);
+    let mut supervisor = connected(false);
     supervisor.handle(guest(Message::Hello {
         version: PROTOCOL_VERSION,
     }));
@@ -362,19 +369,81 @@ fn channel_lost_signals_stop_and_qemu_s_end_or_the_deadline_is_an_error() {
 }
 
 #[test]
-fn running_qemu_or_virtiofsd_ending_under_the_application_is_an_error() {
+fn running_qemu_or_virtiofsd_ending_under_the_application_is_an_error_once_the_channel_is_read() {
+    let mut supervisor = running();
     assert_eq!(
-        running().handle(Input::QemuEnded("killed by SIGSEGV".into())),
+        supervisor.handle(Input::QemuEnded("killed by SIGSEGV".into())),
+        []
+    );
+    assert_eq!(supervisor.deadline(), Some(Deadline::Drain));
+    // Nothing more reaches the guest.
+    assert_eq!(supervisor.handle(Input::Signal(libc::SIGTERM)), []);
+    assert_eq!(supervisor.handle(Input::WindowChanged), []);
+    assert!(matches!(
+        &supervisor.handle(exec(3))[..],
+        [Action::ToClient(3, Message::Error { .. })]
+    ));
+    assert_eq!(
+        supervisor.handle(Input::ChannelClosed(None)),
         [Action::End(Err(Failure::QemuEnded(
             "killed by SIGSEGV".into()
         )))]
     );
+
+    // Without QEMU's end the channel would stay open: QEMU goes at once.
+    let mut supervisor = running();
     assert_eq!(
-        running().handle(Input::VirtiofsdEnded("exit status 1".into())),
+        supervisor.handle(Input::VirtiofsdEnded("exit status 1".into())),
+        [Action::KillQemu]
+    );
+    assert_eq!(
+        supervisor.handle(Input::QemuEnded("killed by SIGKILL".into())),
+        []
+    );
+    assert_eq!(
+        supervisor.handle(Input::ChannelClosed(None)),
         [Action::End(Err(Failure::VirtiofsdEnded(
             "exit status 1".into()
         )))]
     );
+
+    // A channel that never closes is given up at the drain deadline.
+    let mut supervisor = running();
+    supervisor.handle(Input::QemuEnded("exit status 0".into()));
+    assert_eq!(
+        supervisor.handle(Input::DeadlinePassed),
+        [Action::End(Err(Failure::QemuEnded("exit status 0".into())))]
+    );
+
+    // A virtiofsd that exited 0 lost its client: QEMU's end is named.
+    let mut supervisor = running();
+    assert_eq!(
+        supervisor.handle(Input::VirtiofsdEnded("exit status 0".into())),
+        []
+    );
+    assert_eq!(
+        supervisor.handle(Input::QemuEnded("exit status 1".into())),
+        []
+    );
+    assert_eq!(
+        supervisor.handle(Input::ChannelClosed(None)),
+        [Action::End(Err(Failure::QemuEnded("exit status 1".into())))]
+    );
+
+    // Before QEMU connected there is nothing to read.
+    let mut booting = Supervisor::new(false, true);
+    assert_eq!(
+        booting.handle(Input::QemuEnded("exit status 1".into())),
+        [Action::End(Err(Failure::QemuEnded("exit status 1".into())))]
+    );
+    let mut booting = Supervisor::new(false, true);
+    assert_eq!(
+        booting.handle(Input::VirtiofsdEnded("exit status 1".into())),
+        [Action::End(Err(Failure::VirtiofsdEnded(
+            "exit status 1".into()
+        )))]
+    );
+
     // A guest that exits twice broke the protocol.
     let mut supervisor = running();
     let exit = |code| {
@@ -385,6 +454,83 @@ fn running_qemu_or_virtiofsd_ending_under_the_application_is_an_error() {
     };
     supervisor.handle(exit(5));
     assert!(violation(&supervisor.handle(exit(6))).contains("after the application's end"));
+}
+
+/// The guest reports the application's end and powers off at once: virtiofsd (whose client
+/// went) or QEMU may be seen to end before the channel's reader passed the report on.
+#[test]
+fn the_guest_s_last_words_count_when_its_machine_is_seen_to_end_first() {
+    let exit = |code| {
+        guest(Message::Exit {
+            session: MAIN_SESSION,
+            code,
+        })
+    };
+    // virtiofsd first, which exits 0 when QEMU went: the exit still read is the container's.
+    let mut supervisor = running();
+    assert_eq!(
+        supervisor.handle(Input::VirtiofsdEnded("exit status 0".into())),
+        []
+    );
+    let output = guest(data(MAIN_SESSION, StreamKind::Stdout, "last line"));
+    assert!(matches!(
+        &supervisor.handle(output)[..],
+        [Action::ToMainSession(Message::Data { .. })]
+    ));
+    assert_eq!(supervisor.handle(exit(3)), [Action::KillQemu]);
+    assert_eq!(
+        supervisor.handle(Input::QemuEnded("killed by SIGKILL".into())),
+        [Action::End(Ok(3))]
+    );
+
+    // QEMU first: the exit read afterwards ends the container.
+    let mut supervisor = running();
+    assert_eq!(
+        supervisor.handle(Input::QemuEnded("exit status 0".into())),
+        []
+    );
+    assert_eq!(
+        supervisor.handle(Input::VirtiofsdEnded("exit status 0".into())),
+        []
+    );
+    assert_eq!(
+        supervisor.handle(exit(0)),
+        [Action::KillQemu, Action::End(Ok(0))]
+    );
+
+    // The guest's error, while the application was still starting.
+    let mut booting = connected(false);
+    booting.handle(guest(Message::Hello {
+        version: PROTOCOL_VERSION,
+    }));
+    assert_eq!(booting.handle(Input::QemuEnded("exit status 0".into())), []);
+    let error = guest(Message::Error {
+        session: MAIN_SESSION,
+        message: "exec: no such file".into(),
+    });
+    assert_eq!(
+        booting.handle(error),
+        [
+            Action::FinishOutput,
+            Action::Report("guest: exec: no such file".into()),
+            Action::End(Ok(1))
+        ]
+    );
+
+    // With disks QEMU is not killed: its own end flushes them.
+    let mut with_disks = connected(true);
+    with_disks.handle(guest(Message::Started {
+        session: MAIN_SESSION,
+    }));
+    assert_eq!(
+        with_disks.handle(Input::VirtiofsdEnded("exit status 0".into())),
+        []
+    );
+    assert_eq!(with_disks.handle(exit(0)), []);
+    assert_eq!(
+        with_disks.handle(Input::QemuEnded("exit status 0".into())),
+        [Action::End(Ok(0))]
+    );
 }
 
 #[test]
