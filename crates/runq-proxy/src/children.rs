@@ -167,7 +167,7 @@ pub fn start_qemu(
     inherited: &[i32],
 ) -> Result<Tracked> {
     let mut command = helpers::command(paths, assets::QEMU);
-    let inherited = inherited.to_vec();
+    helpers::keep_open(&mut command, inherited.to_vec());
     let keep: Vec<i32> = qemu_capabilities(ninep)
         .into_iter()
         .map(|cap| i32::from(cap.index()))
@@ -178,17 +178,12 @@ pub fn start_qemu(
         .unwrap_or(40);
     let dropped: Vec<i32> = (0..=last_cap).filter(|cap| !keep.contains(cap)).collect();
     let files = qemu_max_files(ninep)?;
-    // SAFETY: the closure only calls fcntl, prctl and setrlimit, which are async-signal-safe,
-    // on descriptors that stay open in the parent until spawn returns, and allocates nothing.
+    // SAFETY: the closure only calls prctl and setrlimit, which are async-signal-safe, and
+    // allocates nothing.
     unsafe {
         command.pre_exec(move || {
             if let Some(limit) = &files {
                 if libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for fd in &inherited {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
