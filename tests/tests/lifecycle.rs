@@ -74,6 +74,17 @@ fn create_start_pause_resume_kill_delete() {
         .success());
     assert_eq!(state_of(&bundle)["status"], "running");
     wait_for_text(&output, "ready");
+    // runq's private directory in runc's state root is no container.
+    let list = bundle.runq(&[], &["list"]).output().unwrap();
+    assert!(list.status.success(), "list: {list:?}");
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with(&bundle.id) && line.contains("running")),
+        "{listed}"
+    );
+    assert_eq!(String::from_utf8_lossy(&list.stderr), "");
 
     let ps = bundle
         .runq(&[], &["ps", "--format", "json", &bundle.id])

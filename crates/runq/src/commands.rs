@@ -111,6 +111,7 @@ pub fn dispatch(invocation: Invocation, logger: &Logger) -> Result<i32> {
             }
         }
         "kill" => Err(runc.exec(command, &kill_args(args)).into()),
+        "list" => Ok(runc.list(args)?),
         "exec" => crate::exec::exec(
             &runc,
             &runc_root,

@@ -136,6 +136,31 @@ impl Runc {
         })
     }
 
+    /// `runc list`, without runc's complaint about runq's private directory in its state
+    /// root, which it takes for a container. Returns runc's exit status.
+    pub fn list(&self, args: &[OsString]) -> Result<i32, RuncError> {
+        let start = |source| RuncError::Start {
+            path: self.path.clone(),
+            source,
+        };
+        let mut child = self
+            .command("list", args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(start)?;
+        if let Some(stderr) = child.stderr.take() {
+            let mut ours = std::io::stderr().lock();
+            for line in std::io::BufRead::split(std::io::BufReader::new(stderr), b'\n') {
+                let Ok(line) = line else { break };
+                if !is_private_dir_complaint(&line) {
+                    let _ = ours.write_all(&line);
+                    let _ = ours.write_all(b"\n");
+                }
+            }
+        }
+        Ok(exit_code(child.wait().map_err(start)?))
+    }
+
     /// `runc state` with `bundle` the engine's directory rather than runq's, which runc got
     /// as the bundle; printed as runc prints it. Returns runc's exit status.
     pub fn state_with_bundle(&self, args: &[OsString], bundle: &Path) -> Result<i32, RuncError> {
@@ -218,4 +243,27 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1)
+}
+
+/// runc's line for runq's private directory below its state root (`load container .runq:
+/// ...`), which is no container.
+fn is_private_dir_complaint(line: &[u8]) -> bool {
+    let prefix = format!("load container {}: ", runq_shared::layout::PRIVATE_SUBDIR);
+    line.starts_with(prefix.as_bytes())
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::is_private_dir_complaint;
+
+    #[test]
+    fn only_runcs_line_about_runqs_own_directory_is_dropped() {
+        assert!(is_private_dir_complaint(
+            b"load container .runq: container does not exist"
+        ));
+        assert!(!is_private_dir_complaint(
+            b"load container web: container does not exist"
+        ));
+        assert!(!is_private_dir_complaint(b"ID   PID   STATUS"));
+    }
 }
