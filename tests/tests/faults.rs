@@ -47,8 +47,15 @@ fn virtiofsd_killed_ends_the_container_and_names_virtiofsd() {
     let (running, first) = bundle.start_and_wait_for_line(&[]);
     assert_eq!(first, "ready");
     let everything = descendants(running.pid());
-    let virtiofsd = descendants_running(running.pid(), "virtiofsd");
+    // By its binary: QEMU's command line names virtiofsd's socket, and QEMU is left for the
+    // proxy to stop.
+    let virtiofsd = descendants_running(running.pid(), "bin/virtiofsd");
     assert!(!virtiofsd.is_empty(), "no virtiofsd: {everything:?}");
+    let qemu = descendants_running(running.pid(), "qemu-system-x86_64");
+    assert!(
+        virtiofsd.iter().all(|pid| !qemu.contains(pid)),
+        "{virtiofsd:?} {qemu:?}"
+    );
     for pid in &virtiofsd {
         // SAFETY: kill with pids of our own child tree.
         unsafe { libc::kill(*pid, libc::SIGKILL) };
