@@ -115,7 +115,8 @@ pub enum Failure {
 pub enum Deadline {
     Boot,
     PowerOff,
-    /// The machine is gone and the channel is read to its end.
+    /// The machine is gone and the channel is read to its end, which comes at once after
+    /// QEMU's; a child that went for another reason leaves the channel open.
     Drain,
 }
 
@@ -142,12 +143,15 @@ pub struct Supervisor {
     last_session: u32,
     /// The container's resolv.conf names Docker's embedded DNS server, as the proxy found it.
     embedded_dns: bool,
+    /// QEMU connected to the channel and it has not closed: what the guest sent may still
+    /// be on its way.
     channel_open: bool,
-    /// QEMU or virtiofsd ended before the application's end was read. The guest's last words
-    /// (its exit, or its error) are in the channel before a power-off, but the child's end can
-    /// be seen first: the channel is read to its end, and only a guest that said nothing ends
-    /// the container with this failure.
+    /// QEMU ended, or virtiofsd lost its client, before the application's end was read. The
+    /// guest's last words (its exit, or its error) are in the channel before it powers off,
+    /// but a child's end can be seen first: the channel is read to its end, and only a guest
+    /// that said nothing ends the container with this failure.
     machine_gone: Option<Failure>,
+    /// QEMU was reaped: nothing more can reach the channel, and there is nothing to kill.
     qemu_ended: bool,
 }
 
@@ -185,23 +189,38 @@ impl Supervisor {
         self.alive() && self.machine_gone.is_none()
     }
 
-    /// A child of the VM ended while the application's end is unknown: with the channel
-    /// open, its end is read first.
-    fn machine_ended(&mut self, failure: Failure, actions: &mut Vec<Action>) {
-        if !self.channel_open {
-            return actions.push(Action::End(Err(failure)));
+    /// QEMU ended while the application's end is unknown: with the channel open, its end is
+    /// read first. QEMU's end explains a virtiofsd that lost its client.
+    fn qemu_ended_early(&mut self, status: String, actions: &mut Vec<Action>) {
+        let failure = Failure::QemuEnded(status);
+        if self.channel_open {
+            self.machine_gone = Some(failure);
+        } else {
+            actions.push(Action::End(Err(failure)));
         }
-        match (&self.machine_gone, &failure) {
-            (None, Failure::VirtiofsdEnded(status)) if lost_its_client(status) => {}
-            // Without QEMU's end the channel never closes; a VM without disks loses nothing
-            // when it goes at once.
-            (None, Failure::VirtiofsdEnded(_)) if !self.has_disks => actions.push(Action::KillQemu),
-            (None, _) => {}
-            (Some(Failure::VirtiofsdEnded(status)), Failure::QemuEnded(_))
-                if lost_its_client(status) => {}
-            (Some(_), _) => return,
+    }
+
+    /// virtiofsd ended while the application's end is unknown. It exits 0 when QEMU went,
+    /// so a clean end waits for QEMU's and for the channel's; any other end is its own.
+    fn virtiofsd_ended_early(&mut self, status: String, actions: &mut Vec<Action>) {
+        if self.machine_gone.is_some() {
+            return;
         }
-        self.machine_gone = Some(failure);
+        let clean = lost_its_client(&status);
+        let failure = Failure::VirtiofsdEnded(status);
+        if clean && !self.qemu_ended {
+            self.machine_gone = Some(failure);
+        } else {
+            actions.push(Action::End(Err(failure)));
+        }
+    }
+
+    /// Whether the machine's failure waits for QEMU's end, which will name it better.
+    fn waits_for_qemu(&self) -> bool {
+        match &self.machine_gone {
+            Some(Failure::VirtiofsdEnded(status)) => !self.qemu_ended && lost_its_client(status),
+            _ => false,
+        }
     }
 
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
@@ -217,7 +236,8 @@ impl Supervisor {
             Input::ChannelConnected => self.channel_open = true,
             Input::ChannelClosed(error) => {
                 self.channel_open = false;
-                if self.alive() {
+                if self.alive() && !self.waits_for_qemu() {
+                    // A read error after the machine went is its consequence, not its cause.
                     match self.machine_gone.take() {
                         Some(failure) => actions.push(Action::End(Err(failure))),
                         None => {
@@ -229,16 +249,16 @@ impl Supervisor {
             }
             Input::QemuEnded(status) => {
                 self.qemu_ended = true;
-                let failure = Failure::QemuEnded(status);
                 if self.alive() {
-                    self.machine_ended(failure, &mut actions);
+                    self.qemu_ended_early(status, &mut actions);
                 } else {
+                    let failure = Failure::QemuEnded(status);
                     actions.push(Action::End(self.known_end().unwrap_or(Err(failure))));
                 }
             }
             Input::VirtiofsdEnded(status) => {
                 if self.alive() {
-                    self.machine_ended(Failure::VirtiofsdEnded(status), &mut actions);
+                    self.virtiofsd_ended_early(status, &mut actions);
                 }
             }
             Input::Signal(signal) => {
@@ -398,7 +418,7 @@ impl Supervisor {
             }
             Message::Exit { code, .. } if self.alive() => {
                 self.phase = Phase::Exited(code);
-                if !self.has_disks {
+                if !self.has_disks && !self.qemu_ended {
                     actions.push(Action::KillQemu);
                 }
             }

@@ -390,29 +390,32 @@ fn running_qemu_or_virtiofsd_ending_under_the_application_is_an_error_once_the_c
         )))]
     );
 
-    // Without QEMU's end the channel would stay open: QEMU goes at once.
+    // A virtiofsd that failed is no consequence of QEMU's end: it ends the container at once
+    // (and the loop stops QEMU).
     let mut supervisor = running();
     assert_eq!(
         supervisor.handle(Input::VirtiofsdEnded("exit status 1".into())),
-        [Action::KillQemu]
-    );
-    assert_eq!(
-        supervisor.handle(Input::QemuEnded("killed by SIGKILL".into())),
-        []
-    );
-    assert_eq!(
-        supervisor.handle(Input::ChannelClosed(None)),
         [Action::End(Err(Failure::VirtiofsdEnded(
             "exit status 1".into()
         )))]
     );
 
-    // A channel that never closes is given up at the drain deadline.
+    // A channel that never closes is given up at the drain deadline, booting or running; a
+    // read error after the machine went is no news.
+    for mut supervisor in [running(), connected(false)] {
+        supervisor.handle(Input::QemuEnded("exit status 0".into()));
+        assert_eq!(
+            supervisor.handle(Input::DeadlinePassed),
+            [Action::End(Err(Failure::QemuEnded("exit status 0".into())))]
+        );
+    }
     let mut supervisor = running();
-    supervisor.handle(Input::QemuEnded("exit status 0".into()));
+    supervisor.handle(Input::QemuEnded("killed by SIGKILL".into()));
     assert_eq!(
-        supervisor.handle(Input::DeadlinePassed),
-        [Action::End(Err(Failure::QemuEnded("exit status 0".into())))]
+        supervisor.handle(Input::ChannelClosed(Some("reset".into()))),
+        [Action::End(Err(Failure::QemuEnded(
+            "killed by SIGKILL".into()
+        )))]
     );
 
     // A virtiofsd that exited 0 lost its client: QEMU's end is named.
@@ -428,6 +431,26 @@ fn running_qemu_or_virtiofsd_ending_under_the_application_is_an_error_once_the_c
     assert_eq!(
         supervisor.handle(Input::ChannelClosed(None)),
         [Action::End(Err(Failure::QemuEnded("exit status 1".into())))]
+    );
+
+    // Also where the channel's end is seen before QEMU's.
+    let mut supervisor = running();
+    supervisor.handle(Input::VirtiofsdEnded("exit status 0".into()));
+    assert_eq!(supervisor.handle(Input::ChannelClosed(None)), []);
+    assert_eq!(
+        supervisor.handle(Input::QemuEnded("exit status 1".into())),
+        [Action::End(Err(Failure::QemuEnded("exit status 1".into())))]
+    );
+    // QEMU that does not end is given up at the drain deadline, naming virtiofsd.
+    let mut supervisor = running();
+    supervisor.handle(Input::VirtiofsdEnded("exit status 0".into()));
+    supervisor.handle(Input::ChannelClosed(None));
+    assert_eq!(supervisor.deadline(), Some(Deadline::Drain));
+    assert_eq!(
+        supervisor.handle(Input::DeadlinePassed),
+        [Action::End(Err(Failure::VirtiofsdEnded(
+            "exit status 0".into()
+        )))]
     );
 
     // Before QEMU connected there is nothing to read.
@@ -493,10 +516,13 @@ fn the_guest_s_last_words_count_when_its_machine_is_seen_to_end_first() {
         supervisor.handle(Input::VirtiofsdEnded("exit status 0".into())),
         []
     );
-    assert_eq!(
-        supervisor.handle(exit(0)),
-        [Action::KillQemu, Action::End(Ok(0))]
-    );
+    assert_eq!(supervisor.handle(exit(0)), [Action::End(Ok(0))]);
+
+    // virtiofsd, then QEMU, then the exit.
+    let mut supervisor = running();
+    supervisor.handle(Input::VirtiofsdEnded("exit status 0".into()));
+    supervisor.handle(Input::QemuEnded("exit status 0".into()));
+    assert_eq!(supervisor.handle(exit(7)), [Action::End(Ok(7))]);
 
     // The guest's error, while the application was still starting.
     let mut booting = connected(false);
