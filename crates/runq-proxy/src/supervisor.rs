@@ -151,8 +151,6 @@ pub struct Supervisor {
     /// but a child's end can be seen first: the channel is read to its end, and only a guest
     /// that said nothing ends the container with this failure.
     machine_gone: Option<Failure>,
-    /// QEMU was reaped: nothing more can reach the channel, and there is nothing to kill.
-    qemu_ended: bool,
 }
 
 impl Supervisor {
@@ -167,7 +165,6 @@ impl Supervisor {
             embedded_dns,
             channel_open: false,
             machine_gone: None,
-            qemu_ended: false,
         }
     }
 
@@ -208,19 +205,23 @@ impl Supervisor {
         }
         let clean = lost_its_client(&status);
         let failure = Failure::VirtiofsdEnded(status);
-        if clean && !self.qemu_ended {
+        if clean {
             self.machine_gone = Some(failure);
         } else {
             actions.push(Action::End(Err(failure)));
         }
     }
 
-    /// Whether the machine's failure waits for QEMU's end, which will name it better.
+    /// QEMU was reaped while the application ran: nothing more can reach the channel, and
+    /// there is nothing to kill.
+    fn qemu_gone(&self) -> bool {
+        matches!(self.machine_gone, Some(Failure::QemuEnded(_)))
+    }
+
+    /// virtiofsd lost its client, and QEMU's end, which will name the failure better, is
+    /// still to come (QEMU's end replaces it).
     fn waits_for_qemu(&self) -> bool {
-        match &self.machine_gone {
-            Some(Failure::VirtiofsdEnded(status)) => !self.qemu_ended && lost_its_client(status),
-            _ => false,
-        }
+        matches!(self.machine_gone, Some(Failure::VirtiofsdEnded(_)))
     }
 
     pub fn handle(&mut self, input: Input) -> Vec<Action> {
@@ -228,8 +229,8 @@ impl Supervisor {
         match input {
             Input::Guest(message) => {
                 self.guest_message(message, &mut actions);
-                let ends = actions.iter().any(|a| matches!(a, Action::End(_)));
-                if self.machine_gone.is_some() && self.qemu_ended && !ends {
+                // Nothing more can come: what the guest said last decides.
+                if self.qemu_gone() && !actions.iter().any(|a| matches!(a, Action::End(_))) {
                     actions.extend(self.known_end().map(Action::End));
                 }
             }
@@ -248,7 +249,6 @@ impl Supervisor {
                 }
             }
             Input::QemuEnded(status) => {
-                self.qemu_ended = true;
                 if self.alive() {
                     self.qemu_ended_early(status, &mut actions);
                 } else {
@@ -418,7 +418,7 @@ impl Supervisor {
             }
             Message::Exit { code, .. } if self.alive() => {
                 self.phase = Phase::Exited(code);
-                if !self.has_disks && !self.qemu_ended {
+                if !self.has_disks && !self.qemu_gone() {
                     actions.push(Action::KillQemu);
                 }
             }
