@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use runq_shared::timeline::Report;
 
 use crate::chart::{self, Bar};
+use crate::cpu;
 use crate::docker::{docker, Container, Setup, DOCKER, IMAGE};
 use crate::floor::Floor;
 use crate::memory;
@@ -103,8 +104,26 @@ pub fn run(settings: &Settings) -> Result<()> {
             density(&runq, &probe_binary, count)?,
         ),
         (
+            format!("runq booted: {count} containers answering"),
+            density(
+                &Setup {
+                    label: "runq-booted",
+                    options: [
+                        runq.options.clone(),
+                        vec!["-e".into(), "RUNQ_TEMPLATE=0".into()],
+                    ]
+                    .concat(),
+                },
+                &probe_binary,
+                count,
+            )?,
+        ),
+        (
             format!("bare floor: {count} VMs booted to their exit"),
-            (floor.boot()?, floor.boot_together(count)?),
+            Density {
+                one: with_cpu(|| floor.boot())?,
+                many: with_cpu(|| floor.boot_together(count))?,
+            },
         ),
     ];
 
@@ -433,15 +452,40 @@ fn exec_latency(
     Ok((median(&runq_samples), median(&runc_samples)))
 }
 
-/// Seconds until one container, and until `count` containers started at once, answer on
-/// the probe's port (an echo round trip, so the application itself answered).
-fn density(setup: &Setup, probe_binary: &Path, count: usize) -> Result<(f64, f64)> {
-    let one = start_and_reach(setup, probe_binary, 1)?;
-    let many = start_and_reach(setup, probe_binary, count)?;
-    Ok((one, many))
+/// One start and `count` starts at once: how long each took, and the host's CPU time they
+/// kept busy.
+struct Density {
+    one: Timed,
+    many: Timed,
 }
 
-fn start_and_reach(setup: &Setup, probe_binary: &Path, count: usize) -> Result<f64> {
+#[derive(Clone, Copy)]
+struct Timed {
+    seconds: f64,
+    cpu_seconds: f64,
+}
+
+fn with_cpu(run: impl FnOnce() -> Result<f64>) -> Result<Timed> {
+    let busy = cpu::busy_seconds()?;
+    let seconds = run()?;
+    Ok(Timed {
+        seconds,
+        cpu_seconds: cpu::busy_seconds()? - busy,
+    })
+}
+
+/// Seconds until one container, and until `count` containers started at once, answer on
+/// the probe's port (an echo round trip, so the application itself answered).
+fn density(setup: &Setup, probe_binary: &Path, count: usize) -> Result<Density> {
+    Ok(Density {
+        one: start_and_reach(setup, probe_binary, 1)?,
+        many: start_and_reach(setup, probe_binary, count)?,
+    })
+}
+
+/// The CPU time is taken when the last one answered, before the containers are removed.
+fn start_and_reach(setup: &Setup, probe_binary: &Path, count: usize) -> Result<Timed> {
+    let busy = cpu::busy_seconds()?;
     let started = Instant::now();
     let results: Vec<Result<Container>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..count)
@@ -469,9 +513,13 @@ fn start_and_reach(setup: &Setup, probe_binary: &Path, count: usize) -> Result<f
             .collect()
     });
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu::busy_seconds()? - busy;
     let containers = results.into_iter().collect::<Result<Vec<_>>>()?;
     drop(containers);
-    Ok(seconds)
+    Ok(Timed {
+        seconds,
+        cpu_seconds,
+    })
 }
 
 fn wait_for_echo(address: &str) -> Result<()> {
@@ -494,6 +542,32 @@ fn wait_for_echo(address: &str) -> Result<()> {
             bail!("nothing answered at {address} within {READY_DEADLINE:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the density ratio is the runtime's or the machine's: the CPU one start keeps busy
+/// bounds how fast `count` can go at once on these cores, whatever the runtime does.
+fn print_density_bound(count: usize, cores: usize, density: &[(String, Density)]) {
+    println!(
+        "\nDensity against the machine: the host's busy CPU time (all processes, /proc/stat) \
+         while one start and {count} at once ran, and the least ratio {count} starts' CPU \
+         time allows on {cores} cores (one's CPU time × {count} / {cores}, over one's time):\n"
+    );
+    println!(
+        "| starts | one: s, CPU s | {count} at once: s, CPU s per start | least ratio | ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (label, Density { one, many }) in density {
+        let name = label.split(':').next().unwrap_or(label);
+        println!(
+            "| {name} | {:.2}, {:.2} | {:.2}, {:.2} | {:.1}× | {:.1}× |",
+            one.seconds,
+            one.cpu_seconds,
+            many.seconds,
+            many.cpu_seconds / count.max(1) as f64,
+            cpu::ratio_bound(one.seconds, one.cpu_seconds, count, cores),
+            many.seconds / one.seconds
+        );
     }
 }
 
@@ -522,12 +596,13 @@ fn print_report(
     memory: &IdleMemory,
     (floor_kib, floor_split): (u64, [u64; 3]),
     exec: &(f64, f64),
-    density: &[(String, (f64, f64)); 3],
+    density: &[(String, Density)],
 ) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "Boot, memory and density; {} cores, host kernel {}, guest under {}; medians of {} \
          rounds (runc, runq restored from a template, runq booted and the floor in turn).\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores,
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
@@ -577,12 +652,15 @@ fn print_report(
         exec.1,
         exec.0 / exec.1
     );
-    for (label, (one, many)) in density {
+    for (label, Density { one, many }) in density {
         println!(
-            "| {label} / one (s) | {many:.2} | {one:.2} (one) | {:.1}× |",
-            many / one
+            "| {label} / one (s) | {:.2} | {:.2} (one) | {:.1}× |",
+            many.seconds,
+            one.seconds,
+            many.seconds / one.seconds
         );
     }
+    print_density_bound(settings.density, cores, density);
     println!("\nIdle runq container, PSS by process:\n");
     println!("| process | PSS (MiB) |");
     println!("|---|---:|");

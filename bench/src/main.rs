@@ -4,6 +4,7 @@
 
 mod boot;
 mod chart;
+mod cpu;
 mod docker;
 mod floor;
 mod hostside;
